@@ -1,0 +1,139 @@
+"""What a converter converts: one SourceModel, whatever the user handed in.
+
+Accepted: a trainer's output folder, a .keras/.h5 file (tf_keras), a SavedModel folder, an
+in-memory tf_keras model, a Keras 3 model (exported to a SavedModel first: tfmot, tf2onnx and
+coremltools take Keras 2 only) and, for ONNX Runtime quantization, a .onnx file.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeship._deps import tensorflow as _tf
+from edgeship.errors import BadArtifactError, BadInputError
+from edgeship.records import TrainingRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceModel:
+    """A model ready for conversion.
+
+    ``keras`` is the model to convert (QAT-wrapped when ``qat``); ``reference`` is its float
+    counterpart (the same object for a float model). ``saved_model`` is set for SavedModel and
+    Keras 3 inputs, ``onnx`` for .onnx inputs; then ``keras`` is None.
+    """
+
+    name: str
+    origin: str
+    input_shape: tuple[int, ...]
+    keras: Any = None
+    reference: Any = None
+    qat: bool = False
+    saved_model: Path | None = None
+    onnx: Path | None = None
+    record: TrainingRecord | None = None
+    _tmp: list[Any] = field(default_factory=list, repr=False)
+
+    @property
+    def kind(self) -> str:
+        return "onnx" if self.onnx else "saved_model" if self.saved_model else "keras"
+
+    def float_keras(self) -> Any:
+        return self.reference if self.reference is not None else self.keras
+
+
+def _is_qat(model: Any) -> bool:
+    return any(type(layer).__name__.startswith(("Quantize", "QuantizeWrapper")) for layer in model.layers)
+
+
+def _input_shape_keras(model: Any) -> tuple[int, ...]:
+    if len(model.inputs) != 1:
+        raise BadInputError(f"edgeship converts single-input models; this one has {len(model.inputs)} inputs")
+    return tuple(int(d) for d in model.inputs[0].shape[1:])
+
+
+def _from_keras(model: Any, name: str, origin: str, reference: Any = None, record: TrainingRecord | None = None) -> SourceModel:
+    qat = _is_qat(model)
+    return SourceModel(
+        name=name, origin=origin, input_shape=_input_shape_keras(model), keras=model,
+        reference=reference if reference is not None else (None if qat else model), qat=qat, record=record,
+    )
+
+
+def _saved_model_shape(folder: Path) -> tuple[int, ...]:
+    tf = _tf()
+    try:
+        loaded = tf.saved_model.load(str(folder))
+        fn = loaded.signatures["serving_default"]
+    except Exception as exc:  # TF raises many types for a bad SavedModel
+        raise BadArtifactError(f"{folder} is not a loadable SavedModel with a 'serving_default' signature: {exc}") from exc
+    specs = list(fn.structured_input_signature[1].values())
+    if len(specs) != 1:
+        raise BadInputError(f"edgeship converts single-input models; {folder} has inputs {[s.name for s in specs]}")
+    return tuple(int(d) for d in specs[0].shape[1:])
+
+
+def _from_keras3(model: Any, name: str) -> SourceModel:
+    tmp = tempfile.TemporaryDirectory(prefix="edgeship-keras3-")
+    folder = Path(tmp.name) / "saved_model"
+    log.info("exporting the Keras 3 model to a SavedModel (tfmot, tf2onnx and coremltools take Keras 2 only)")
+    try:
+        model.export(str(folder))
+    except Exception as exc:
+        tmp.cleanup()
+        raise BadInputError(f"this Keras 3 model could not be exported to a SavedModel: {exc}") from exc
+    return SourceModel(name=name, origin="<keras 3 model>", input_shape=_saved_model_shape(folder),
+                       saved_model=folder, _tmp=[tmp])
+
+
+def resolve(model: Any, name: str | None = None) -> SourceModel:
+    """Turn whatever the user passed into a SourceModel."""
+    if isinstance(model, SourceModel):
+        return model
+    if isinstance(model, (str, Path)):
+        return _from_path(Path(model), name)
+    module = type(model).__module__
+    if module.startswith("tf_keras") or module.startswith("tensorflow_model_optimization"):
+        return _from_keras(model, name or model.name, "<in-memory tf_keras model>")
+    if module.startswith("keras"):
+        return _from_keras3(model, name or getattr(model, "name", "model"))
+    raise BadInputError(
+        "convert takes a trained-model folder, a .keras/.h5 file, a SavedModel folder, a .onnx file or a "
+        f"tf_keras / Keras 3 model; received {type(model).__name__}"
+    )
+
+
+def _from_path(path: Path, name: str | None) -> SourceModel:
+    from edgeship.trainers import saving
+
+    if not path.exists():
+        raise BadInputError(f"no model at {path}")
+    if saving.is_trained_folder(path):
+        final, reference, record = saving.load_trained(path)
+        return _from_keras(final, name or record.model, str(path), reference=reference, record=record)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        return SourceModel(name=name or path.name, origin=str(path), input_shape=_saved_model_shape(path), saved_model=path)
+    if path.suffix in saving.KERAS_SUFFIXES:
+        return _from_keras(saving.load_keras(path), name or path.stem, str(path))
+    if path.suffix == ".onnx":
+        return _from_onnx(path, name)
+    raise BadInputError(
+        f"{path} is not a model edgeship converts: expected a trained-model folder (training.json), a SavedModel "
+        "folder (saved_model.pb), a .keras/.h5 file or a .onnx file"
+    )
+
+
+def _from_onnx(path: Path, name: str | None) -> SourceModel:
+    from edgeship.runtimes import load
+
+    session = load(path)
+    if len(session.inputs) != 1:
+        raise BadInputError(f"edgeship converts single-input models; {path.name} has {len(session.inputs)}")
+    shape = tuple(max(d, 1) for d in session.inputs[0].shape[1:])
+    return SourceModel(name=name or path.stem, origin=str(path), input_shape=shape, onnx=path)

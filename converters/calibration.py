@@ -1,0 +1,43 @@
+"""Calibration data for full-integer quantization: checked once, where it enters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgeship.errors import BadInputError
+
+DEFAULT_SAMPLES = 200
+MAX_SAMPLES = 500
+
+
+def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samples: int = DEFAULT_SAMPLES) -> np.ndarray:
+    """Return float32 calibration samples shaped ``(n,) + input_shape`` or say what is wrong.
+
+    ``calibration`` is a Dataset (its calibration subset is used) or an array of samples.
+    """
+    if calibration is None:
+        raise BadInputError(
+            f"{target} needs calibration data (a representative dataset) and none was given; "
+            "pass data='digits' (or another dataset) or calibration=<array of samples>"
+        )
+    if hasattr(calibration, "calibration"):
+        calibration = calibration.calibration(min(samples, MAX_SAMPLES))
+    x = np.asarray(calibration)
+    if x.dtype.kind not in "fiu":
+        raise BadInputError(f"calibration data for {target} must be numeric; received dtype {x.dtype}")
+    if x.ndim == len(input_shape):
+        x = x[None]
+    if x.shape[1:] != tuple(input_shape):
+        raise BadInputError(
+            f"calibration data for {target} must have samples of shape {tuple(input_shape)} (the model's input); "
+            f"received an array of shape {x.shape}"
+        )
+    if len(x) == 0:
+        raise BadInputError(f"calibration data for {target} is empty; give 100-500 samples from the training split")
+    x = x[:MAX_SAMPLES].astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
+        raise BadInputError(f"calibration data for {target} has {bad} samples with NaN or infinite values; clean them first")
+    return x

@@ -1,0 +1,130 @@
+"""Core ML: ML Program .mlpackage at fp16/fp32, plus coremltools weight compression.
+
+Compression works on the float program (QAT Keras models yield fake-quant ops in fp16, not int8
+weights: DESIGN.md fact 10), and lowers ``weight_threshold`` so small tensors are compressed too.
+Saving works on Linux; running needs macOS (or edgeship's reference evaluator).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship import _io
+from edgeship._deps import require
+from edgeship.converters import _artifact
+from edgeship.errors import BadInputError, UnsupportedModelError
+from edgeship.records import Artifact, TensorSpec
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".mlpackage"
+DEPLOYMENT_TARGET = "iOS16"  # the first target with ML Program weight compression ops
+MAX_BATCH = 1024
+PRECISIONS = {
+    "fp16": "ML Program, float16 compute and weights",
+    "fp32": "ML Program, float32 compute and weights",
+    "w8": "int8 linear (symmetric) weights, fp16 compute",
+    "pal2": "2-bit k-means palettized weights",
+    "pal4": "4-bit k-means palettized weights",
+    "pal6": "6-bit k-means palettized weights",
+    "pal8": "8-bit k-means palettized weights",
+    "pruned": "sparse weights: threshold pruning for sparse models, else 50% magnitude pruning",
+}
+
+
+def _coremltools() -> Any:
+    from edgeship._deps import tensorflow
+
+    tensorflow()  # coremltools' TF frontend needs Keras 2 selected before TensorFlow loads
+    os.environ.setdefault("TQDM_DISABLE", "1")  # coremltools draws progress bars on every pass
+    ct = require("coremltools", "convert to Core ML")
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    return ct
+
+
+def _program(source: Any, ct: Any, precision: str) -> Any:
+    if source.kind == "onnx":
+        raise UnsupportedModelError(
+            f"{source.origin} is an ONNX model; coremltools 9 has no ONNX frontend. Convert the original Keras "
+            "or SavedModel model to Core ML"
+        )
+    model = str(source.saved_model) if source.kind == "saved_model" else source.float_keras()
+    batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
+    inputs = [ct.TensorType(name="input", shape=(batch,) + tuple(source.input_shape), dtype=np.float32)]
+    if source.kind == "saved_model":
+        inputs = None  # a SavedModel keeps its own input name and shape
+    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    return ct.convert(
+        model, convert_to="mlprogram", inputs=inputs, compute_precision=compute,
+        minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET), skip_model_load=True,
+    )
+
+
+def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:
+    opt = ct.optimize.coreml
+    threshold = int(options.get("weight_threshold", 64))  # default 2048 would skip a compact model's tensors
+    if precision == "w8":
+        config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=threshold)
+        return {"model": opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
+                "compression": "int8 linear symmetric", "weight_threshold": threshold}
+    if precision.startswith("pal"):
+        bits = int(precision[3:])
+        config = opt.OpPalettizerConfig(mode="kmeans", nbits=bits, weight_threshold=threshold)
+        return {"model": opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
+                "compression": f"{bits}-bit k-means palettization", "weight_threshold": threshold}
+    sparsity = source.record.sparsity if source.record is not None else {}
+    if sparsity and min(sparsity.values()) > 0.3:
+        config = opt.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.3, weight_threshold=threshold)
+        how = "threshold pruning (the model is already sparse)"
+    else:
+        target = float(options.get("target_sparsity", 0.5))
+        config = opt.OpMagnitudePrunerConfig(target_sparsity=target, weight_threshold=threshold)
+        how = f"magnitude pruning to {target:.0%} (no fine-tuning: validate the accuracy)"
+    return {"model": opt.prune_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
+            "compression": how, "weight_threshold": threshold}
+
+
+def specs(mlmodel_spec: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Input and output TensorSpecs from a Core ML model spec (-1 for a flexible dimension)."""
+    dtypes = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
+
+    def one(feature: Any) -> TensorSpec:
+        array = feature.type.multiArrayType
+        shape = [int(d) for d in array.shape]
+        ranges = array.shapeRange.sizeRanges
+        if ranges:
+            shape = [int(r.lowerBound) if r.lowerBound == r.upperBound else -1 for r in ranges]
+        return TensorSpec(name=feature.name, shape=tuple(shape), dtype=dtypes.get(array.dataType, "float32"))
+
+    desc = mlmodel_spec.description
+    return tuple(one(f) for f in desc.input), tuple(one(f) for f in desc.output)
+
+
+def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+    """Write ``out/<model>.<precision>.mlpackage`` and return its Artifact."""
+    ct = _coremltools()
+    if precision not in PRECISIONS:
+        raise BadInputError(f"coreml has no precision '{precision}'; choose one of {sorted(PRECISIONS)}")
+    mlmodel = _program(source, ct, precision)
+    settings: dict[str, Any] = {
+        "converter": f"coremltools {ct.__version__}",
+        "model_type": "mlprogram",
+        "compute_precision": "fp32" if precision == "fp32" else "fp16",
+        "minimum_deployment_target": DEPLOYMENT_TARGET,
+        "max_batch": MAX_BATCH,
+    }
+    if precision not in ("fp16", "fp32"):
+        result = _compress(mlmodel, ct, precision, source, options)
+        mlmodel = result.pop("model")
+        settings.update(result)
+    inputs, outputs = specs(mlmodel.get_spec())
+    path = out / _artifact.file_name(source, precision, SUFFIX)
+    with _io.staged(path, directory=True) as staged:
+        mlmodel.save(str(staged))
+        return _artifact.make(staged, out, final=path, fmt="coreml", precision=precision, source=source,
+                              settings=settings, inputs=inputs, outputs=outputs)

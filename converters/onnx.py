@@ -1,0 +1,177 @@
+"""ONNX: fp32 through tf2onnx; int8 through ONNX Runtime static (QDQ) or dynamic quantization.
+
+QAT models reach int8 through their int8 TFLite flatbuffer (tf2onnx.from_tflite): tf2onnx on the
+Keras QAT model keeps float weights (DESIGN.md fact 8).
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship import _io
+from edgeship._deps import require
+from edgeship._deps import tensorflow as _tf
+from edgeship.converters import _artifact, calibration as _calibration
+from edgeship.errors import BadInputError, ConversionError
+from edgeship.records import Artifact
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".onnx"
+DEFAULT_OPSET = 17
+MAX_OPSET = 18  # tf2onnx's ceiling
+PRECISIONS = {
+    "fp32": "float32 through tf2onnx",
+    "int8": "int8 QDQ, ONNX Runtime static quantization (calibrated, per-channel)",
+    "dynamic": "int8 weights, activations quantized at run time (ONNX Runtime dynamic quantization)",
+}
+CALIBRATE_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has VNNI int8 dot products (then ONNX Runtime needs no reduce_range)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def quant_defaults() -> dict[str, Any]:
+    """ONNX Runtime's CPU guidance: x86 with VNNI -> U8S8 as is; x86 without -> reduce_range; ARM -> S8S8."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return {"activation_type": "int8", "reduce_range": False, "why": f"{machine}: symmetric int8 activations"}
+    vnni = cpu_has_vnni()
+    return {
+        "activation_type": "uint8",
+        "reduce_range": not vnni,
+        "why": "x86 with VNNI: full 8-bit range" if vnni else "x86 without VNNI: 7-bit weights avoid int16 overflow",
+    }
+
+
+def _fp32_model(source: Any, opset: int) -> Any:
+    """The float model as an onnx ModelProto with input 'input' (dynamic batch)."""
+    tf = _tf()
+    tf2onnx = require("tf2onnx", "convert to ONNX")
+    spec = (tf.TensorSpec((None,) + tuple(source.input_shape), tf.float32, name="input"),)
+    if source.kind == "onnx":
+        return require("onnx").load(str(source.onnx))
+    if source.kind == "saved_model":
+        fn = tf.saved_model.load(str(source.saved_model)).signatures["serving_default"]
+        model_proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+    else:
+        model_proto, _ = tf2onnx.convert.from_keras(source.float_keras(), input_signature=spec, opset=opset)
+    return model_proto
+
+
+def _from_qat_tflite(source: Any, opset: int, calibration: Any) -> tuple[Any, dict[str, Any]]:
+    from edgeship.converters import tflite
+
+    tf2onnx = require("tf2onnx", "convert to ONNX")
+    flatbuffer, _ = tflite.to_bytes(source, "int8-float-io", calibration)
+    with tempfile.TemporaryDirectory(prefix="edgeship-qat-") as tmp:
+        path = Path(tmp) / "qat.tflite"
+        path.write_bytes(flatbuffer)
+        model_proto, _ = tf2onnx.convert.from_tflite(str(path), opset=opset)
+    return model_proto, {"route": "QAT model -> int8 TFLite -> tf2onnx (int8 weights and activations)"}
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over an array of samples."""
+
+    def __init__(self, name: str, samples: np.ndarray) -> None:
+        self._items = iter([{name: samples[i : i + 1]} for i in range(len(samples))])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._items, None)
+
+
+def _quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | None, options: dict[str, Any]) -> dict[str, Any]:
+    q = require("onnxruntime.quantization", "quantize ONNX models")
+    defaults = quant_defaults()
+    reduce_range = options.get("reduce_range", defaults["reduce_range"])
+    settings: dict[str, Any] = {
+        "reduce_range": bool(reduce_range),
+        "reduce_range_reason": "set by the caller" if "reduce_range" in options else defaults["why"],
+        "per_channel": bool(options.get("per_channel", True)),
+        "quantizer": f"onnxruntime {require('onnxruntime').__version__}",
+    }
+    if precision == "dynamic":
+        q.quantize_dynamic(str(model_path), str(out_path), weight_type=q.QuantType.QInt8,
+                           per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                           op_types_to_quantize=options.get("op_types", ["MatMul", "Gemm"]))
+        settings["op_types"] = list(options.get("op_types", ["MatMul", "Gemm"]))
+        return settings
+    method = str(options.get("calibrate_method", "minmax")).lower()
+    if method not in CALIBRATE_METHODS:
+        raise BadInputError(f"calibrate_method must be one of {sorted(CALIBRATE_METHODS)}; received {method!r}")
+    activation = options.get("activation_type", defaults["activation_type"])
+    input_name = require("onnx").load(str(model_path), load_external_data=False).graph.input[0].name
+    q.quantize_static(
+        str(model_path), str(out_path), _Reader(input_name, samples),
+        quant_format=q.QuantFormat.QDQ, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+        activation_type=q.QuantType.QUInt8 if activation == "uint8" else q.QuantType.QInt8,
+        weight_type=q.QuantType.QInt8,
+        calibrate_method=getattr(q.CalibrationMethod, CALIBRATE_METHODS[method]),
+        nodes_to_exclude=options.get("nodes_to_exclude"),
+    )
+    settings.update(format="QDQ", calibrate_method=CALIBRATE_METHODS[method], activation_type=activation,
+                    weight_type="int8", calibration_samples=len(samples))
+    return settings
+
+
+def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+    """Write ``out/<model>.<precision>.onnx`` and return its Artifact."""
+    onnx = require("onnx", "write ONNX models")
+    opset = int(options.get("opset", DEFAULT_OPSET))
+    if not 9 <= opset <= MAX_OPSET:
+        raise BadInputError(f"opset must be between 9 and {MAX_OPSET} (tf2onnx's range); received {opset}")
+    settings: dict[str, Any] = {"opset": opset}
+    path = out / _artifact.file_name(source, precision, SUFFIX)
+    with tempfile.TemporaryDirectory(prefix="edgeship-onnx-") as tmp, _io.staged(path) as staged:
+        if precision == "int8" and source.qat:
+            model_proto, route = _from_qat_tflite(source, opset, calibration)
+            settings.update(route)
+            onnx.save(model_proto, str(staged))
+        else:
+            model_proto = _fp32_model(source, opset)
+            if precision == "fp32":
+                onnx.save(model_proto, str(staged))
+            else:
+                settings.update(_quantize_proto(model_proto, Path(tmp), staged, precision, source, calibration, options))
+        _check(staged, onnx)
+        artifact = _artifact.make(staged, out, final=path, fmt="onnx", precision=precision, source=source, settings=settings)
+    return artifact
+
+
+def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, source: Any,
+                    calibration: Any, options: dict[str, Any]) -> dict[str, Any]:
+    onnx = require("onnx")
+    q = require("onnxruntime.quantization", "quantize ONNX models")
+    fp32_path, prepared = tmp / "fp32.onnx", tmp / "prepared.onnx"
+    onnx.save(model_proto, str(fp32_path))
+    try:  # shape inference and graph optimisation make quantization ranges tighter
+        q.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+    except Exception as exc:
+        log.warning("ONNX pre-processing skipped (%s); quantizing the raw graph", exc)
+        prepared = fp32_path
+    samples = None
+    if precision == "int8":
+        samples = _calibration.prepare(calibration, source.input_shape, target="onnx:int8",
+                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+    return _quantize(prepared, staged, precision, samples, options)
+
+
+def _check(path: Path, onnx: Any) -> None:
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise ConversionError(f"the ONNX model written for {path.name} does not pass onnx.checker: {exc}") from exc

@@ -1,0 +1,71 @@
+"""The float reference every artifact is validated against, kept in ``out/reference/``."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeship import _io
+from edgeship._deps import tensorflow as _tf
+from edgeship.errors import BadArtifactError
+from edgeship.records import Artifact, Manifest, TensorSpec
+
+FOLDER = "reference"
+
+
+def write(source: Any, out: Path) -> Artifact:
+    """Copy or save ``source``'s float model into ``out/reference`` and describe it."""
+    out.mkdir(parents=True, exist_ok=True)
+    if source.kind == "onnx":
+        path = out / FOLDER / "model.onnx"
+        path.parent.mkdir(exist_ok=True)
+        _io.write_bytes(path, source.onnx.read_bytes())
+        fmt = "onnx"
+    elif source.kind == "saved_model":
+        path = out / FOLDER / "saved_model"
+        path.parent.mkdir(exist_ok=True)
+        if path.resolve() != Path(source.saved_model).resolve():
+            with _io.staged(path, directory=True) as tmp:
+                shutil.copytree(source.saved_model, tmp, dirs_exist_ok=True)
+        fmt = "saved_model"
+    else:
+        from edgeship.trainers.saving import save_keras
+
+        path = save_keras(source.float_keras(), out / FOLDER / "model.keras")
+        fmt = "keras"
+    spec = TensorSpec(name="input", shape=(-1,) + tuple(source.input_shape), dtype="float32")
+    return Artifact(
+        name="reference", path=path.relative_to(out).as_posix(), format=fmt, precision="fp32",
+        sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path), inputs=(spec,), outputs=(),
+        source=source.origin, settings={"role": "float reference"},
+    )
+
+
+def predictor(folder: Path, manifest: Manifest) -> Callable[[np.ndarray], np.ndarray]:
+    """A function mapping a batch of inputs to the reference model's outputs."""
+    ref = manifest.reference
+    if ref is None:
+        raise BadArtifactError(f"{folder}/manifest.json names no float reference; convert again to write one")
+    path = folder / ref.path
+    if not path.exists():
+        raise BadArtifactError(f"the float reference {path} is missing; convert again to write it")
+    if ref.format == "onnx":
+        from edgeship.runtimes import load
+
+        session = load(path)
+        return lambda x: session.predict(x)
+    if ref.format == "saved_model":
+        tf = _tf()
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda x: _batched(lambda b: next(iter(fn(tf.constant(b)).values())).numpy(), x)
+    from edgeship.trainers.saving import load_keras
+
+    model = load_keras(path)
+    return lambda x: model.predict(x, batch_size=256, verbose=0)
+
+
+def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 256) -> np.ndarray:
+    return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])

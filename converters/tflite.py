@@ -1,0 +1,106 @@
+"""TFLite: fp32, fp16, dynamic-range, full int8 (int8 or float I/O), int16x8; QAT models to int8."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship import _io
+from edgeship._deps import tensorflow as _tf
+from edgeship.converters import _artifact, calibration as _calibration
+from edgeship.errors import ConversionError, UnsupportedModelError
+from edgeship.records import Artifact
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".tflite"
+PRECISIONS = {
+    "fp32": "float32 weights and activations",
+    "fp16": "float16 weights, float32 compute",
+    "dynamic": "int8 weights, float activations quantized on the fly (no calibration)",
+    "int8": "full integer with int8 input and output (QAT models need no calibration)",
+    "int8-float-io": "full integer ops with float32 input and output",
+    "int16x8": "int16 activations, int8 weights (calibrated)",
+}
+_CALIBRATED = {"int8", "int8-float-io", "int16x8"}
+
+
+def _converter(source: Any, *, use_float: bool) -> Any:
+    tf = _tf()
+    if source.kind == "saved_model":
+        return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model))
+    if source.kind == "onnx":
+        raise UnsupportedModelError(
+            f"{source.origin} is an ONNX model; edgeship converts ONNX to onnx:int8/onnx:dynamic only. "
+            "Convert the original Keras or SavedModel model to TFLite"
+        )
+    model = source.float_keras() if use_float else source.keras
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+
+
+def configure(converter: Any, precision: str, samples: np.ndarray | None, *, qat: bool) -> dict[str, Any]:
+    """Set ``converter`` up for ``precision``; return the settings recorded in the artifact."""
+    tf = _tf()
+    settings: dict[str, Any] = {"converter": f"tf.lite {tf.__version__}", "qat": qat}
+    if precision == "fp32":
+        return settings
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision in _CALIBRATED and samples is not None:
+        converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
+        settings["calibration_samples"] = len(samples)
+    if precision in ("int8", "int8-float-io"):
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if precision == "int8":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    if precision == "int16x8":
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+        ]
+    return settings
+
+
+def to_bytes(source: Any, precision: str, calibration: Any = None, **options: Any) -> tuple[bytes, dict[str, Any]]:
+    """Convert ``source`` to TFLite ``precision`` in memory; returns (flatbuffer, settings)."""
+    # QAT models carry their own ranges: int8 comes from them, float precisions from the float model.
+    from_qat = source.qat and precision in ("int8", "int8-float-io")
+    # TFLite asks for a representative dataset for full-integer targets even from QAT models;
+    # there the fake-quant ranges win and the samples only cover ops QAT left without a range.
+    samples = None
+    if precision in _CALIBRATED and not (from_qat and calibration is None):
+        samples = _calibration.prepare(calibration, source.input_shape, target=f"tflite:{precision}",
+                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+    converter = _converter(source, use_float=not from_qat)
+    settings = configure(converter, precision, samples, qat=from_qat)
+    for key, value in options.get("converter_flags", {}).items():
+        setattr(converter, key, value)
+    try:
+        flatbuffer = converter.convert()
+    except Exception as exc:
+        raise ConversionError(_explain(exc, precision)) from exc
+    return flatbuffer, settings
+
+
+def _explain(exc: Exception, precision: str) -> str:
+    text = str(exc).strip().splitlines()
+    ops = [line.strip() for line in text if "op" in line.lower() and ("not supported" in line or "unsupported" in line.lower())]
+    detail = "; ".join(ops[:3]) or (text[0] if text else type(exc).__name__)
+    return (
+        f"TFLite conversion to {precision} failed: {detail}. Models with ops outside the TFLite builtins "
+        "convert to fp32/fp16 with SELECT_TF_OPS (converter_flags) or to ONNX"
+    )
+
+
+def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+    """Write ``out/<model>.<precision>.tflite`` and return its Artifact."""
+    flatbuffer, settings = to_bytes(source, precision, calibration, **options)
+    path = out / _artifact.file_name(source, precision, SUFFIX)
+    with _io.staged(path) as tmp:
+        _io.write_bytes(tmp, flatbuffer)
+        artifact = _artifact.make(tmp, out, final=path, fmt="tflite", precision=precision, source=source, settings=settings)
+    return artifact

@@ -1,0 +1,89 @@
+"""ONNX artifacts through ONNX Runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship._deps import require
+from edgeship.errors import BadArtifactError, BadInputError, RuntimeFailure
+from edgeship.records import TensorSpec
+from edgeship.runtimes._session import Session
+
+_ONNX_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+_OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _spec(arg: Any) -> TensorSpec:
+    if arg.type not in _ONNX_TYPES:
+        raise BadArtifactError(f"tensor '{arg.name}' has type {arg.type}, which edgeship does not feed")
+    shape = tuple(d if isinstance(d, int) and d > 0 else -1 for d in arg.shape)
+    return TensorSpec(name=arg.name, shape=shape, dtype=_ONNX_TYPES[arg.type])
+
+
+class OnnxRuntimeSession(Session):
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        optimization: str = "all",
+        profile: bool = False,
+        **_: Any,
+    ) -> None:
+        ort = require("onnxruntime", "run .onnx models")
+        self.runtime_version = ort.__version__
+        if optimization not in _OPT_LEVELS:
+            raise BadInputError(f"optimization must be one of {_OPT_LEVELS}; received {optimization!r}")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel,
+            {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[optimization],
+        )
+        options.enable_profiling = profile
+        available = ort.get_available_providers()
+        chosen = providers or ["CPUExecutionProvider"]
+        missing = [p for p in chosen if p not in available]
+        if missing:
+            raise BadInputError(f"providers {missing} are not available here; available: {available}")
+        try:
+            self._sess = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
+            raise BadArtifactError(f"{path} could not be loaded by onnxruntime: {exc}") from exc
+        super().__init__(path, [_spec(a) for a in self._sess.get_inputs()], [_spec(a) for a in self._sess.get_outputs()])
+        self.dynamic_batch = all(s.shape[:1] == (-1,) for s in self.inputs)
+        self.providers = chosen
+        self.threads = threads
+
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._sess.run(None, dict(zip(self._input_names, arrays)))
+        except Exception as exc:
+            raise RuntimeFailure(f"onnxruntime failed to run {self.path.name}: {exc}") from exc
+
+    def end_profiling(self) -> str:
+        """Stop profiling and return the path of ONNX Runtime's JSON trace."""
+        return self._sess.end_profiling()
+
+
+def load(path: Path, **options: Any) -> OnnxRuntimeSession:
+    return OnnxRuntimeSession(path, **options)

@@ -1,0 +1,199 @@
+"""The pipeline: validate a folder of artifacts, and the quickstart that runs all five stages.
+
+    train ──► convert ──► validate ──► benchmark ──► report
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from edgeship import _io, bundle, metrics
+from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError
+from edgeship.records import Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord
+
+log = logging.getLogger(__name__)
+
+QUICKSTART_TARGETS = ("tflite:fp32", "tflite:int8", "onnx:fp32", "onnx:int8", "coreml:fp16")
+BUNDLE_SAMPLES = 64
+
+#: progress callback: (stage, detail)
+Progress = Callable[[str, str], None]
+
+
+def _noop(stage: str, detail: str) -> None:
+    log.info("%s: %s", stage, detail)
+
+
+def _verify(folder: Path, artifact: Artifact) -> Path:
+    path = folder / artifact.path
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise BadArtifactError(f"manifest entry {artifact.name} points outside {folder}: {artifact.path}")
+    if not path.exists():
+        raise BadArtifactError(f"{artifact.name}: {path} is missing; convert again")
+    digest = _io.sha256_path(path)
+    if digest != artifact.sha256:
+        raise BadArtifactError(
+            f"{artifact.name}: {path.name} has sha256 {digest[:12]}…, but the manifest records "
+            f"{artifact.sha256[:12]}…; the file changed after conversion. Convert again"
+        )
+    return path
+
+
+def _host() -> dict[str, Any]:
+    from edgeship.runtimes.benchmark import environment
+
+    return environment()
+
+
+def _evaluate(folder: Path, artifact: Artifact, x: np.ndarray, reference: np.ndarray, labels: np.ndarray,
+              gate: Gate, bench: dict[str, Any] | None) -> tuple[ReportEntry, np.ndarray | None]:
+    from edgeship.runtimes import can_run, load
+    from edgeship.runtimes.benchmark import benchmark
+
+    path = _verify(folder, artifact)
+    entry = ReportEntry(name=artifact.name, format=artifact.format, precision=artifact.precision,
+                        path=artifact.path, size_bytes=artifact.size_bytes)
+    runnable, why = can_run(path)
+    if not runnable:
+        return dataclasses.replace(entry, status=why, evaluated_with="not evaluated"), None
+    session = load(path)
+    outputs = session.predict(x)
+    delta = metrics.compare(reference, outputs, labels)
+    failures = gate.check(delta)
+    delta = dataclasses.replace(delta, passed=not failures if gate.active else None, failures=failures)
+    result: BenchmarkResult | None = None
+    if bench is not None:
+        result = benchmark(path, feeds={session.inputs[0].name: x[:1]}, **bench)
+    entry = dataclasses.replace(entry, evaluated_with=f"{session.runtime} {session.runtime_version}",
+                                validation=delta, benchmark=result)
+    return entry, outputs
+
+
+def validate(
+    folder: str | Path,
+    *,
+    data: Any = None,
+    max_drop: float | None = None,
+    min_agreement: float | None = None,
+    artifacts: Iterable[str] | None = None,
+    benchmark: dict[str, Any] | None = None,
+    write_bundle: bool = True,
+    progress: Progress = _noop,
+) -> Report:
+    """Run the float reference and every artifact of ``folder`` on the same held-out test split.
+
+        >>> report = validate("out", data="digits", max_drop=1.0)          # doctest: +SKIP
+        >>> [(e.name, e.accuracy_delta_pts) for e in report.artifacts]       # doctest: +SKIP
+
+    Writes ``folder/report.json`` (and ``folder/bundle``) and returns the Report. With a gate
+    (``max_drop`` points, ``min_agreement`` fraction) a failing artifact raises AccuracyGateError,
+    which carries the report. ``benchmark`` (keyword options of ``edgeship.benchmark``) adds latency.
+    """
+    from edgeship.converters import reference as _reference
+    from edgeship.datasets import Dataset, load_dataset
+
+    folder = Path(folder)
+    gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
+    manifest = Manifest.load(folder)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data or manifest.dataset or _no_dataset(folder))
+    if manifest.dataset_fingerprint and dataset.fingerprint != manifest.dataset_fingerprint:
+        log.warning("validating on %s, whose fingerprint differs from the one the artifacts were converted with",
+                    dataset.name)
+    chosen = _select(manifest, artifacts)
+    x, labels = dataset.x_test, dataset.y_test
+    progress("validate", f"float reference on {len(x)} test samples")
+    reference = _reference.predictor(folder, manifest)(x)
+    entries, outputs = [], {}
+    for artifact in chosen:
+        progress("validate", artifact.name)
+        entry, out = _evaluate(folder, artifact, x, reference, labels, gate, benchmark)
+        entries.append(entry)
+        if out is not None:
+            outputs[artifact.name] = (artifact, out, entry.accuracy)
+    report = _report(manifest, dataset, gate, entries, float(np.mean(reference.argmax(1) == labels)), folder)
+    report.save(folder)
+    if write_bundle and outputs:
+        n = min(BUNDLE_SAMPLES, len(x))
+        bundle.write(folder / bundle.FOLDER, model=manifest.model, dataset=dataset.name,
+                     fingerprint=dataset.fingerprint, inputs=x[:n], labels=labels[:n],
+                     results=[(a, o[:n], acc) for a, o, acc in outputs.values()], source=folder)
+    if report.passed is False:
+        failed = "; ".join(f"{e.name}: {', '.join(e.validation.failures)}" for e in report.failed)
+        raise AccuracyGateError(f"accuracy gate failed for {len(report.failed)} artifact(s): {failed}", report)
+    return report
+
+
+def _no_dataset(folder: Path) -> str:
+    raise BadInputError(f"{folder}/manifest.json names no dataset; pass data= (e.g. 'digits' or a .npz file)")
+
+
+def _select(manifest: Manifest, names: Iterable[str] | None) -> tuple[Artifact, ...]:
+    if names is None:
+        return manifest.artifacts
+    return tuple(manifest.get(n) for n in names)
+
+
+def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], ref_acc: float, folder: Path) -> Report:
+    from edgeship import __version__
+
+    training = None
+    record_path = folder / "model" / TrainingRecord.file_name
+    if record_path.exists():
+        training = TrainingRecord.load(record_path).to_dict()
+    verdicts = [e.passed for e in entries if e.passed is not None]
+    return Report(
+        edgeship_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        model=manifest.model,
+        dataset=dataset.name,
+        dataset_fingerprint=dataset.fingerprint,
+        reference_accuracy=ref_acc,
+        gate=gate,
+        passed=all(verdicts) if gate.active and verdicts else None,
+        host=_host(),
+        training=training,
+        artifacts=tuple(entries),
+    )
+
+
+def quickstart(
+    out: str | Path = "edgeship-out",
+    *,
+    epochs: int = 40,
+    qat_epochs: int = 3,
+    runs: int = 200,
+    seed: int = 0,
+    max_drop: float | None = 1.0,
+    progress: Progress = _noop,
+) -> Report:
+    """The main job on built-in data: train a small CNN on digits (float, then a short QAT
+    fine-tune), convert it to TFLite, ONNX and Core ML, validate each artifact against the float
+    model, benchmark the runnable ones, and write manifest.json, report.json and bundle/.
+
+        >>> report = quickstart("edgeship-out")                             # doctest: +SKIP
+    """
+    from edgeship.converters import convert
+    from edgeship.datasets import load_dataset
+    from edgeship.trainers import train
+
+    out = Path(out)
+    started = time.perf_counter()
+    progress("data", "digits (scikit-learn's 8x8 handwritten digits)")
+    data = load_dataset("digits", seed=seed)
+    progress("train", f"tiny_cnn: float up to {epochs} epochs, then {qat_epochs} QAT epochs")
+    train("tiny_cnn", data, out=out / "model", epochs=epochs, qat=True, qat_epochs=qat_epochs, seed=seed)
+    progress("convert", ", ".join(QUICKSTART_TARGETS))
+    convert(out / "model", QUICKSTART_TARGETS, data=data, out=out,
+            on_artifact=lambda a: progress("convert", f"{a.name} -> {a.path} ({a.size_bytes} bytes)"))
+    report = validate(out, data=data, max_drop=max_drop,
+                      benchmark={"threads": 1, "warmup": 20, "runs": runs}, progress=progress)
+    progress("done", f"{time.perf_counter() - started:.1f} s; report at {out / Report.file_name}")
+    return report

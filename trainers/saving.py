@@ -1,0 +1,104 @@
+"""Saving and loading tf_keras models, QAT and pruned ones included, atomically and safely.
+
+A trainer's output folder:
+
+    model.keras      the trained model (model.h5 when QAT-wrapped: tfmot's wrappers reload from .h5 only)
+    float.keras      the float reference it came from (only when it differs from model.keras)
+    saved_model/     model.keras as a TensorFlow SavedModel
+    training.json    the TrainingRecord
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import Any, Iterator
+
+from edgeship import _io
+from edgeship._deps import keras as _keras
+from edgeship._deps import require
+from edgeship._deps import tensorflow as _tf
+from edgeship.errors import BadArtifactError, BadInputError
+from edgeship.records import TrainingRecord
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@contextlib.contextmanager
+def custom_scope() -> Iterator[None]:
+    """The tfmot scopes that QAT and pruning wrappers need to deserialize."""
+    keras = _keras()
+    tfmot = require("tensorflow_model_optimization", "load QAT or pruned models")
+    with tfmot.quantization.keras.quantize_scope(), keras.utils.custom_object_scope(
+        {"PruneLowMagnitude": tfmot.sparsity.keras.prune_low_magnitude}
+    ):
+        yield
+
+
+def save_keras(model: Any, path: str | Path) -> Path:
+    """Save ``model`` to ``path`` (.keras or .h5) under a temporary name, then rename."""
+    path = Path(path)
+    with _io.staged(path) as tmp:
+        tmp.unlink()  # keras refuses to overwrite without asking
+        model.save(tmp)
+    return path
+
+
+def save_saved_model(model: Any, folder: str | Path) -> Path:
+    tf = _tf()
+    with _io.staged(folder, directory=True) as tmp:
+        tf.saved_model.save(model, str(tmp))
+    return Path(folder)
+
+
+def load_keras(path: str | Path, *, safe_mode: bool = True) -> Any:
+    """Load a tf_keras .keras/.h5 file, with tfmot scopes.
+
+    ``safe_mode`` refuses Lambda layers in .keras files: loading one runs arbitrary code.
+    """
+    path = Path(path)
+    keras = _keras()
+    if not path.exists():
+        raise BadArtifactError(f"no model file at {path}")
+    kwargs = {"safe_mode": safe_mode} if path.suffix == ".keras" else {}
+    try:
+        with custom_scope():
+            return keras.models.load_model(path, compile=False, **kwargs)
+    except Exception as exc:  # tf_keras raises ValueError, OSError, TypeError, zipfile errors …
+        raise BadArtifactError(f"{path} could not be loaded as a tf_keras model: {exc}") from exc
+
+
+def save_trained(out: str | Path, *, final: Any, reference: Any, record: TrainingRecord) -> TrainingRecord:
+    """Write a trainer's output folder (see the module docstring) and return the record written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # tfmot's QAT wrappers do not reload from .keras (duplicated quantizer variables): QAT models go to .h5.
+    qat = any(type(layer).__name__.startswith("Quantize") for layer in final.layers)
+    files = {"model": "model.h5" if qat else "model.keras", "saved_model": "saved_model"}
+    save_keras(final, out / files["model"])
+    if reference is not final:
+        files["float"] = "float.keras"
+        save_keras(reference, out / files["float"])
+    else:
+        files["float"] = files["model"]
+    save_saved_model(final, out / files["saved_model"])
+    record = dataclasses.replace(record, files=files)
+    record.save(out)
+    return record
+
+
+def is_trained_folder(path: str | Path) -> bool:
+    return (Path(path) / TrainingRecord.file_name).is_file()
+
+
+def load_trained(folder: str | Path) -> tuple[Any, Any, TrainingRecord]:
+    """(final model, float reference, record) from a trainer's output folder."""
+    folder = Path(folder)
+    if not is_trained_folder(folder):
+        raise BadInputError(f"{folder} is not a trained-model folder (no training.json); run 'edgeship train' first")
+    record = TrainingRecord.load(folder)
+    final = load_keras(folder / record.files.get("model", "model.keras"))
+    float_file = record.files.get("float", record.files.get("model", "model.keras"))
+    reference = final if float_file == record.files.get("model") else load_keras(folder / float_file)
+    return final, reference, record
