@@ -1,0 +1,45 @@
+"""Shared fixtures: one small seeded model trained once per session, and its artifacts.
+
+Tests that only need artifacts use ``quickstart_dir`` (the quickstart's output folder: a QAT
+tiny_cnn on digits converted to TFLite fp32/int8, ONNX fp32/int8 and Core ML fp16, validated and
+benchmarked). Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from edgeship.datasets import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def quickstart_dir(tmp_path_factory) -> Path:
+    """The quickstart run once (small settings) and shared; treat it as read-only."""
+    import edgeship
+
+    out = tmp_path_factory.mktemp("quickstart")
+    edgeship.quickstart(out, epochs=25, runs=50)
+    return out
+
+
+@pytest.fixture(scope="session")
+def float_model_dir(tmp_path_factory, digits) -> Path:
+    """A float tiny_cnn trained briefly (no QAT); read-only."""
+    from edgeship.trainers import train
+
+    out = tmp_path_factory.mktemp("float-model")
+    train("tiny_cnn", digits, out=out, epochs=12)
+    return out
