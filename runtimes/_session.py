@@ -29,6 +29,9 @@ class Session:
     runtime_version: str = ""
     #: True when the backend accepts any batch size (the batch dimension is resized on demand).
     dynamic_batch: bool = True
+    #: True for a reference evaluator standing in for the real runtime: outputs are meaningful,
+    #: latency is not (reports never show it as device latency).
+    reference_only: bool = False
 
     def __init__(self, path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.path = Path(path)
