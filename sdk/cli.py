@@ -25,7 +25,7 @@ from edgeship.errors import AccuracyGateError, EdgeshipError  # noqa: E402
 from edgeship.records import Report  # noqa: E402
 
 out_console = rich_console.Console(width=max(100, rich_console.Console().width))
-err_console = rich_console.Console(stderr=True)
+err_console = rich_console.Console(stderr=True, soft_wrap=True)
 
 
 class State:
@@ -104,7 +104,7 @@ def cli(debug: bool, quiet: bool) -> None:
 
     Start with:  edgeship quickstart
     """
-    State.debug, State.quiet = debug, quiet
+    State.debug, State.quiet, State.json = debug, quiet, False
     if not debug:
         warnings.filterwarnings("ignore")  # the stack's deprecation chatter is not the user's concern
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(name)s: %(message)s")
@@ -273,9 +273,17 @@ def list_formats() -> None:
                 out_console.print(f"[bold]{fmt}:{precision:<14}[/] {doc}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. Usage errors exit 1 like every other error: 2 means a failed accuracy gate."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    cli(prog_name="edgeship")
+    try:
+        code = cli.main(args=argv, prog_name="edgeship", standalone_mode=False)
+    except click.ClickException as exc:
+        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+        code = 1
+    except click.Abort:
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

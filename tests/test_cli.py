@@ -1,0 +1,104 @@
+"""The CLI: exit codes, one-line errors, --json in the report's shapes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EDGESHIP = [sys.executable, "-m", "edgeship.cli"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(EDGESHIP + list(args), capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def workdir(quickstart_dir, tmp_path) -> Path:
+    """A private copy of the quickstart folder, for commands that rewrite report.json."""
+    return Path(shutil.copytree(quickstart_dir, tmp_path / "out"))
+
+
+def _one_line_error(result: subprocess.CompletedProcess, code: int = 1) -> str:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_version_and_help():
+    from edgeship import __version__
+
+    assert run("--version").stdout.strip().endswith(__version__)
+    text = run("--help").stdout
+    for command in ("quickstart", "train", "convert", "validate", "bench", "report"):
+        assert command in text
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("bench", "/no/such/model.tflite"), "does not exist"),
+        (("bench", "README.md"), "no runtime for 'README.md'"),
+        (("validate", "."), "no manifest.json"),
+        (("train", "--model", "nope", "--data", "digits", "--out", "/tmp/x"), "unknown model 'nope'"),
+        (("train", "--model", "mlp", "--data", "no_such_data", "--out", "/tmp/x"), "no_such_data"),
+        (("convert", "README.md", "--to", "tflite:int3", "--out", "/tmp/x"), "no precision 'int3'"),
+    ],
+)
+def test_errors_are_one_line_with_exit_code_1(args, expected):
+    assert expected in _one_line_error(run(*args))
+
+
+def test_corrupt_model_is_one_line(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 100)
+    assert "not a TFLite model" in _one_line_error(run("bench", str(bad)))
+
+
+def test_validate_json_matches_report_schema(workdir):
+    jsonschema = pytest.importorskip("jsonschema")
+    result = run("validate", str(workdir), "--max-drop", "1.0", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    schema = json.loads((ROOT / "sdk" / "schemas" / "report.schema.json").read_text())
+    jsonschema.validate(report, schema)
+    by_name = {a["name"]: a for a in report["artifacts"]}
+    assert by_name["tflite:int8"]["passed"] is True
+    assert json.loads((workdir / "report.json").read_text())["artifacts"] == report["artifacts"]
+
+
+def test_failed_gate_exits_2_and_names_the_artifact(damaged_dir, tmp_path):
+    folder = shutil.copytree(damaged_dir, tmp_path / "damaged")
+    result = run("validate", str(folder), "--max-drop", "1.0", "--json")
+    assert result.returncode == 2, result.stderr
+    assert "gate failed" in result.stderr and "tflite:int8-float-io" in result.stderr and "onnx:int8" in result.stderr
+    report = json.loads(result.stdout)
+    verdicts = {a["name"]: a["passed"] for a in report["artifacts"]}
+    assert verdicts == {"tflite:fp32": True, "tflite:int8-float-io": False, "onnx:int8": False}
+    assert report["passed"] is False and json.loads((folder / "report.json").read_text())["passed"] is False
+
+
+def test_bench_json_has_benchmark_model_fields(quickstart_dir):
+    result = run("bench", str(quickstart_dir / "tiny_cnn.int8.tflite"), "--runs", "30", "--warmup", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    for field in ("init_ms", "first_ms", "count", "mean_ms", "std_ms", "min_ms", "max_ms", "p5_ms", "p50_ms",
+                  "p90_ms", "p95_ms", "p99_ms", "throughput", "peak_rss_bytes", "rss_growth_bytes", "env"):
+        assert field in data
+    assert data["count"] >= 30 and data["min_ms"] <= data["p50_ms"] <= data["p99_ms"] <= data["max_ms"]
+
+
+def test_report_and_list_commands(quickstart_dir):
+    report = run("report", str(quickstart_dir), "--json")
+    assert json.loads(report.stdout)["model"] == "tiny_cnn"
+    table = run("report", str(quickstart_dir)).stdout
+    assert "tflite:int8" in table and "needs macOS" in table or "coreml:fp16" in table
+    assert "resnet8" in json.loads(run("list-models", "--json").stdout)
+    formats = json.loads(run("list-formats", "--json").stdout)
+    assert "int8" in formats["tflite"] and "fp16" in formats["coreml"]

@@ -1,0 +1,82 @@
+"""Packaging: the wheel installs and imports, the public API is complete, the runtime side is thin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import edgeship
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fresh_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("module", ["edgeship", "edgeship.runtimes", "edgeship.runtimes.benchmark",
+                                    "edgeship.datasets", "edgeship.trainers", "edgeship.converters"])
+def test_light_imports_leave_tensorflow_out(module):
+    loaded = _fresh_python(f"import sys, {module}; print(sorted(m for m in ('tensorflow', 'tf_keras', 'onnx', "
+                           "'coremltools', 'sklearn', 'tf2onnx') if m in sys.modules))")
+    assert loaded == "[]"
+
+
+def test_loading_and_running_tflite_leaves_tensorflow_out(quickstart_dir):
+    model = quickstart_dir / "tiny_cnn.int8.tflite"
+    code = (f"import sys, numpy as np, edgeship.runtimes as rt; s = rt.load({str(model)!r}); "
+            "s.run({s.inputs[0].name: np.zeros((1, 8, 8, 1), np.float32)}); "
+            "print(s.runtime, 'tensorflow' in sys.modules)")
+    assert _fresh_python(code) == "litert False"
+
+
+def test_all_is_complete_and_importable():
+    import types
+
+    public = {n for n in dir(edgeship) if not n.startswith("_") and not isinstance(getattr(edgeship, n), types.ModuleType)}
+    public.discard("annotations")
+    assert public <= set(edgeship.__all__), public - set(edgeship.__all__)
+    for name in edgeship.__all__:
+        assert getattr(edgeship, name) is not None
+
+
+def test_base_install_depends_on_numpy_only():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert [d.split(">")[0].split("=")[0] for d in project["dependencies"]] == ["numpy"]
+    for extra in ("litert", "onnx"):  # a device install pulls no TensorFlow
+        assert not any("tensorflow" in d or "edgeship[" in d for d in project["optional-dependencies"][extra])
+
+
+@pytest.mark.slow
+def test_wheel_builds_installs_and_imports(tmp_path):
+    # 1. build the wheel offline with the setuptools already installed
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path / "dist")], check=True, capture_output=True)
+    wheel = next((tmp_path / "dist").glob("edgeship-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for expected in ("edgeship/__init__.py", "edgeship/trainers/zoo.py", "edgeship/converters/tflite.py",
+                     "edgeship/runtimes/litert.py", "edgeship/schemas/report.schema.json"):
+        assert expected in names
+    # 2. a fresh venv with only the wheel; numpy and LiteRT come from this environment through a
+    #    .pth line (the editable install's finder is not processed there)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True)
+    (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    out = subprocess.run([str(py), "-c", "import edgeship, edgeship.runtimes, edgeship.trainers, edgeship.converters;"
+                          "import importlib.resources as r; print(edgeship.__file__);"
+                          "print(r.files('edgeship').joinpath('schemas/report.schema.json').is_file())"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0].startswith(str(site)) and out[1] == "True"
