@@ -65,8 +65,14 @@ def _fp32_model(source: Any, opset: int) -> Any:
     if source.kind == "onnx":
         return require("onnx").load(str(source.onnx))
     if source.kind == "saved_model":
-        fn = tf.saved_model.load(str(source.saved_model)).signatures["serving_default"]
-        model_proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=opset)
+        loaded = tf.saved_model.load(str(source.saved_model))
+        fn = loaded.signatures["serving_default"]
+        arg = next(iter(fn.structured_input_signature[1]))
+        out_key = sorted(fn.structured_outputs)[0]
+        # tf2onnx takes a tf.function: wrap the signature so its input is named 'input'
+        # (the lambda holds `loaded`, whose variables the signature needs alive)
+        wrapped = tf.function(lambda x: loaded.signatures["serving_default"](**{arg: x})[out_key])
+        model_proto, _ = tf2onnx.convert.from_function(wrapped, input_signature=spec, opset=opset)
     else:
         model_proto, _ = tf2onnx.convert.from_keras(source.float_keras(), input_signature=spec, opset=opset)
     return model_proto

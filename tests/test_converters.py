@@ -1,0 +1,163 @@
+"""Converters: every format x precision on two zoo models, checked numerically against float."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import edgeship
+from edgeship.converters import FORMATS, convert, parse_targets, precisions
+from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, EdgeshipError
+from edgeship.records import Manifest, Report
+
+TOLERANCES = yaml.safe_load((Path(__file__).parent / "tolerances.yaml").read_text())
+RUNNABLE = [t for t in TOLERANCES]
+COREML = [f"coreml:{p}" for p in precisions("coreml")]
+MODELS = ("tiny_cnn", "mlp")
+
+
+@pytest.fixture(scope="module")
+def matrix(request, tmp_path_factory, digits) -> dict[str, Report]:
+    """Each model converted to every target, then validated: {model: Report}."""
+    reports = {}
+    for model in MODELS:
+        source = request.getfixturevalue("float_model_dir" if model == "tiny_cnn" else "mlp_model_dir")
+        out = tmp_path_factory.mktemp(f"matrix-{model}")
+        convert(source, RUNNABLE + COREML, data=digits, out=out)
+        reports[model] = edgeship.validate(out, data=digits, write_bundle=False)
+        reports[model].__dict__  # noqa: B018 - keep the folder alive for the spec checks below
+        request.config.cache.set(f"edgeship/matrix/{model}", str(out))
+    return reports
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("target", RUNNABLE)
+def test_artifact_matches_float_within_tolerance(matrix, model, target):
+    entry = matrix[model].entry(target)
+    tol = TOLERANCES[target]
+    v = entry.validation
+    assert v is not None, entry.status
+    assert v.max_abs_error <= tol["max_abs"], v
+    assert v.agreement >= tol["min_agreement"], v
+    assert v.accuracy_delta_pts >= -tol["max_drop"], v
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_coreml_artifacts_are_saved_as_ml_programs(matrix, request, model):
+    ct = pytest.importorskip("coremltools")
+    folder = Path(request.config.cache.get(f"edgeship/matrix/{model}", ""))
+    manifest = Manifest.load(folder)
+    sizes = {}
+    for target in COREML:
+        artifact = manifest.get(target)
+        spec = ct.utils.load_spec(str(folder / artifact.path))
+        assert spec.WhichOneof("Type") == "mlProgram"
+        assert artifact.inputs[0].name == "input" and artifact.inputs[0].shape[1:] == (8, 8, 1)
+        assert artifact.settings["minimum_deployment_target"] == "iOS16"
+        sizes[target] = artifact.size_bytes
+    # compression really shrinks the weights: fp32 > fp16 > w8 > pal4 > pal2
+    assert sizes["coreml:fp32"] > sizes["coreml:fp16"] > sizes["coreml:w8"] > sizes["coreml:pal4"] > sizes["coreml:pal2"]
+
+
+def test_quantized_files_are_smaller(matrix, request):
+    manifest = Manifest.load(Path(request.config.cache.get("edgeship/matrix/tiny_cnn", "")))
+    size = {a.name: a.size_bytes for a in manifest.artifacts}
+    assert size["tflite:int8"] < size["tflite:fp16"] < size["tflite:fp32"]
+    assert size["onnx:int8"] < size["onnx:fp32"] / 2
+    assert manifest.get("onnx:int8").settings["format"] == "QDQ"
+    assert isinstance(manifest.get("onnx:int8").settings["reduce_range"], bool)
+    assert manifest.get("onnx:fp32").settings["opset"] <= 18
+
+
+def test_qat_int8_artifacts_are_within_one_point(quickstart_dir):
+    manifest = Manifest.load(quickstart_dir)
+    assert manifest.get("onnx:int8").settings["route"].startswith("QAT model -> int8 TFLite")
+    report = Report.load(quickstart_dir)
+    for name in ("tflite:int8", "onnx:int8"):
+        assert report.entry(name).accuracy_delta_pts >= -1.0
+
+
+def test_damaged_artifact_fails_the_gate(damaged_dir, tmp_path, digits):
+    folder = shutil.copytree(damaged_dir, tmp_path / "damaged")
+    with pytest.raises(AccuracyGateError, match="tflite:int8-float-io") as info:
+        edgeship.validate(folder, data=digits, max_drop=1.0)
+    report = info.value.report
+    assert {e.name for e in report.failed} == {"tflite:int8-float-io", "onnx:int8"}
+    assert report.entry("tflite:int8-float-io").accuracy < 0.5
+    assert Report.load(folder).passed is False
+
+
+@pytest.mark.parametrize("calibration", ["missing", "empty", "shape", "nan", "text"])
+def test_bad_calibration_is_refused_and_writes_nothing(float_model_dir, tmp_path, calibration):
+    samples = {
+        "missing": None,
+        "empty": np.zeros((0, 8, 8, 1), np.float32),
+        "shape": np.zeros((10, 8, 8), np.float32),
+        "nan": np.full((10, 8, 8, 1), np.nan, np.float32),
+        "text": np.array([["a"]]),
+    }[calibration]
+    with pytest.raises(BadInputError, match="calibration"):
+        convert(float_model_dir, ["tflite:int8"], calibration=samples, out=tmp_path)
+    assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob(".*partial*"))
+
+
+def test_dataset_that_does_not_fit_the_model_is_refused(float_model_dir, tmp_path):
+    with pytest.raises(BadInputError, match=r"inputs of shape \(8, 8, 1\).*'iris'"):
+        convert(float_model_dir, ["tflite:fp32"], data="iris", out=tmp_path)
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04garbage", bytes(range(256)) * 10])
+def test_corrupt_model_file_is_refused(tmp_path, content):
+    bad = tmp_path / "model.keras"
+    bad.write_bytes(content)
+    with pytest.raises(BadArtifactError, match="model.keras"):
+        convert(bad, ["tflite:fp32"], out=tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_unknown_targets_list_the_valid_ones():
+    with pytest.raises(BadInputError, match="edgeship converts to"):
+        parse_targets("tensorrt:int8")
+    with pytest.raises(BadInputError, match="choose one of"):
+        parse_targets("onnx:int4")
+    assert parse_targets("tflite:fp32, onnx ,tflite:fp32") == [("tflite", "fp32"), ("onnx", "fp32")]
+    assert set(FORMATS) == {"tflite", "onnx", "coreml"}
+
+
+def test_unsupported_op_is_named(tmp_path, digits):
+    from edgeship._deps import keras as _keras, tensorflow as _tf
+
+    keras, tf = _keras(), _tf()
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    # tf.math.bessel_i0e has no TFLite builtin kernel
+    x = keras.layers.Lambda(lambda t: tf.math.special.bessel_i0e(t))(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+    with pytest.raises(EdgeshipError, match="(?i)bessel|not supported|SELECT_TF_OPS"):
+        convert(model, ["tflite:int8"], data=digits, out=tmp_path)
+    assert not list(tmp_path.glob("*.tflite"))
+
+
+def test_saved_model_and_keras3_convert_through_the_same_api(float_model_dir, tmp_path, digits):
+    saved = float_model_dir / "saved_model"
+    manifest = convert(saved, ["tflite:int8", "onnx:fp32", "coreml:fp16"], data=digits, out=tmp_path / "sm")
+    assert manifest.reference.format == "saved_model"
+    report = edgeship.validate(tmp_path / "sm", data=digits, max_drop=1.0, write_bundle=False)
+    assert report.entry("onnx:fp32").validation.max_abs_error < 1e-4
+
+    import keras  # Keras 3, as installed beside tf_keras
+
+    k3 = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(32, activation="relu"),
+                           keras.layers.Dense(10, activation="softmax")])
+    k3.compile("adam", "sparse_categorical_crossentropy")
+    k3.fit(digits.x_train, digits.y_train, epochs=3, verbose=0)
+    manifest = convert(k3, ["tflite:fp32", "tflite:int8", "onnx:fp32"], data=digits, out=tmp_path / "k3")
+    assert manifest.reference.format == "saved_model"
+    report = edgeship.validate(tmp_path / "k3", data=digits, write_bundle=False)
+    assert report.entry("tflite:fp32").validation.max_abs_error < 1e-4
+    assert report.entry("onnx:fp32").validation.max_abs_error < 1e-4
+    assert report.entry("tflite:int8").accuracy_delta_pts > -2.0
