@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
-from edgeship.errors import BadInputError, ConversionError, EdgeshipError
+from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.records import Artifact, Manifest
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ def convert(
         log.info("converting %s to %s:%s", source.name, fmt, precision)
         try:
             artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
+        except UnsupportedModelError as exc:
+            raise UnsupportedModelError(f"{exc}. {_formats_that_take(source, fmt)}") from exc
         except EdgeshipError:
             raise
         except Exception as exc:  # a converter's own exception: wrap it, keep the cause
@@ -107,6 +109,26 @@ def convert(
         if on_artifact:
             on_artifact(artifact)
     return manifest
+
+
+def _formats_that_take(source: Any, failed: str) -> str:
+    """Try the other formats' float conversion in a scratch folder and say which take the model."""
+    import tempfile
+
+    takes = []
+    with tempfile.TemporaryDirectory(prefix="edgeship-probe-") as tmp:
+        for fmt in FORMATS:
+            if fmt == failed or source.kind == "onnx":
+                continue
+            precision = next(iter(precisions(fmt)))
+            try:
+                backend(fmt).convert(source, Path(tmp), precision=precision)
+                takes.append(f"{fmt}:{precision}")
+            except Exception:  # a probe: any failure means "does not take it"
+                continue
+    if takes:
+        return f"Formats that do take this model: {', '.join(takes)}"
+    return "No other format takes this model either: replace the op with supported layers"
 
 
 def _start_manifest(out: Path, source: Any, dataset: Any) -> Manifest:

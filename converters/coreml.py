@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,20 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
         )
     model = str(source.saved_model) if source.kind == "saved_model" else source.float_keras()
     batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
-    inputs = [ct.TensorType(name="input", shape=(batch,) + tuple(source.input_shape), dtype=np.float32)]
-    if source.kind == "saved_model":
-        inputs = None  # a SavedModel keeps its own input name and shape
+    inputs = None  # a SavedModel keeps its own input name and shape
+    if source.kind == "keras":
+        name = model.inputs[0].name.split(":")[0]
+        inputs = [ct.TensorType(name=name, shape=(batch,) + tuple(source.input_shape), dtype=np.float32)]
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
-    return ct.convert(
-        model, convert_to="mlprogram", inputs=inputs, compute_precision=compute,
-        minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET), skip_model_load=True,
-    )
+    try:
+        return ct.convert(
+            model, convert_to="mlprogram", inputs=inputs, compute_precision=compute,
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET), skip_model_load=True,
+        )
+    except NotImplementedError as exc:
+        ops = re.findall(r"TF op '(\w+)'", str(exc))
+        what = f"the TensorFlow op(s) {', '.join(ops)}" if ops else f"part of the model ({exc})"
+        raise UnsupportedModelError(f"coremltools cannot convert {what} to Core ML") from exc
 
 
 def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:

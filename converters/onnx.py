@@ -7,6 +7,7 @@ Keras QAT model keeps float weights (DESIGN.md fact 8).
 from __future__ import annotations
 
 import logging
+import re
 import platform
 import tempfile
 from pathlib import Path
@@ -18,7 +19,7 @@ from edgeship import _io
 from edgeship._deps import require
 from edgeship._deps import tensorflow as _tf
 from edgeship.converters import _artifact, calibration as _calibration
-from edgeship.errors import BadInputError, ConversionError
+from edgeship.errors import BadInputError, ConversionError, UnsupportedModelError
 from edgeship.records import Artifact
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
                 onnx.save(model_proto, str(staged))
             else:
                 settings.update(_quantize_proto(model_proto, Path(tmp), staged, precision, source, calibration, options))
-        _check(staged, onnx)
+        _check(staged, path, onnx)
         artifact = _artifact.make(staged, out, final=path, fmt="onnx", precision=precision, source=source, settings=settings)
     return artifact
 
@@ -176,8 +177,14 @@ def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, s
     return _quantize(prepared, staged, precision, samples, options)
 
 
-def _check(path: Path, onnx: Any) -> None:
+def _check(path: Path, final: Path, onnx: Any) -> None:
     try:
         onnx.checker.check_model(str(path))
     except Exception as exc:
-        raise ConversionError(f"the ONNX model written for {path.name} does not pass onnx.checker: {exc}") from exc
+        ops = sorted(set(re.findall(r"No Op registered for (\w+)", str(exc))))
+        if ops:  # tf2onnx leaves TF ops it cannot map as they are; the checker finds them
+            raise UnsupportedModelError(
+                f"ONNX has no operator for the TensorFlow op(s) {', '.join(ops)} (tf2onnx cannot map them), "
+                f"so the model cannot become {final.name}"
+            ) from exc
+        raise ConversionError(f"the ONNX model written for {final.name} does not pass onnx.checker: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +83,20 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     try:
         flatbuffer = converter.convert()
     except Exception as exc:
-        raise ConversionError(_explain(exc, precision)) from exc
+        raise _explain(exc, precision) from exc
     return flatbuffer, settings
 
 
-def _explain(exc: Exception, precision: str) -> str:
-    text = str(exc).strip().splitlines()
-    ops = [line.strip() for line in text if "op" in line.lower() and ("not supported" in line or "unsupported" in line.lower())]
-    detail = "; ".join(ops[:3]) or (text[0] if text else type(exc).__name__)
-    return (
-        f"TFLite conversion to {precision} failed: {detail}. Models with ops outside the TFLite builtins "
-        "convert to fp32/fp16 with SELECT_TF_OPS (converter_flags) or to ONNX"
-    )
+def _explain(exc: Exception, precision: str) -> Exception:
+    """An UnsupportedModelError naming the ops TFLite has no kernel for, else a ConversionError."""
+    text = str(exc)
+    ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+    if ops:
+        return UnsupportedModelError(
+            f"TFLite has no builtin kernel for {', '.join(ops)}, so the model cannot become tflite:{precision}"
+        )
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return ConversionError(f"TFLite conversion to {precision} failed: {first}")
 
 
 def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:

@@ -11,7 +11,7 @@ import yaml
 
 import edgeship
 from edgeship.converters import FORMATS, convert, parse_targets, precisions
-from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, EdgeshipError
+from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, UnsupportedModelError
 from edgeship.records import Manifest, Report
 
 TOLERANCES = yaml.safe_load((Path(__file__).parent / "tolerances.yaml").read_text())
@@ -137,9 +137,12 @@ def test_unsupported_op_is_named(tmp_path, digits):
     # tf.math.bessel_i0e has no TFLite builtin kernel
     x = keras.layers.Lambda(lambda t: tf.math.special.bessel_i0e(t))(x)
     model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
-    with pytest.raises(EdgeshipError, match="(?i)bessel|not supported|SELECT_TF_OPS"):
+    with pytest.raises(UnsupportedModelError, match=r"tf\.BesselI0e.*No other format takes this model"):
         convert(model, ["tflite:int8"], data=digits, out=tmp_path)
-    assert not list(tmp_path.glob("*.tflite"))
+    with pytest.raises(UnsupportedModelError, match=r"ONNX has no operator for the TensorFlow op\(s\) BesselI0e"):
+        convert(model, ["onnx:fp32"], data=digits, out=tmp_path)
+    assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob("*.onnx"))
+    assert not [p for p in tmp_path.iterdir() if "partial" in p.name]
 
 
 def test_saved_model_and_keras3_convert_through_the_same_api(float_model_dir, tmp_path, digits):
