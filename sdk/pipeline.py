@@ -120,8 +120,9 @@ def validate(
         entries.append(entry)
         if out is not None:
             outputs[artifact.name] = (artifact, out, entry.accuracy)
-    report = _report(manifest, dataset, gate, entries, float(np.mean(reference.argmax(1) == labels)), folder)
+    report = _report(manifest, dataset, gate, entries, reference, labels, folder)
     report.save(folder)
+    _write_page(folder, report)
     if write_bundle and outputs:
         n = min(BUNDLE_SAMPLES, len(x))
         bundle.write(folder / bundle.FOLDER, model=manifest.model, dataset=dataset.name,
@@ -131,6 +132,16 @@ def validate(
         failed = "; ".join(f"{e.name}: {', '.join(e.validation.failures)}" for e in report.failed)
         raise AccuracyGateError(f"accuracy gate failed for {len(report.failed)} artifact(s): {failed}", report)
     return report
+
+
+def _write_page(folder: Path, report: Report) -> None:
+    from edgeship import html
+    from edgeship.errors import MissingDependencyError
+
+    try:
+        html.write(folder, report)
+    except MissingDependencyError as exc:  # report.json is the record; the page is a view of it
+        log.warning("report.html not written: %s", exc)
 
 
 def _no_dataset(folder: Path) -> str:
@@ -143,7 +154,8 @@ def _select(manifest: Manifest, names: Iterable[str] | None) -> tuple[Artifact, 
     return tuple(manifest.get(n) for n in names)
 
 
-def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], ref_acc: float, folder: Path) -> Report:
+def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], reference: np.ndarray,
+            labels: np.ndarray, folder: Path) -> Report:
     from edgeship import __version__
 
     training = None
@@ -157,7 +169,9 @@ def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEn
         model=manifest.model,
         dataset=dataset.name,
         dataset_fingerprint=dataset.fingerprint,
-        reference_accuracy=ref_acc,
+        reference_accuracy=float(np.mean(reference.argmax(1) == labels)),
+        reference_per_class=metrics.per_class(metrics.confusion_matrix(labels, reference.argmax(1), reference.shape[1])),
+        classes=tuple(dataset.classes),
         gate=gate,
         passed=all(verdicts) if gate.active and verdicts else None,
         host=_host(),

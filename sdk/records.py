@@ -376,6 +376,8 @@ class Report(_VersionedFile):
     dataset_fingerprint: str = ""
     split: str = "test"
     reference_accuracy: float | None = None
+    reference_per_class: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    classes: tuple[str, ...] = ()
     gate: Gate = field(default_factory=Gate)
     passed: bool | None = None
     host: dict[str, Any] = field(default_factory=dict)
@@ -421,3 +423,10 @@ class TrainingRecord(_VersionedFile):
     strategy: str = "cpu"
     settings: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    # test accuracy after each stage (float, prune, cluster, qat), distinct values per clustered kernel,
+    # replicas that trained in sync, the float stage's dtype policy, and whether a checkpoint was resumed
+    stage_accuracy: dict[str, float] = field(default_factory=dict)
+    clusters: dict[str, int] = field(default_factory=dict)
+    replicas: int = 1
+    precision: str = "float32"
+    resumed: bool = False
