@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import sys
 from types import ModuleType
+from typing import Iterator
 
 from edgeship.errors import MissingDependencyError
 
@@ -40,11 +43,33 @@ def require(module: str, purpose: str = "") -> ModuleType:
         ) from exc
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what native libraries write to file descriptor 2 (TensorFlow's and LiteRT's C++
+    start-up logs), when the CLI asked for it (EDGESHIP_QUIET_NATIVE=1); Python errors still raise."""
+    if os.environ.get("EDGESHIP_QUIET_NATIVE") != "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def tensorflow() -> ModuleType:
     """TensorFlow with Keras 2 (tf_keras) selected: tfmot, tf2onnx and coremltools need Keras 2."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return require("tensorflow", "train or convert models")
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    with quiet_native_stderr():
+        return require("tensorflow", "train or convert models")
 
 
 def keras() -> ModuleType:

@@ -105,6 +105,7 @@ def cli(debug: bool, quiet: bool) -> None:
     Start with:  edgeship quickstart
     """
     State.debug, State.quiet, State.json = debug, quiet, False
+    os.environ["EDGESHIP_QUIET_NATIVE"] = "0" if debug else "1"
     if not debug:
         warnings.filterwarnings("ignore")  # the stack's deprecation chatter is not the user's concern
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(name)s: %(message)s")
@@ -165,12 +166,26 @@ def train(model: str, data: str, out: str, epochs: int, batch_size: int, qat: bo
 @click.option("--to", "targets", required=True, help="Comma-separated format:precision, e.g. tflite:int8,onnx:fp32,coreml:fp16.")
 @click.option("--data", default=None, help="Dataset for calibration and the input check.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration (100-500).")
+@click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="ONNX Runtime static quantization calibration (default minmax).")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="ONNX int8: 7-bit weights (default: decided from this CPU's VNNI support).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (<= 18; default 17).")
 @json_option
-def convert(model: str, targets: str, data: str | None, out: str) -> None:
-    """Convert a trained model to TFLite, ONNX and Core ML artifacts."""
+def convert(model: str, targets: str, data: str | None, out: str, calibration_samples: int | None,
+            calibrate_method: str | None, reduce_range: bool | None, opset: int | None) -> None:
+    """Convert a trained model to TFLite, ONNX and Core ML artifacts.
+
+    MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
+    .onnx file (for onnx:int8 / onnx:dynamic). Run 'edgeship list-formats' for every target.
+    """
     from edgeship.converters import convert as run
 
-    manifest = _run(lambda: run(model, targets, data=data, out=out,
+    common = {"calibration_samples": calibration_samples}
+    onnx = {"calibrate_method": calibrate_method, "reduce_range": reduce_range, "opset": opset}
+    options = {"tflite": _given(common), "onnx": _given({**common, **onnx}), "coreml": {}}
+    manifest = _run(lambda: run(model, targets, data=data, out=out, options=options,
                                 on_artifact=lambda a: _progress("convert", f"{a.name} -> {a.path}")))
     if State.json:
         _emit(manifest.to_dict())
@@ -184,43 +199,106 @@ def convert(model: str, targets: str, data: str | None, out: str) -> None:
 @click.option("--data", default=None, help="Dataset to validate on (default: the one in manifest.json).")
 @click.option("--max-drop", type=float, default=None, help="Fail (exit 2) when accuracy drops more points than this.")
 @click.option("--min-agreement", type=float, default=None, help="Fail (exit 2) when agreement with float is below this fraction.")
+@click.option("--bench", "bench_runs", type=int, default=0, help="Also benchmark each artifact with this many runs.")
 @json_option
-def validate(folder: str, data: str | None, max_drop: float | None, min_agreement: float | None) -> None:
-    """Measure every artifact in FOLDER against the float reference."""
+def validate(folder: str, data: str | None, max_drop: float | None, min_agreement: float | None, bench_runs: int) -> None:
+    """Measure every artifact in FOLDER against the float reference.
+
+    Writes FOLDER/report.json, FOLDER/report.html and the validation bundle FOLDER/bundle.
+    """
     from edgeship.pipeline import validate as run
 
-    report = _run(lambda: run(folder, data=data, max_drop=max_drop, min_agreement=min_agreement, progress=_progress))
+    bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
+    report = _run(lambda: run(folder, data=data, max_drop=max_drop, min_agreement=min_agreement,
+                              benchmark=bench, progress=_progress))
     _show_report(report)
 
 
 @cli.command()
-@click.argument("model", type=click.Path(exists=True))
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--threads", default="1", show_default=True, help="Interpreter threads; a comma list sweeps them.")
-@click.option("--warmup", default=20, show_default=True)
-@click.option("--runs", default=200, show_default=True)
-@click.option("--min-seconds", default=0.0, show_default=True)
+@click.option("--warmup", default=20, show_default=True, help="Untimed runs after the first inference.")
+@click.option("--runs", default=500, show_default=True, help="Timed runs (at least).")
+@click.option("--min-seconds", default=1.0, show_default=True, help="Keep timing until this long has passed.")
 @click.option("--batch", default=1, show_default=True)
+@click.option("--profile", is_flag=True, help="Also show the top ops by time (ONNX Runtime; TFLite with benchmark_model).")
+@click.option("--top", default=10, show_default=True, help="Ops shown by --profile.")
+@click.option("--isolate", is_flag=True, help="Run in a child process: a crashing model ends as an error.")
 @json_option
-def bench(model: str, threads: str, warmup: int, runs: int, min_seconds: float, batch: int) -> None:
-    """Benchmark one artifact: init, first inference, warm-up, latency percentiles, memory."""
-    from edgeship.runtimes.benchmark import benchmark
+def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_seconds: float, batch: int,
+          profile: bool, top: int, isolate: bool) -> None:
+    """Benchmark artifacts like TFLite's benchmark_model: init, first inference, warm-up, latency
+    percentiles, throughput, memory. Several MODELS are timed interleaved (A B A B …) and compared."""
+    from edgeship.runtimes.benchmark import sweep
 
-    def body() -> list[Any]:
-        counts = _thread_counts(threads)
-        return [benchmark(model, threads=t, warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch) for t in counts]
-
-    results = _run(body)
+    settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "batch": batch}
+    rows = _run(lambda: sweep(models, _thread_counts(threads), isolate=isolate, **settings))
+    profiles = _run(lambda: {m: _profile_or_reason(m, rows[0][1].threads, top, isolate) for m in models}) if profile else {}
+    first = {r.threads: r.p50_ms for m, r in rows if m == models[0]}
+    docs = []
+    for model, r in rows:
+        doc = {"model": model, **r.to_dict()}
+        if len(models) > 1:
+            doc["p50_ratio"] = r.p50_ms / first[r.threads]
+        if profile:
+            doc["profile"] = profiles[model] if isinstance(profiles[model], str) else profiles[model].to_dict()
+        docs.append(doc)
     if State.json:
-        _emit(results[0].to_dict() if len(results) == 1 else [r.to_dict() for r in results])
-        return
-    table = rich_table.Table(title=f"{model}")
-    for column in ("threads", "init ms", "first ms", "count", "mean ms", "p50 ms", "p90 ms", "p99 ms", "throughput/s", "peak RSS"):
-        table.add_column(column, justify="right")
-    for r in results:
-        table.add_row(str(r.threads), f"{r.init_ms:.2f}", f"{r.first_ms:.3f}", str(r.count), f"{r.mean_ms:.4f}",
-                      f"{r.p50_ms:.4f}", f"{r.p90_ms:.4f}", f"{r.p99_ms:.4f}", f"{r.throughput:.0f}", _size(r.peak_rss_bytes))
+        _emit(docs[0] if len(docs) == 1 else docs)
+    elif not State.quiet:
+        _bench_tables(docs, profiles)
+
+
+def _profile_or_reason(model: str, threads: int | None, top: int, isolate: bool) -> Any:
+    from edgeship.errors import UnsupportedModelError
+    from edgeship.runtimes._profile import profile
+    from edgeship.runtimes.benchmark import isolated
+
+    try:
+        return isolated("profile", model, threads=threads, top=top) if isolate else profile(model, threads=threads, top=top)
+    except UnsupportedModelError as exc:
+        return str(exc)
+
+
+_BENCH_ROWS = (
+    ("init ms", "init_ms", "{:.2f}"), ("first ms", "first_ms", "{:.3f}"), ("warm-up mean ms", "warmup_mean_ms", "{:.4f}"),
+    ("count", "count", "{}"), ("mean ms", "mean_ms", "{:.4f}"), ("std ms", "std_ms", "{:.4f}"),
+    ("min ms", "min_ms", "{:.4f}"), ("p5 ms", "p5_ms", "{:.4f}"), ("p50 ms", "p50_ms", "{:.4f}"),
+    ("p90 ms", "p90_ms", "{:.4f}"), ("p95 ms", "p95_ms", "{:.4f}"), ("p99 ms", "p99_ms", "{:.4f}"),
+    ("max ms", "max_ms", "{:.4f}"), ("throughput /s", "throughput", "{:.1f}"), ("peak RSS", "peak_rss_bytes", None),
+    ("RSS growth", "rss_growth_bytes", None), ("model size", "model_size_bytes", None), ("p50 ratio", "p50_ratio", "{:.3f}"),
+)
+
+
+def _bench_tables(docs: list[dict[str, Any]], profiles: dict[str, Any]) -> None:
+    table = rich_table.Table(title="benchmark" + (" (interleaved A B A B …)" if "p50_ratio" in docs[0] else ""))
+    table.add_column("")
+    for d in docs:
+        table.add_column(f"{Path(d['model']).name}\n{d['threads'] or 'default'} thread(s)", justify="right")
+    for label, key, fmt in _BENCH_ROWS:
+        if key in docs[0]:
+            table.add_row(label, *(_size(d[key]) if fmt is None else fmt.format(d[key]) for d in docs))
     out_console.print(table)
-    out_console.print(f"{results[0].runtime} {results[0].runtime_version} on {results[0].env.get('cpu')}")
+    env = docs[0]["env"]
+    for d in {d["runtime"]: d for d in docs}.values():
+        out_console.print(f"{d['runtime']} {d['runtime_version']}, batch {d['batch']}", highlight=False)
+    out_console.print(f"on {env.get('cpu')} ({env.get('cores')} cores), {env.get('system')} {env.get('machine')}, "
+                      f"Python {env.get('python')}, numpy {env.get('numpy')}", highlight=False)
+    for model, prof in profiles.items():
+        if isinstance(prof, str):
+            out_console.print(f"[yellow]no profile:[/] {prof}", highlight=False)
+            continue
+        ops = rich_table.Table(title=f"{Path(model).name}: top ops by time ({prof.source}, {prof.runs} runs, "
+                               f"{prof.total_ms_per_run:.3f} ms of kernels per run)")
+        for column in ("op", "calls/run", "ms/run", "%"):
+            ops.add_column(column, justify="left" if column == "op" else "right")
+        for op in prof.ops:
+            ops.add_row(op.op, f"{op.calls_per_run:g}", f"{op.ms_per_run:.4f}", f"{op.percent:.1f}")
+        out_console.print(ops)
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _thread_counts(text: str) -> list[int]:
@@ -239,9 +317,14 @@ def _thread_counts(text: str) -> list[int]:
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @json_option
 def report(folder: str) -> None:
-    """Show the report.json of FOLDER as a table."""
+    """Render FOLDER/report.json into FOLDER/report.html and show it as a table."""
+    from edgeship import html
+
     result = _run(lambda: Report.load(folder))
+    page = _run(lambda: html.write(folder, result))
     _show_report(result)
+    if not (State.json or State.quiet):
+        out_console.print(f"report page: {page}")
 
 
 @cli.command("list-models")
@@ -271,6 +354,67 @@ def list_formats() -> None:
         for fmt, items in table.items():
             for precision, doc in items.items():
                 out_console.print(f"[bold]{fmt}:{precision:<14}[/] {doc}")
+
+
+@cli.group()
+def device() -> None:
+    """Run validation bundles on targets: local, ssh://user@host[:port][/path], adb://SERIAL."""
+
+
+@device.command("run")
+@click.option("--target", "targets", multiple=True, required=True, help="local, ssh://user@host[:port][/path] or adb://SERIAL; repeat for several (run in parallel).")
+@click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False), help="Validation bundle folder (validate writes OUT/bundle).")
+@click.option("--runs", default=50, show_default=True, help="Timed runs per artifact on the device.")
+@click.option("--warmup", default=5, show_default=True)
+@click.option("--threads", type=int, default=None, help="Interpreter threads on the device (default: the runtime's).")
+@click.option("--identity", "-i", default=None, help="ssh: private key file.")
+@click.option("--ssh-option", "-o", "ssh_options", multiple=True, help="ssh: extra -o option, e.g. -o Port=2222.")
+@click.option("--python", default=None, help="The target's Python (ssh: creates the venv; adb: runs the check).")
+@click.option("--wheels", default=None, help="ssh: install numpy and the interpreters from this folder of wheels, or 'host' "
+              "to repack this host's own (same platform only); default: the device's package index.")
+@json_option
+def device_run(targets: tuple[str, ...], bundle: str, runs: int, warmup: int, threads: int | None, identity: str | None,
+               ssh_options: tuple[str, ...], python: str | None, wheels: str | None) -> None:
+    """Copy BUNDLE and the thin runtime to each target, check outputs, accuracy and latency there.
+
+    Exit status: 0 all passed, 2 an artifact failed its check on a target, 1 a target could not run it.
+    """
+    from edgeship.runtimes.targets import run_targets
+
+    options = _given({"identity": identity, "options": ssh_options or None, "python": python, "wheels": wheels})
+    for target in targets:
+        _progress("device", f"{target}: copying the bundle and the thin runtime, then checking")
+    reports = _run(lambda: run_targets(list(targets), bundle, runs=runs, warmup=warmup, threads=threads, **options))
+    if State.json:
+        docs = [r.to_dict() for r in reports]
+        _emit(docs[0] if len(docs) == 1 else docs)
+    elif not State.quiet:
+        for r in reports:
+            _device_table(r)
+    if any(r.error for r in reports):
+        sys.exit(1)
+    if any(r.passed is False for r in reports):
+        sys.exit(2)
+
+
+def _device_table(report: Any) -> None:
+    if report.error:
+        err_console.print(f"[bold red]{report.target}:[/] {report.error}", highlight=False)
+        return
+    verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "nothing ran"}[report.passed]
+    table = rich_table.Table(title=f"{report.target}: {report.model} bundle, {verdict} "
+                             f"({report.host.get('cpu')}, {report.host.get('machine')}; {report.seconds:.1f} s)")
+    for column in ("artifact", "status", "max err", "tolerance", "accuracy", "min acc", "p50", "runtime"):
+        table.add_column(column, justify="left" if column in ("artifact", "status", "runtime") else "right")
+    for a in report.artifacts:
+        ok = a.status == "ok"
+        table.add_row(a.name, "[green]ok[/]" if ok else f"[red]{a.status}[/]" if a.status == "failed" else a.status,
+                      "—" if a.max_abs_error is None else f"{a.max_abs_error:.2g}", f"{a.tolerance:.2g}" if a.tolerance else "—",
+                      "—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%", f"{(a.min_accuracy or 0) * 100:.2f}%",
+                      f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—", a.runtime)
+    out_console.print(table)
+    installed = ", ".join(f"{k} {v}" for k, v in report.installed.items())
+    out_console.print(f"installed there: {installed}; TensorFlow imported: {report.tensorflow_imported}", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> None:
