@@ -91,6 +91,7 @@ def convert(
             f"the model takes inputs of shape {source.input_shape} but dataset '{dataset.name}' has samples of "
             f"shape {tuple(dataset.input_shape)}; convert with the dataset the model was trained on"
         )
+    _remove_partials(out)
     manifest = _start_manifest(out, source, dataset)
     calibration = calibration if calibration is not None else dataset
     for fmt, precision in parsed:
@@ -109,6 +110,15 @@ def convert(
         if on_artifact:
             on_artifact(artifact)
     return manifest
+
+
+def _remove_partials(out: Path) -> None:
+    """Clear what an interrupted conversion left under temporary names (one conversion per folder)."""
+    import shutil
+
+    for stale in out.glob(".*.partial-*"):
+        log.info("removing %s, left by an interrupted conversion", stale.name)
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 def _formats_that_take(source: Any, failed: str) -> str:
