@@ -1,0 +1,244 @@
+"""ONNX per-layer error from the QDQ artifact's intermediate outputs; mixed models by nodes_to_exclude.
+
+Every activation of a QDQ model passes QuantizeLinear -> DequantizeLinear. Run with graph
+optimisation off (as ``onnxruntime.quantization.qdq_loss_debug.collect_activations`` does), the
+tensor before that pair is the layer's float result on already-quantized inputs, and the one
+after is what int8 makes of it: their difference is this layer's own error. The same tensors of
+the float model (rebuilt exactly as the converter made it) give the accumulated error.
+``create_activation_matching`` pairs the tensors by ONNX Runtime's naming rules.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeship._deps import require
+from edgeship.converters import calibration as _calibration
+from edgeship.converters import onnx as _onnx
+from edgeship.converters.doctor import LayerTrace, Probe, layer_name, unique_names
+from edgeship.records import Artifact
+
+_BATCH = 50
+_SHAPE_ONLY = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+
+
+def _prepared(source: Any, opset: int, tmp: Path) -> Path:
+    """The float model exactly as ``converters.onnx`` hands it to quantize_static."""
+    onnx = require("onnx")
+    q = require("onnxruntime.quantization", "quantize ONNX models")
+    fp32, prepared = tmp / "fp32.onnx", tmp / "prepared.onnx"
+    onnx.save(_onnx._fp32_model(source, opset), str(fp32))
+    try:
+        q.quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    except Exception:  # the converter falls back to the raw graph the same way
+        return fp32
+    return prepared
+
+
+def _collect(model: Any, names: Sequence[str], x: np.ndarray, tmp: Path, tag: str) -> dict[str, list[np.ndarray]]:
+    """Run ``model`` with ``names`` added as outputs (optimisation off); name -> one array per batch."""
+    onnx = require("onnx")
+    ort = require("onnxruntime", "run ONNX models")
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    floats = _float_tensors(model)
+    present = {o.name for o in model.graph.output}
+    wanted = [n for n in dict.fromkeys(names) if n in floats]
+    for name in wanted:
+        if name not in present:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    path = tmp / f"{tag}.onnx"
+    onnx.save(model, str(path))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    collected: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    for i in range(0, len(x), _BATCH):
+        for name, value in zip(wanted, session.run(wanted, {feed: x[i : i + _BATCH].astype(np.float32)})):
+            collected[name].append(value)
+    return collected
+
+
+def _float_tensors(model: Any) -> set[str]:
+    """Names of the float32 tensors of ``model`` (graph inputs, node outputs), by shape inference."""
+    onnx = require("onnx")
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort: then trust every node output to be float
+        return {o for node in model.graph.node for o in node.output}
+    infos = [*inferred.graph.value_info, *inferred.graph.output, *inferred.graph.input]
+    return {v.name for v in infos if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+
+class _Graph:
+    """Producers, consumers and initializers of one ONNX graph."""
+
+    def __init__(self, model: Any) -> None:
+        numpy_helper = require("onnx").numpy_helper
+        self.model = model
+        self.producer = {o: node for node in model.graph.node for o in node.output}
+        self.consumers: dict[str, list[Any]] = {}
+        for node in model.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+    def quant_params(self, tensor: str) -> tuple[float, int, np.dtype] | None:
+        node = next((n for n in self.consumers.get(tensor, []) if n.op_type == "QuantizeLinear"), None)
+        if node is None or node.input[1] not in self.init:
+            return None
+        zero = self.init.get(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8)
+        scale = self.init[node.input[1]]
+        if scale.size != 1:
+            return None
+        return float(scale.reshape(())), int(np.asarray(zero).reshape(-1)[0]), np.asarray(zero).dtype
+
+    def input_range(self) -> tuple[float, float] | None:
+        """The float range the model quantizes its input to, past shape-only ops."""
+        tensor = self.model.graph.input[0].name
+        while True:
+            params = self.quant_params(tensor)
+            if params is not None:
+                scale, zero, dtype = params
+                info = np.iinfo(dtype)
+                return scale * (info.min - zero), scale * (info.max - zero)
+            nxt = [n for n in self.consumers.get(tensor, []) if n.op_type in _SHAPE_ONLY]
+            if not nxt:
+                return None
+            tensor = nxt[0].output[0]
+
+
+def _pre_tensor(qdq: _Graph, name: str) -> str:
+    """The tensor a QuantizeLinear reads for activation ``name`` (output tensors are renamed)."""
+    renamed = f"{name}_QuantizeLinear_Input"
+    return renamed if renamed in qdq.producer else name
+
+
+def _local_reference(pre: np.ndarray, name: str, qdq: _Graph, fp: _Graph) -> np.ndarray:
+    """``pre`` with any activation the quantizer folded into the QDQ pair put back.
+
+    ONNX Runtime drops a Relu (or Clip) whose output range the QDQ pair already clamps; then the
+    tensor before QDQ is the pre-activation, and comparing it raw would count the Relu as error.
+    """
+    float_node = fp.producer.get(name)
+    qdq_node = qdq.producer.get(_pre_tensor(qdq, name))
+    if float_node is None or qdq_node is None or qdq_node.op_type == float_node.op_type:
+        return pre
+    if float_node.op_type == "Relu":
+        return np.maximum(pre, 0)
+    if float_node.op_type == "Clip":
+        bounds = [fp.init.get(i) for i in float_node.input[1:3]]
+        low = float(bounds[0]) if len(bounds) > 0 and bounds[0] is not None else None
+        high = float(bounds[1]) if len(bounds) > 1 and bounds[1] is not None else None
+        return np.clip(pre, low, high)
+    return pre
+
+
+def _input_path(graph: _Graph, tensor: str) -> list[str] | None:
+    """The shape-only nodes between the graph input and ``tensor``, or None when ``tensor`` is computed."""
+    nodes: list[str] = []
+    inputs = {i.name for i in graph.model.graph.input}
+    while tensor not in inputs:
+        node = graph.producer.get(tensor)
+        if node is None or node.op_type not in _SHAPE_ONLY:
+            return None
+        nodes.append(node.name)
+        tensor = node.input[0]
+    return nodes
+
+
+def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph) -> list[LayerTrace]:
+    traces = []
+    for name, match in matching.items():
+        producer = qdq.producer.get(_pre_tensor(qdq, name))
+        params = qdq.quant_params(_pre_tensor(qdq, name))
+        ndim = match["pre_qdq"][0].ndim
+        # tf2onnx names the input's NCHW transpose after the first layer: call its quantization "input"
+        layer = "input" if _input_path(qdq, _pre_tensor(qdq, name)) is not None else layer_name(name)
+        trace = LayerTrace(layer, producer.op_type if producer is not None else "Input", name,
+                           channel_axis=1 if ndim == 4 else -1,  # tf2onnx keeps 4-D activations NCHW
+                           scale=params[0] if params else None, zero_point=params[1] if params else None)
+        for pre, post, ref in zip(match["pre_qdq"], match["post_qdq"], match.get("float") or [None] * len(match["pre_qdq"])):
+            trace.add(_local_reference(pre, name, qdq, fp), post)
+            if ref is not None and ref.shape == post.shape:
+                trace.add_model(ref, post)
+        traces.append(trace)
+    return traces
+
+
+def _groups(fp: _Graph, traces: list[LayerTrace]) -> dict[str, list[str]]:
+    """Float-graph node names per trace (its whole Keras layer; the shape ops for the input), and
+    each trace's readers (the layers whose nodes read its tensor)."""
+    nodes: dict[str, list[str]] = {}
+    for node in fp.model.graph.node:
+        nodes.setdefault(layer_name(node.name), []).append(node.name)
+    first: dict[str, str] = {}
+    for trace in traces:
+        first.setdefault(trace.layer, trace.name)
+    groups = {}
+    for trace in traces:
+        path = _input_path(fp, trace.tensor) if trace.layer == "input" else None
+        groups[trace.name] = path if path is not None else nodes.get(trace.layer, [])
+        readers = {layer_name(n.name) for n in fp.consumers.get(trace.tensor, [])} - {trace.layer}
+        trace.readers = tuple(first[r] for r in sorted(readers) if r in first)
+    return groups
+
+
+def _options(settings: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's quantize_static settings, as ``converters.onnx`` takes them."""
+    methods = {v: k for k, v in _onnx.CALIBRATE_METHODS.items()}
+    return {"reduce_range": bool(settings.get("reduce_range", False)), "per_channel": bool(settings.get("per_channel", True)),
+            "calibrate_method": methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
+            "activation_type": settings.get("activation_type", "uint8")}
+
+
+def _analyse(qdq: _Graph, fp: _Graph, x: np.ndarray, tmp: Path) -> list[LayerTrace]:
+    """A LayerTrace per QDQ activation: its own error, and its error against the float model."""
+    debug = require("onnxruntime.quantization.qdq_loss_debug", "debug ONNX quantization")
+    quantize = [n for n in qdq.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in qdq.init]
+    activations = [t for node in quantize
+                   for t in (node.input[0], *(d.output[0] for d in qdq.consumers.get(node.output[0], [])))]
+    qdq_acts = _collect(qdq.model, activations, x, tmp, "qdq-debug")
+    float_acts = _collect(fp.model, list(qdq_acts), x, tmp, "float-debug")
+    traces = _traces(debug.create_activation_matching(qdq_acts, float_acts), qdq, fp)
+    unique_names(traces)
+    return traces
+
+
+def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: Any) -> Probe:
+    """Per-layer figures of the QDQ ``artifact`` on ``x`` and a builder of nodes_to_exclude variants."""
+    onnx = require("onnx")
+    ort = require("onnxruntime", "run ONNX models")
+    tmp_dir = tempfile.TemporaryDirectory(prefix="edgeship-doctor-onnx-")
+    tmp = Path(tmp_dir.name)
+    settings = artifact.settings
+    prepared = _prepared(source, int(settings.get("opset", _onnx.DEFAULT_OPSET)), tmp)
+    n = int(settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+    samples = _calibration.prepare(dataset, source.input_shape, target="onnx:int8", samples=n)
+    groups: dict[str, list[str]] = {}  # filled once the layers are known
+
+    def build(float_layers: Sequence[str]) -> bytes:
+        excluded = sorted({node for name in float_layers for node in groups[name]})
+        out = tmp / "mixed.onnx"
+        _onnx._quantize(prepared, out, "int8", samples, {**_options(settings), "nodes_to_exclude": excluded})
+        return out.read_bytes()
+
+    # a QAT artifact went through TFLite (tf2onnx.from_tflite): its QDQ layout is not ONNX Runtime's
+    rebuilt = "route" in settings
+    fp = _Graph(onnx.load(str(prepared)))
+    qdq = _Graph(onnx.load_from_string(build(())) if rebuilt else onnx.load(str(path)))
+    traces = _analyse(qdq, fp, x, tmp)
+    groups.update(_groups(fp, traces))
+    what = ("the doctor's post-training rebuild (the artifact came from a QAT model through TFLite)"
+            if rebuilt else artifact.path)
+    return Probe(
+        layers=[t.result() for t in traces], build=build, suffix=_onnx.SUFFIX,
+        analysed_with=(f"ONNX Runtime {ort.__version__} QDQ intermediate outputs of {what} on {len(x)} test samples "
+                       "(graph optimisation off); float tensors from the float reference through tf2onnx; mixed "
+                       f"models re-quantized with {len(samples)} calibration samples from '{dataset.name}'"),
+        input_range=_Graph(onnx.load(str(path))).input_range(), close=tmp_dir.cleanup,
+    )

@@ -1,0 +1,133 @@
+"""The doctor's advice: what in the calibration looks wrong, with the figures that say so.
+
+    outliers           a few extreme values set a layer's range    -> Percentile / Entropy calibration
+    channel-outliers   a few channels dwarf the rest of a tensor   -> keep it float, int16x8, equalise
+    few-samples        fewer than 100 calibration samples          -> calibrate on 100-500
+    normalisation      calibrated input range (or the calibration  -> calibrate on inputs preprocessed
+                       samples) unlike the training inputs            like the training split
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgeship.converters.doctor import Advice, LayerError, Recovery
+from edgeship.records import AccuracyDelta, Artifact
+
+#: a layer below this per-channel SQNR is harmful enough for its range to be worth explaining
+HARMFUL_DB = 25.0
+OUTLIER_RATIO = 10.0  # max |x| over its 99.9th percentile
+CHANNEL_SPREAD = 20.0  # widest channel's peak over the median channel's
+MIN_SAMPLES = 100
+RANGE_RATIO = (0.5, 4.0)  # calibrated input span over the training inputs' span
+
+
+def advise(artifact: Artifact, layers: Sequence[LayerError], input_range: tuple[float, float] | None,
+           dataset: Any, calibration: np.ndarray | None, score: AccuracyDelta,
+           recovery: Recovery | None) -> tuple[Advice, ...]:
+    """Every finding, most specific first."""
+    found: list[Advice] = []
+    for layer in layers:
+        if layer.sqnr_db < HARMFUL_DB:
+            found += _ranges(layer, artifact.format)
+    found += _few_samples(artifact)
+    found += _normalisation(input_range, dataset, calibration)
+    found += _rebuild_gap(artifact, score, recovery, dataset)
+    return tuple(found)
+
+
+def _ranges(layer: LayerError, fmt: str) -> list[Advice]:
+    found = []
+    evidence = {"sqnr_db": round(layer.sqnr_db, 2), "tensor_sqnr_db": round(layer.tensor_sqnr_db, 2),
+                "range": [layer.range_min, layer.range_max], "scale": layer.scale}
+    if layer.channel_spread >= CHANNEL_SPREAD:
+        found.append(Advice(
+            kind="channel-outliers", layer=layer.name,
+            evidence={**evidence, "channel_spread": round(layer.channel_spread, 1), "channels": layer.channels},
+            message=(f"{layer.name}: a few of its {layer.channels} channels peak {layer.channel_spread:.0f}x higher than "
+                     f"the median channel; int8 activations share one scale per tensor, so the other channels get "
+                     f"few levels (median channel SQNR {layer.sqnr_db:.1f} dB, whole tensor {layer.tensor_sqnr_db:.1f} dB). "
+                     f"Keep {layer.name} and its readers in float (edgeship doctor --max-drop), use int16 activations "
+                     f"(tflite:int16x8), or rescale those channels in the model before quantizing"),
+        ))
+    if layer.outlier_ratio >= OUTLIER_RATIO:
+        how = ("calibrate with Percentile or Entropy instead of MinMax (edgeship convert --calibrate-method "
+               "percentile)" if fmt == "onnx" else
+               "TFLite calibrates MinMax only: bound the activation in the model (e.g. ReLU6), convert through "
+               "ONNX with --calibrate-method percentile, or keep it in float (edgeship doctor --max-drop)")
+        found.append(Advice(
+            kind="outliers", layer=layer.name,
+            evidence={**evidence, "outlier_ratio": round(layer.outlier_ratio, 1), "p999_abs": layer.p999_abs},
+            message=(f"{layer.name}: its range is set by rare extreme values (max |x| is {layer.outlier_ratio:.0f}x its "
+                     f"99.9th percentile {layer.p999_abs:.3g}), so ordinary values share few int8 levels; {how}"),
+        ))
+    return found
+
+
+def _few_samples(artifact: Artifact) -> list[Advice]:
+    n = artifact.settings.get("calibration_samples")
+    if not isinstance(n, int) or n >= MIN_SAMPLES:
+        return []
+    return [Advice(
+        kind="few-samples", evidence={"calibration_samples": n, "recommended": [MIN_SAMPLES, 500]},
+        message=(f"{artifact.name} was calibrated on {n} samples: ranges from so few are noisy and miss rare "
+                 f"inputs; calibrate on 100-500 (edgeship convert --calibration-samples 300)"),
+    )]
+
+
+def _span(lo: float, hi: float) -> float:
+    return max(hi, 0.0) - min(lo, 0.0)  # int8 ranges always hold zero
+
+
+def _normalisation(input_range: tuple[float, float] | None, dataset: Any, calibration: np.ndarray | None) -> list[Advice]:
+    x = np.asarray(dataset.x_train, dtype=np.float64)
+    lo, hi = (float(v) for v in np.percentile(x, [0.1, 99.9]))
+    found = []
+    if input_range is not None and _span(lo, hi) > 0:
+        ratio = _span(*input_range) / _span(lo, hi)
+        if not RANGE_RATIO[0] <= ratio <= RANGE_RATIO[1]:
+            found.append(Advice(
+                kind="normalisation",
+                evidence={"calibrated_input_range": [round(v, 6) for v in input_range],
+                          "train_input_range": [round(lo, 6), round(hi, 6)], "span_ratio": round(ratio, 4)},
+                message=(f"the artifact quantizes its input to [{input_range[0]:.3g}, {input_range[1]:.3g}] but "
+                         f"'{dataset.name}' training inputs span [{lo:.3g}, {hi:.3g}] ({ratio:.2g}x): the calibration "
+                         "inputs were not normalised the way training saw them. Calibrate on samples preprocessed "
+                         f"exactly like the training split (edgeship convert --data {dataset.name})"),
+            ))
+    if calibration is not None:
+        found += _moments(np.asarray(calibration, dtype=np.float64), x, dataset.name)
+    return found
+
+
+def _moments(calibration: np.ndarray, x: np.ndarray, name: str) -> list[Advice]:
+    mean_c, std_c, mean_t, std_t = calibration.mean(), calibration.std(), x.mean(), x.std()
+    if std_t == 0 or (abs(mean_c - mean_t) <= std_t and 0.5 <= std_c / std_t <= 2.0):
+        return []
+    return [Advice(
+        kind="normalisation",
+        evidence={"calibration_mean": float(mean_c), "calibration_std": float(std_c),
+                  "train_mean": float(mean_t), "train_std": float(std_t)},
+        message=(f"the calibration samples have mean {mean_c:.3g} and std {std_c:.3g}, the '{name}' training inputs "
+                 f"mean {mean_t:.3g} and std {std_t:.3g}: inputs not normalised the way training saw them. "
+                 "Apply the training preprocessing to the calibration samples"),
+    )]
+
+
+def _rebuild_gap(artifact: Artifact, score: AccuracyDelta, recovery: Recovery | None, dataset: Any) -> list[Advice]:
+    """The doctor's all-int8 rebuild (same settings, the dataset's samples) far better than the artifact."""
+    if recovery is None or not recovery.steps:
+        return []
+    gain = recovery.steps[0].accuracy_delta_pts - score.accuracy_delta_pts
+    if gain < max(1.0, recovery.max_drop):
+        return []
+    return [Advice(
+        kind="normalisation",
+        evidence={"artifact_delta_pts": score.accuracy_delta_pts, "rebuild_delta_pts": recovery.steps[0].accuracy_delta_pts},
+        message=(f"re-quantized with calibration samples from '{dataset.name}', the model scores "
+                 f"{recovery.steps[0].accuracy_delta_pts:+.2f} points against float where {artifact.name} scores "
+                 f"{score.accuracy_delta_pts:+.2f}: the artifact was calibrated on other data. Convert again with "
+                 f"--data {dataset.name}"),
+    )]

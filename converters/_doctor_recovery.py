@@ -1,0 +1,118 @@
+"""The doctor's recovery: keep the most harmful layers in float until the accuracy drop fits.
+
+Each model tried is built by the backend's Probe, run on the whole test split and scored against
+the float reference's outputs (``edgeship.metrics.compare``, the same figures ``validate`` gives);
+the first within the drop is written as ``<model>.<precision>-mixed<suffix>``, registered in
+manifest.json, and timed against the int8 artifact it replaces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgeship import _io, metrics
+from edgeship._deps import quiet_native_stderr
+from edgeship.converters.doctor import MIXED, LayerError, Probe, Recovery, RecoveryStep, _Context
+from edgeship.records import Artifact, Manifest
+
+
+class _Trials:
+    """Builds and scores mixed models; remembers the bytes of the best one within the drop."""
+
+    def __init__(self, ctx: _Context, probe: Probe, tmp: Path) -> None:
+        self.ctx, self.probe, self.tmp = ctx, probe, tmp
+        self.steps: list[RecoveryStep] = []
+        self.winner: bytes | None = None
+
+    def score(self, float_layers: tuple[str, ...]) -> RecoveryStep:
+        from edgeship.runtimes import load
+
+        blob = self.probe.build(float_layers)
+        path = self.tmp / f"trial-{len(self.steps)}{self.probe.suffix}"
+        path.write_bytes(blob)
+        with quiet_native_stderr():
+            outputs = load(path).predict(self.ctx.dataset.x_test)
+        delta = metrics.compare(self.ctx.reference_out, outputs, self.ctx.dataset.y_test)
+        step = RecoveryStep(float_layers=float_layers, accuracy=delta.accuracy,
+                            accuracy_delta_pts=delta.accuracy_delta_pts, agreement=delta.agreement,
+                            sqnr_db=delta.sqnr_db, size_bytes=len(blob),
+                            within_drop=not self.ctx.gate.check(delta))
+        self.ctx.progress("doctor", f"float {list(float_layers) or 'nothing'}: {delta.accuracy_delta_pts:+.2f} points")
+        self.steps.append(step)
+        if step.within_drop and self.winner is None:
+            self.winner = blob
+        return step
+
+
+def recover(ctx: _Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
+             layers: Sequence[LayerError]) -> Recovery:
+    """Greedy: keep the next-worst layer in float, alone or with its readers, until the drop fits.
+
+    A quantized reader requantizes a float layer's output to the same calibrated range, so an
+    outlier-dominated tensor only recovers when its readers stay float too; both are tried and
+    the better kept (the smaller set on a tie).
+    """
+    with tempfile.TemporaryDirectory(prefix="edgeship-doctor-") as tmp:
+        trials = _Trials(ctx, probe, Path(tmp))
+        best = trials.score(())
+        kept: tuple[str, ...] = ()
+        for layer in layers[: ctx.max_layers]:
+            if best.within_drop:
+                break
+            if layer.name in kept:
+                continue
+            alone = kept + (layer.name,)
+            options = [trials.score(alone)]
+            widened = alone + tuple(r for r in layer.readers if r not in alone)
+            if widened != alone and not options[0].within_drop:
+                options.append(trials.score(widened))
+            best = max(options, key=lambda s: (s.within_drop, s.accuracy, -len(s.float_layers)))
+            kept = best.float_layers
+        note = _note(best, trials.steps, ctx.gate.max_drop, min(len(layers), ctx.max_layers))
+        recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,
+                            steps=tuple(trials.steps), float_layers=best.float_layers if best.within_drop else (),
+                            note=note)
+        if best.within_drop:
+            recovery = _write_mixed(ctx, artifact, path, source, probe, trials.winner, recovery)
+    return recovery
+
+
+def _note(best: RecoveryStep, steps: Sequence[RecoveryStep], max_drop: float, tried: int) -> str:
+    if not best.within_drop:
+        return (f"no model within {max_drop:g} points after trying {tried} layers in float; raise max_layers, "
+                "recalibrate (see advice) or train with QAT")
+    if not best.float_layers:
+        return "the all-int8 rebuild fits: recalibrating on the dataset's samples was enough, no layer stays float"
+    return f"{len(best.float_layers)} layer(s) kept in float after {len(steps)} models tried"
+
+
+def _write_mixed(ctx: _Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,
+                 recovery: Recovery) -> Recovery:
+    """Write ``<model>.<precision>-mixed<suffix>``, register it, and time it against the int8 one."""
+    from edgeship.converters import _artifact
+    from edgeship.runtimes.benchmark import compare
+
+    precision = artifact.precision + MIXED
+    final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
+    winner = next(s for s in recovery.steps if s.within_drop)
+    # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over
+    settings = {k: v for k, v in artifact.settings.items() if k not in ("route", "qat")}
+    settings.update(qat=False, float_layers=list(recovery.float_layers), made_from=artifact.name,
+                    made_by="edgeship doctor", max_drop=recovery.max_drop,
+                    accuracy_delta_pts=winner.accuracy_delta_pts)
+    with _io.staged(final) as staged:
+        _io.write_bytes(staged, blob)
+        mixed = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,
+                               source=source, settings=settings)
+    manifest = Manifest.load(ctx.folder).with_artifact(mixed)
+    manifest.save(ctx.folder)
+    ctx.progress("doctor", f"{mixed.name} -> {mixed.path}; timing it against {artifact.name}")
+    int8, mixed_bench = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
+    return dataclasses.replace(
+        recovery, artifact=mixed, size_ratio=mixed.size_bytes / artifact.size_bytes,
+        p50_ratio=mixed_bench.p50_ms / int8.p50_ms if int8.p50_ms > 0 else None,
+        p50_ms={artifact.name: int8.p50_ms, mixed.name: mixed_bench.p50_ms},
+    )

@@ -1,0 +1,186 @@
+"""The quantization doctor: per-layer ranking, advice, and a mixed-precision artifact within the drop.
+
+The damaged model: an MLP on digits whose layer ``spiky`` passes the 32 hidden features through
+unchanged and adds 4 channels about 1000x larger that nothing reads. Per-tensor int8 activations
+give ``spiky``'s output a step of ~4.7, which crushes the 32 real channels: full int8 loses about
+27 points; keeping ``spiky`` and its reader in float loses none. Runtime about 60 s on 2 cores
+(plus the shared ``damaged_dir`` fixture when this file runs alone).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeship.converters.doctor import DoctorReport, LayerTrace, diagnose, layer_name
+from edgeship.errors import BadInputError
+from edgeship.records import Manifest
+
+MAX_DROP = 1.0
+TARGETS = ("tflite:int8-float-io", "onnx:int8")
+
+
+def _spiky_model(digits):
+    """Train Flatten -> hidden(32, relu) -> logits briefly, then splice ``spiky`` in between."""
+    from edgeship._deps import keras as _keras
+
+    keras = _keras()
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(digits.input_shape, name="input")
+    hidden = keras.layers.Dense(32, activation="relu", name="hidden")
+    logits = keras.layers.Dense(10, activation="softmax", name="logits")
+    base = keras.Model(inputs, logits(hidden(keras.layers.Flatten(name="flatten")(inputs))))
+    base.compile("adam", "sparse_categorical_crossentropy")
+    base.fit(digits.x_train, digits.y_train, epochs=20, batch_size=32, verbose=0)
+
+    x = keras.layers.Dense(32, activation="relu", name="hidden")(keras.layers.Flatten(name="flatten")(inputs))
+    x = keras.layers.Dense(36, activation="relu", name="spiky")(x)
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="logits")(x), name="spiky_mlp")
+    model.get_layer("hidden").set_weights(hidden.get_weights())
+    kernel = np.zeros((32, 36), np.float32)
+    kernel[:, :32] = np.eye(32)  # the real features, unchanged
+    kernel[:, 32:] = 1000 * np.abs(np.random.default_rng(0).normal(size=(32, 4))) / 32  # the outliers
+    model.get_layer("spiky").set_weights([kernel, np.zeros(36, np.float32)])
+    w, b = logits.get_weights()
+    model.get_layer("logits").set_weights([np.concatenate([w, np.zeros((4, 10), np.float32)]), b])
+    return model
+
+
+@pytest.fixture(scope="module")
+def spiky_dir(tmp_path_factory, digits) -> Path:
+    """tflite:int8-float-io and onnx:int8 of the spiky model; read-only."""
+    from edgeship.converters import convert
+
+    out = tmp_path_factory.mktemp("spiky")
+    convert(_spiky_model(digits), TARGETS, data=digits, out=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def doctored(spiky_dir, tmp_path_factory, digits) -> tuple[Path, DoctorReport]:
+    folder = Path(shutil.copytree(spiky_dir, tmp_path_factory.mktemp("doctored") / "out"))
+    return folder, diagnose(folder, data=digits, max_drop=MAX_DROP, runs=30)
+
+
+def test_the_outlier_layer_is_ranked_first_and_explained(doctored):
+    _, report = doctored
+    assert [d.artifact for d in report.artifacts] == list(TARGETS)
+    for diagnosis in report.artifacts:
+        layers = diagnosis.layers
+        assert layers[0].name == "spiky", [(l.name, l.sqnr_db) for l in layers]
+        assert [l.sqnr_db for l in layers] == sorted(l.sqnr_db for l in layers)
+        # the tensor-wide SQNR is dominated by the 4 big channels and looks healthy; the channels say otherwise
+        assert layers[0].sqnr_db < 10 < 30 < layers[0].tensor_sqnr_db
+        assert layers[0].channel_spread > 100 and "logits" in layers[0].readers
+        assert any(a.kind == "channel-outliers" and a.layer == "spiky" for a in diagnosis.advice)
+
+
+def test_recovery_keeps_spiky_in_float_and_fits_the_drop(doctored, digits):
+    from edgeship.pipeline import validate
+
+    folder, report = doctored
+    manifest = Manifest.load(folder)
+    for diagnosis in report.artifacts:
+        recovery = diagnosis.recovery
+        assert diagnosis.accuracy_delta_pts < -10  # the plain int8 artifact is far outside the drop
+        assert not recovery.steps[0].within_drop  # and so is the doctor's own all-int8 rebuild
+        assert recovery.within_drop and "spiky" in recovery.float_layers
+        mixed = manifest.get(f"{diagnosis.artifact}-mixed")
+        assert mixed == recovery.artifact and (folder / mixed.path).is_file()
+        assert mixed.settings["float_layers"] == list(recovery.float_layers)
+        assert recovery.size_ratio == pytest.approx(mixed.size_bytes / manifest.get(diagnosis.artifact).size_bytes)
+        assert recovery.size_ratio > 1 and recovery.p50_ratio > 0
+    # the pipeline's own gate agrees: the mixed artifacts pass where the int8 ones fail
+    names = [d.recovery.artifact.name for d in report.artifacts]
+    checked = validate(folder, data=digits, max_drop=MAX_DROP, artifacts=names, write_bundle=False)
+    assert checked.passed is True
+
+
+def test_doctor_json_round_trips(doctored):
+    folder, report = doctored
+    assert DoctorReport.load(folder) == report
+    data = json.loads((folder / DoctorReport.file_name).read_text())
+    assert data["schema_version"] >= 1 and data["artifacts"][0]["layers"][0]["name"] == "spiky"
+    assert {"name", "op", "sqnr_db", "tensor_sqnr_db", "model_sqnr_db"} <= set(data["artifacts"][0]["layers"][0])
+
+
+def test_cli_json_and_exit_2_when_nothing_fits(spiky_dir, tmp_path):
+    folder = shutil.copytree(spiky_dir, tmp_path / "out")
+    result = subprocess.run(
+        [sys.executable, "-m", "edgeship.cli", "doctor", str(folder), "--artifact", "tflite:int8-float-io",
+         "--max-drop", "1", "--max-layers", "0", "--samples", "50", "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no artifact within --max-drop 1" in result.stderr
+    data = json.loads(result.stdout)
+    (diagnosis,) = data["artifacts"]
+    assert diagnosis["layers"][0]["name"] == "spiky" and diagnosis["samples"] == 50
+    assert diagnosis["recovery"]["within_drop"] is False and diagnosis["recovery"]["artifact"] is None
+    assert not list(Path(folder).glob("*-mixed*"))
+
+
+def test_wrong_normalisation_is_named(damaged_dir, tmp_path, digits):
+    folder = shutil.copytree(damaged_dir, tmp_path / "damaged")
+    report = diagnose(folder, data=digits, samples=50, calibration=digits.calibration(200) * 0.02)
+    for diagnosis in report.artifacts:
+        kinds = {a.kind: a for a in diagnosis.advice}
+        assert "normalisation" in kinds, diagnosis.advice
+        ranges = [a.evidence for a in diagnosis.advice if "span_ratio" in a.evidence]
+        assert ranges and ranges[0]["span_ratio"] < 0.05  # calibrated on [0, 0.02], trained on [0, 1]
+        assert any("calibration_mean" in a.evidence for a in diagnosis.advice)
+    onnx = report.diagnosis("onnx:int8")
+    assert onnx.layers[0].name == "input"  # the ONNX artifact itself: its input quantization is the damage
+
+
+def test_only_int8_artifacts_are_examined(damaged_dir, tmp_path):
+    with pytest.raises(BadInputError, match="received 'tflite:fp32'"):
+        diagnose(damaged_dir, artifact="tflite:fp32")
+    manifest = Manifest.load(damaged_dir)
+    fp32_only = Manifest(model=manifest.model, dataset=manifest.dataset, artifacts=(manifest.get("tflite:fp32"),))
+    fp32_only.save(tmp_path)
+    with pytest.raises(BadInputError, match="no int8 artifact"):
+        diagnose(tmp_path)
+
+
+def test_layer_figures_see_crushed_channels():
+    rng = np.random.default_rng(0)
+    f = rng.random((64, 8)) * 2.0
+    f[:, 7] *= 1000.0  # one huge channel sets the int8 step
+    step = (f.max() - f.min()) / 255
+    trace = LayerTrace("spiky", "FULLY_CONNECTED", "m/spiky/MatMul")
+    trace.add(f, np.round(f / step) * step)
+    figures = trace.result()
+    assert figures.tensor_sqnr_db > 40 and figures.sqnr_db < 10
+    assert figures.channel_spread > 500 and figures.channels == 8
+    assert layer_name("model/conv_1/Conv2D;model/conv_1/Relu") == "conv_1"
+    assert layer_name("tiny/dense_1/MatMul/MatMulAddFusion") == "dense_1"
+    assert layer_name("logits") == "logits"
+
+
+def test_advice_rules(digits):
+    from edgeship.converters._doctor_advice import advise
+    from edgeship.converters.doctor import LayerError
+    from edgeship.metrics import compare
+    from edgeship.records import Artifact
+
+    def artifact(fmt: str, samples: int) -> Artifact:
+        return Artifact(name=f"{fmt}:int8", path=f"m.int8.{fmt}", format=fmt, precision="int8", sha256="", size_bytes=1,
+                        inputs=(), outputs=(), settings={"calibration_samples": samples})
+
+    spiky = LayerError(name="act", op="Relu", tensor="m/act/Relu", sqnr_db=5.0, tensor_sqnr_db=6.0,
+                       outlier_ratio=50.0, p999_abs=2.0, scale=0.5)
+    healthy = LayerError(name="ok", op="Relu", tensor="m/ok/Relu", sqnr_db=40.0, tensor_sqnr_db=40.0, outlier_ratio=50.0)
+    y = np.eye(10)[digits.y_test]
+    score = compare(y, y, digits.y_test)
+    onnx = advise(artifact("onnx", 50), [spiky, healthy], (0.0, 1.0), digits, None, score, None)
+    assert [(a.kind, a.layer) for a in onnx] == [("outliers", "act"), ("few-samples", "")]  # not the healthy layer
+    assert "--calibrate-method percentile" in onnx[0].message
+    tflite = advise(artifact("tflite", 300), [spiky], (0.0, 1.0), digits, digits.calibration(100), score, None)
+    assert [a.kind for a in tflite] == ["outliers"] and "ReLU6" in tflite[0].message
