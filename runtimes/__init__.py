@@ -5,7 +5,10 @@
     >>> session.inputs[0].shape, session.runtime                         # doctest: +SKIP
 
 This package imports no TensorFlow: a device install is ``pip install edgeship[litert]`` (or
-``[onnx]``). Each backend is one module, imported on first use.
+``[onnx]``). Each backend is one module, imported on first use. Beside the backends:
+``benchmark`` (benchmark_model-style statistics, interleaved comparison, child-process isolation),
+``targets`` (run a validation bundle here, over ssh or over adb) and ``_device_check`` (what a
+target runs).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.runtimes._session import Session
 
-__all__ = ["load", "Session", "RUNTIMES", "runtime_for", "can_run"]
+__all__ = ["load", "Session", "RUNTIMES", "runtime_for", "can_run", "preload"]
 
 # suffix -> backend module (edgeship.runtimes.<name>); adding a runtime is one module and one line.
 RUNTIMES: dict[str, str] = {
@@ -49,6 +52,14 @@ def can_run(path: str | os.PathLike) -> tuple[bool, str]:
     return check() if check else (True, "")
 
 
+def preload(path: str | os.PathLike) -> None:
+    """Import the interpreter library that runs ``path`` now, so a later ``load`` times only the
+    model (benchmarks call this before timing ``init_ms``)."""
+    importer = getattr(_backend(path), "import_runtime", None)
+    if importer is not None:
+        importer()
+
+
 def load(path: str | os.PathLike, *, threads: int | None = None, **options: Any) -> Session:
     """Load an artifact into a Session.
 
@@ -58,9 +69,10 @@ def load(path: str | os.PathLike, *, threads: int | None = None, **options: Any)
     path = Path(path)
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise BadInputError(f"threads must be a positive integer; received {threads!r}")
+    backend = _backend(path)  # an unknown suffix is refused first: it says what edgeship runs
     if not path.exists():
         raise BadArtifactError(f"no model file at {path}")
     if path.is_dir() != (path.suffix.lower() == ".mlpackage"):
         kind = "a folder" if path.is_dir() else "a file"
         raise BadArtifactError(f"{path} is {kind}, which is not what a '{path.suffix}' model is")
-    return _backend(path).load(path, threads=threads, **options)
+    return backend.load(path, threads=threads, **options)

@@ -1,26 +1,42 @@
-"""Benchmark an artifact the way TFLite's benchmark_model does.
+"""Benchmark artifacts the way TFLite's benchmark_model and ONNX Runtime's perf test do.
 
-Steps: load (``init_ms``), first inference (``first_ms``), warm-up runs, then timed runs until both
-``runs`` and ``min_seconds`` are reached; percentiles over the timed runs, peak RSS and its growth
-across the timed runs, and the environment the figures were taken in.
+Steps: load (``init_ms``: the model, not the one-time import of the interpreter library), first
+inference (``first_ms``), warm-up runs, then timed runs until both ``runs`` and ``min_seconds`` are
+reached; percentiles over the timed runs, peak RSS and its growth across the timed runs, and the
+environment the figures were taken in.
+
+    >>> result = benchmark("model.int8.tflite", threads=1, runs=500)        # doctest: +SKIP
+    >>> a, b = compare(["m.fp32.tflite", "m.int8.tflite"], runs=500)         # doctest: +SKIP
+    >>> b.p50_ms / a.p50_ms                                                  # doctest: +SKIP
+
+``compare`` times several artifacts interleaved (A B A B …), so a noisy machine slows all of them
+alike and their ratios hold. ``isolated`` runs any of these in a child process, so a model that
+crashes the interpreter ends as a RuntimeFailure instead of taking the caller down.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
+import signal
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from edgeship import _io
-from edgeship.errors import BadInputError
+from edgeship import _io, errors
+from edgeship.errors import BadInputError, RuntimeFailure
 from edgeship.records import BenchmarkResult
-from edgeship.runtimes import Session, load
+from edgeship.runtimes import Session, load, preload
+
+__all__ = ["benchmark", "compare", "sweep", "isolated", "environment", "cpu_model", "peak_rss_bytes", "rss_bytes"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -35,22 +51,25 @@ def rss_bytes() -> int:
 
 
 def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak if sys.platform == "darwin" else peak * 1024
 
 
 def cpu_model() -> str:
+    """The CPU's marketing name (``/proc/cpuinfo``), or the platform's processor string."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("model name"):
+                if line.startswith(("model name", "Hardware", "Model")):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
 
 
-def environment(session: Session | None = None) -> dict[str, object]:
+def environment(session: Session | None = None, threads: int | None = None) -> dict[str, object]:
+    """Where figures were taken: CPU, cores, OS, Python, numpy, and the runtime and threads used."""
     env: dict[str, object] = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -60,16 +79,69 @@ def environment(session: Session | None = None) -> dict[str, object]:
         "numpy": np.__version__,
     }
     if session is not None:
-        env.update(runtime=session.runtime, runtime_version=session.runtime_version)
+        env.update(runtime=session.runtime, runtime_version=session.runtime_version,
+                   threads=threads if threads is not None else "runtime default")
     return env
 
 
 def _check_settings(warmup: int, runs: int, min_seconds: float, batch: int) -> None:
     for name, value, low in (("warmup", warmup, 0), ("runs", runs, 1), ("batch", batch, 1)):
-        if not isinstance(value, int) or value < low:
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise BadInputError(f"{name} must be an integer >= {low}; received {value!r}")
     if not min_seconds >= 0:
         raise BadInputError(f"min_seconds must be >= 0; received {min_seconds!r}")
+
+
+@dataclass
+class _Prepared:
+    """A loaded session past its first inference and warm-up, ready to be timed."""
+
+    session: Session
+    feeds: dict[str, np.ndarray]
+    batch: int
+    init_ms: float
+    first_ms: float
+    warmup_mean_ms: float
+
+
+def _prepare(model: str | os.PathLike | Session, threads: int | None, warmup: int, batch: int,
+             feeds: Mapping[str, np.ndarray] | None, load_options: dict[str, Any]) -> _Prepared:
+    # 1. load; the interpreter library is imported first, as benchmark_model has it linked in
+    if not isinstance(model, Session):
+        preload(model)
+    start = time.perf_counter()
+    session = model if isinstance(model, Session) else load(model, threads=threads, **load_options)
+    init_ms = 0.0 if isinstance(model, Session) else (time.perf_counter() - start) * 1e3
+    feeds = dict(feeds) if feeds is not None else session.sample_feeds(batch)
+    first = next(iter(feeds.values()), None)
+    batch = int(first.shape[0]) if first is not None and first.ndim else batch
+    # 2. first inference (allocations, lazy kernels)
+    start = time.perf_counter()
+    session.run(feeds)
+    first_ms = (time.perf_counter() - start) * 1e3
+    # 3. warm-up
+    start = time.perf_counter()
+    for _ in range(warmup):
+        session.run(feeds)
+    warmup_mean_ms = (time.perf_counter() - start) * 1e3 / warmup if warmup else 0.0
+    return _Prepared(session, feeds, batch, init_ms, first_ms, warmup_mean_ms)
+
+
+def _result(prep: _Prepared, times_ns: Sequence[int], rss_growth: int, threads: int | None) -> BenchmarkResult:
+    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
+    p5, p50, p90, p95, p99 = np.percentile(ms, [5, 50, 90, 95, 99])
+    session = prep.session
+    return BenchmarkResult(
+        runtime=session.runtime, runtime_version=session.runtime_version, threads=threads, batch=prep.batch,
+        init_ms=prep.init_ms, first_ms=prep.first_ms, warmup_mean_ms=prep.warmup_mean_ms,
+        count=int(ms.size), mean_ms=float(ms.mean()), std_ms=float(ms.std()),
+        min_ms=float(ms.min()), max_ms=float(ms.max()),
+        p5_ms=float(p5), p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
+        throughput=float(prep.batch * 1e3 / ms.mean()),
+        peak_rss_bytes=peak_rss_bytes(), rss_growth_bytes=int(rss_growth),
+        model_size_bytes=_io.size_bytes(session.path) if Path(session.path).exists() else 0,
+        env=environment(session, threads),
+    )
 
 
 def benchmark(
@@ -82,7 +154,7 @@ def benchmark(
     batch: int = 1,
     feeds: Mapping[str, np.ndarray] | None = None,
     max_seconds: float = 60.0,
-    **load_options: object,
+    **load_options: Any,
 ) -> BenchmarkResult:
     """Benchmark ``model`` (a path, or a loaded Session whose ``init_ms`` is then 0).
 
@@ -91,67 +163,142 @@ def benchmark(
 
     ``feeds`` are the inputs to time (default: seeded random inputs of batch ``batch``);
     ``max_seconds`` stops the timed runs early on a very slow model (``count`` says how many ran).
+    Backend options (ONNX Runtime's ``providers``, ``optimization``) pass through to ``load``.
+    """
+    return compare([model], threads=threads, warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch,
+                   feeds=feeds, max_seconds=max_seconds, **load_options)[0]
+
+
+def compare(
+    models: Sequence[str | os.PathLike | Session],
+    *,
+    threads: int | None = None,
+    warmup: int = 20,
+    runs: int = 200,
+    min_seconds: float = 0.0,
+    batch: int = 1,
+    feeds: Mapping[str, np.ndarray] | None = None,
+    max_seconds: float = 60.0,
+    **load_options: Any,
+) -> list[BenchmarkResult]:
+    """Benchmark several artifacts interleaved: one timed call of each in turn (A B A B …).
+
+    Each result counts only its own calls, so ratios between them hold on a noisy machine. Peak
+    RSS and RSS growth are the process's across the whole interleaved loop. ``feeds`` (when given)
+    must suit every model.
     """
     _check_settings(warmup, runs, min_seconds, batch)
-    # 1. load
-    start = time.perf_counter()
-    session = model if isinstance(model, Session) else load(model, threads=threads, **load_options)
-    init_ms = 0.0 if isinstance(model, Session) else (time.perf_counter() - start) * 1e3
-    feeds = dict(feeds) if feeds is not None else session.sample_feeds(batch)
-    arrays_batch = next(iter(feeds.values())).shape[0] if feeds else batch
-    run = session.run
-    # 2. first inference (allocations, lazy kernels)
-    start = time.perf_counter()
-    run(feeds)
-    first_ms = (time.perf_counter() - start) * 1e3
-    # 3. warm-up
-    start = time.perf_counter()
-    for _ in range(warmup):
-        run(feeds)
-    warmup_mean_ms = (time.perf_counter() - start) * 1e3 / warmup if warmup else 0.0
-    # 4. timed runs
-    times = _timed_runs(run, feeds, runs, min_seconds, max_seconds)
-    rss_before, times_ns = times
-    rss_growth = rss_bytes() - rss_before
-    ms = np.asarray(times_ns, dtype=np.float64) / 1e6
-    p5, p50, p90, p95, p99 = np.percentile(ms, [5, 50, 90, 95, 99])
-    return BenchmarkResult(
-        runtime=session.runtime,
-        runtime_version=session.runtime_version,
-        threads=threads,
-        batch=int(arrays_batch),
-        init_ms=init_ms,
-        first_ms=first_ms,
-        warmup_mean_ms=warmup_mean_ms,
-        count=int(ms.size),
-        mean_ms=float(ms.mean()),
-        std_ms=float(ms.std()),
-        min_ms=float(ms.min()),
-        max_ms=float(ms.max()),
-        p5_ms=float(p5),
-        p50_ms=float(p50),
-        p90_ms=float(p90),
-        p95_ms=float(p95),
-        p99_ms=float(p99),
-        throughput=float(arrays_batch * 1e3 / ms.mean()),
-        peak_rss_bytes=peak_rss_bytes(),
-        rss_growth_bytes=int(rss_growth),
-        model_size_bytes=_io.size_bytes(session.path) if Path(session.path).exists() else 0,
-        env=environment(session),
-    )
-
-
-def _timed_runs(run, feeds, runs: int, min_seconds: float, max_seconds: float) -> tuple[int, list[int]]:
-    clock = time.perf_counter_ns
-    times: list[int] = []
+    if not models:
+        raise BadInputError("compare() needs at least one model; received none")
+    prepared = [_prepare(m, threads, warmup, batch, feeds, load_options) for m in models]
     rss_before = rss_bytes()
+    times = _interleaved([(p.session.run, p.feeds) for p in prepared], runs, min_seconds, max_seconds)
+    growth = rss_bytes() - rss_before
+    return [_result(p, t, growth, threads) for p, t in zip(prepared, times)]
+
+
+def _interleaved(calls: list[tuple[Callable[..., Any], dict]], runs: int, min_seconds: float,
+                 max_seconds: float) -> list[list[int]]:
+    clock = time.perf_counter_ns
+    times: list[list[int]] = [[] for _ in calls]
     began = clock()
     min_ns, max_ns = min_seconds * 1e9, max_seconds * 1e9
+    done = 0
     while True:
-        t0 = clock()
-        run(feeds)
-        t1 = clock()
-        times.append(t1 - t0)
-        elapsed = t1 - began
-        if (len(times) >= runs and elapsed >= min_ns) or elapsed >= max_ns:
-            return rss_before, times
+        for (run, feeds), out in zip(calls, times):
+            t0 = clock()
+            run(feeds)
+            out.append(clock() - t0)
+        done += 1
+        elapsed = clock() - began
+        if (done >= runs and elapsed >= min_ns) or elapsed >= max_ns:
+            return times
+
+
+def sweep(models: Sequence[str | os.PathLike], thread_counts: Sequence[int | None] = (None,), *,
+          isolate: bool = False, **settings: Any) -> list[tuple[str, BenchmarkResult]]:
+    """``benchmark`` (one model) or ``compare`` (several, interleaved) at each thread count, in a
+    child process per thread count when ``isolate``; returns (model, result) pairs in order."""
+    rows: list[tuple[str, BenchmarkResult]] = []
+    names = [str(m) for m in models]
+    for threads in thread_counts:
+        if isolate:
+            results = isolated("compare", names, threads=threads, **settings)
+        else:
+            results = compare(names, threads=threads, **settings)
+        rows += list(zip(names, results))
+    return rows
+
+
+# ------------------------------------------------------------------------------ child process
+
+#: what ``isolated`` may run in the child, and how its JSON comes back as objects
+_JOBS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "benchmark": ("edgeship.runtimes.benchmark:benchmark", BenchmarkResult.from_dict),
+    "compare": ("edgeship.runtimes.benchmark:compare", lambda data: [BenchmarkResult.from_dict(d) for d in data]),
+    "profile": ("edgeship.runtimes._profile:profile", lambda data: _profile_record().from_dict(data)),
+}
+
+
+def _profile_record() -> type:
+    from edgeship.runtimes._profile import OpProfile
+
+    return OpProfile
+
+
+def isolated(job: str, *args: Any, timeout: float | None = 600.0, python: str | None = None, **kwargs: Any) -> Any:
+    """Run ``benchmark``, ``compare`` or ``profile`` in a child Python and return its result.
+
+        >>> result = isolated("benchmark", "model.tflite", runs=100)        # doctest: +SKIP
+
+    A child killed by a signal (a crashing interpreter) raises RuntimeFailure naming the signal;
+    an EdgeshipError in the child is raised again here with its message. Arguments must be JSON
+    values (paths as strings). ``python`` is the interpreter for the child (default: this one).
+    """
+    if job not in _JOBS:
+        raise BadInputError(f"isolated() runs one of {sorted(_JOBS)}; received {job!r}")
+    with tempfile.TemporaryDirectory(prefix="edgeship-bench-") as tmp:
+        request, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        request.write_text(json.dumps({"job": job, "args": [str(a) if isinstance(a, os.PathLike) else a for a in args],
+                                       "kwargs": kwargs, "answer": str(answer)}))
+        try:
+            proc = subprocess.run([python or sys.executable, "-m", "edgeship.runtimes.benchmark", str(request)],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise RuntimeFailure(f"the isolated {job} did not finish within {timeout} s; it was stopped") from exc
+        data = json.loads(answer.read_text()) if answer.exists() else None
+    if proc.returncode < 0:
+        name = signal.Signals(-proc.returncode).name
+        raise RuntimeFailure(f"the interpreter crashed in the isolated {job} of {args[0] if args else ''} "
+                             f"(child killed by {name}); this process is unharmed. stderr: {_tail(proc.stderr)}")
+    if isinstance(data, dict) and "error" in data:
+        cls = getattr(errors, data["error"], errors.EdgeshipError)
+        raise cls(data["message"])
+    if proc.returncode != 0 or data is None:
+        raise RuntimeFailure(f"the isolated {job} failed (exit status {proc.returncode}): {_tail(proc.stderr)}")
+    return _JOBS[job][1](data["result"])
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:]) or "(nothing on stderr)"
+
+
+def _child(request_path: str) -> int:
+    """The child side of ``isolated``: run one job, write its JSON answer."""
+    import importlib
+
+    request = json.loads(Path(request_path).read_text())
+    module_name, _, fn_name = _JOBS[request["job"]][0].partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+        result = fn(*request["args"], **request["kwargs"])
+        payload = {"result": [r.to_dict() for r in result] if isinstance(result, list) else result.to_dict()}
+        code = 0
+    except errors.EdgeshipError as exc:
+        payload, code = {"error": type(exc).__name__, "message": str(exc)}, 1
+    _io.write_json(request["answer"], payload)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))

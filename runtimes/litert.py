@@ -9,38 +9,47 @@ from typing import Any
 
 import numpy as np
 
-from edgeship.errors import BadArtifactError, MissingDependencyError, RuntimeFailure
+from edgeship.errors import BadArtifactError, BadInputError, MissingDependencyError, RuntimeFailure
 from edgeship.records import TensorSpec
 from edgeship.runtimes._session import Session
 
 log = logging.getLogger(__name__)
 
-# (module holding Interpreter, name reported as the runtime); tried in this order.
+# (module to import, attribute path of the Interpreter class, name reported as the runtime); tried
+# in this order. tf.lite's Interpreter lives on the API module, not on the tensorflow.lite package.
 _INTERPRETERS = (
-    ("ai_edge_litert.interpreter", "litert"),
-    ("tflite_runtime.interpreter", "tflite_runtime"),
-    ("tensorflow.lite", "tf.lite"),
+    ("ai_edge_litert.interpreter", "Interpreter", "litert"),
+    ("tflite_runtime.interpreter", "Interpreter", "tflite_runtime"),
+    ("tensorflow", "lite.Interpreter", "tf.lite"),
 )
 
 
 def _interpreter_class() -> tuple[type, str, str]:
+    """The first Interpreter that imports, its runtime label and version; says when it fell back."""
     errors = []
-    for module_name, label in _INTERPRETERS:
+    for module_name, attribute, label in _INTERPRETERS:
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
+            found: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except (ImportError, AttributeError) as exc:
             errors.append(f"{module_name}: {exc}")
             continue
         top = importlib.import_module(module_name.split(".")[0])
         version = getattr(top, "__version__", "")
         if label != "litert":
             log.warning("ai-edge-litert is not installed; running .tflite with %s", label)
-        return module.Interpreter, label, version
+        return found, label, version
     raise MissingDependencyError(
         "running a .tflite model needs LiteRT; none of "
-        f"{[m for m, _ in _INTERPRETERS]} imports ({'; '.join(errors)}). "
+        f"{[m for m, _, _ in _INTERPRETERS]} imports ({'; '.join(errors)}). "
         "Install it with: pip install 'edgeship[litert]'"
     )
+
+
+def import_runtime() -> None:
+    """Import the TFLite interpreter library (see edgeship.runtimes.preload)."""
+    _interpreter_class()
 
 
 def _spec(detail: dict[str, Any]) -> TensorSpec:
@@ -82,28 +91,43 @@ class LiteRTSession(Session):
         self.dynamic_batch = all(d["shape_signature"][0] == -1 for d in ins if len(d["shape"]))
         self._in_index = [d["index"] for d in ins]
         self._out_index = [d["index"] for d in outs]
-        self._batch = [int(d["shape"][0]) if len(d["shape"]) else None for d in ins]
+        self._allocated = [tuple(int(n) for n in d["shape"]) for d in ins]
+        self._reallocate = False
         self.threads = threads
+
+    @property
+    def interpreter(self) -> Any:
+        """The underlying LiteRT/TFLite Interpreter, for callers that need its own API."""
+        return self._interp
+
+    def _shape_changed(self, index: int, shape: tuple[int, ...]) -> None:
+        if tuple(shape) == self._allocated[index]:
+            return
+        try:
+            self._interp.resize_tensor_input(self._in_index[index], list(shape), strict=True)
+        except (ValueError, RuntimeError) as exc:
+            raise BadInputError(
+                f"{self.runtime} cannot resize input '{self.inputs[index].name}' of {self.path.name} "
+                f"to {list(shape)}: {exc}"
+            ) from exc
+        self._allocated[index] = tuple(shape)
+        self._reallocate = True
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         interp = self._interp
-        self._resize(arrays)
-        for index, array in zip(self._in_index, arrays):
-            interp.set_tensor(index, array)
+        if self._reallocate:  # a batch size changed since the last call
+            interp.allocate_tensors()
+            self._reallocate = False
+        if len(arrays) == 1:  # the usual single input: no loop on the per-call path
+            interp.set_tensor(self._in_index[0], arrays[0])
+        else:
+            for index, array in zip(self._in_index, arrays):
+                interp.set_tensor(index, array)
         try:
             interp.invoke()
         except (RuntimeError, ValueError) as exc:
             raise RuntimeFailure(f"{self.runtime} failed to run {self.path.name}: {exc}") from exc
         return [interp.get_tensor(i) for i in self._out_index]
-
-    def _resize(self, arrays: list[np.ndarray]) -> None:
-        batches = [a.shape[0] if a.ndim else None for a in arrays]
-        if batches == self._batch:
-            return
-        for index, array in zip(self._in_index, arrays):
-            self._interp.resize_tensor_input(index, list(array.shape), strict=True)
-        self._interp.allocate_tensors()
-        self._batch = batches
 
 
 def load(path: Path, **options: Any) -> LiteRTSession:

@@ -25,6 +25,11 @@ _ONNX_TYPES = {
 _OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
+def import_runtime() -> None:
+    """Import onnxruntime (see edgeship.runtimes.preload)."""
+    require("onnxruntime", "run .onnx models")
+
+
 def _spec(arg: Any) -> TensorSpec:
     if arg.type not in _ONNX_TYPES:
         raise BadArtifactError(f"tensor '{arg.name}' has type {arg.type}, which edgeship does not feed")
@@ -33,6 +38,9 @@ def _spec(arg: Any) -> TensorSpec:
 
 
 class OnnxRuntimeSession(Session):
+    """An ONNX Runtime InferenceSession. ``providers`` (default CPU), ``optimization`` (graph
+    optimization level: disable, basic, extended, all) and ``profile`` are selectable."""
+
     runtime = "onnxruntime"
 
     def __init__(
@@ -43,6 +51,7 @@ class OnnxRuntimeSession(Session):
         providers: list[str] | None = None,
         optimization: str = "all",
         profile: bool = False,
+        profile_prefix: str | None = None,
         **_: Any,
     ) -> None:
         ort = require("onnxruntime", "run .onnx models")
@@ -60,6 +69,8 @@ class OnnxRuntimeSession(Session):
              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[optimization],
         )
         options.enable_profiling = profile
+        if profile and profile_prefix:
+            options.profile_file_prefix = profile_prefix  # else ONNX Runtime writes into the cwd
         available = ort.get_available_providers()
         chosen = providers or ["CPUExecutionProvider"]
         missing = [p for p in chosen if p not in available]
@@ -73,6 +84,11 @@ class OnnxRuntimeSession(Session):
         self.dynamic_batch = all(s.shape[:1] == (-1,) for s in self.inputs)
         self.providers = chosen
         self.threads = threads
+
+    @property
+    def interpreter(self) -> Any:
+        """The underlying onnxruntime.InferenceSession, for callers that need its own API."""
+        return self._sess
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:

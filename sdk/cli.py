@@ -140,25 +140,68 @@ def quickstart(out: str, epochs: int, runs: int, max_drop: float) -> None:
 @click.option("--model", "model", required=True, help="Zoo model (see list-models).")
 @click.option("--data", required=True, help="Built-in dataset name or a .npz/.csv file or image folder.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the model and training.json.")
-@click.option("--epochs", default=30, show_default=True)
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--qat", is_flag=True, help="Quantization-aware fine-tune after float training.")
+@click.option("--epochs", default=30, show_default=True, help="Float training epochs (early stopping may end sooner).")
+@click.option("--batch-size", default=32, show_default=True, help="Global batch size (split across replicas).")
+@click.option("--learning-rate", "--lr", "learning_rate", default=2e-3, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
+@click.option("--patience", default=6, show_default=True, help="Early stopping: epochs without a better val_loss.")
+@click.option("--prune", type=float, default=None, help="Prune to this sparsity, in (0, 1), e.g. 0.75.")
+@click.option("--prune-epochs", default=6, show_default=True)
+@click.option("--cluster", type=int, default=None, help="Cluster weights to this many values per kernel, e.g. 16.")
+@click.option("--cluster-epochs", default=3, show_default=True)
+@click.option("--qat", is_flag=True, help="Quantization-aware fine-tune (keeps sparsity and clusters when combined).")
 @click.option("--qat-epochs", default=3, show_default=True)
+@click.option("--class-weights", is_flag=True, help="Weight classes by inverse frequency (imbalanced labels).")
+@click.option("--augment", is_flag=False, flag_value="flip,shift", default=None, metavar="[flip,shift]",
+              help="Image augmentation: flip, shift or shift=FRACTION (bare --augment: flip,shift).")
+@click.option("--dropout", type=float, default=0.0, show_default=True)
+@click.option("--l2", type=float, default=0.0, show_default=True, help="L2 weight decay on kernels.")
+@click.option("--widths", default=None, help="mlp hidden widths, e.g. 64,32.")
+@click.option("--alpha", type=float, default=0.25, show_default=True, help="mobilenet_v1 width multiplier.")
+@click.option("--mixed-precision", is_flag=True, help="mixed_float16 float training on a GPU.")
+@click.option("--strategy", type=click.Choice(["auto", "cpu", "gpu", "mirrored", "multiworker"]), default="auto",
+              show_default=True, help="Where to train; multiworker reads TF_CONFIG.")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints (same settings only).")
+@click.option("--start-from", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A trained folder of the same model and data: skip float training, fine-tune it.")
 @click.option("--seed", default=0, show_default=True)
 @json_option
-def train(model: str, data: str, out: str, epochs: int, batch_size: int, qat: bool, qat_epochs: int, seed: int) -> None:
-    """Train a zoo model and save it with its training record."""
+def train(model: str, data: str, out: str, augment: str | None, widths: str | None, resume: bool, strategy: str,
+          start_from: str | None, **settings: Any) -> None:
+    """Train a zoo model (float, then --prune, --cluster, --qat) and save it with its training record."""
     from edgeship.trainers import train as run
+    from edgeship.trainers.fitting import Augment
 
-    _progress("train", f"{model} on {data}")
-    record = _run(lambda: run(model, data, out=out, epochs=epochs, batch_size=batch_size, qat=qat,
-                              qat_epochs=qat_epochs, seed=seed))
+    def body() -> Any:
+        if augment is not None:
+            settings["augment"] = Augment.parse(augment)
+        if widths is not None:
+            settings["widths"] = _int_list(widths, "--widths")
+        _progress("train", f"{model} on {data}")
+        return run(model, data, out=out, resume=resume, strategy=strategy, start_from=start_from, **settings)
+
+    record = _run(body)
     if State.json:
         _emit(record.to_dict())
     elif not State.quiet:
+        stages = ", ".join(f"{k} {v * 100:.2f}%" for k, v in record.stage_accuracy.items())
         out_console.print(f"{record.model} ({record.recipe}) on {record.dataset}: test accuracy "
-                          f"{record.test_accuracy * 100:.2f}% after {record.epochs_run} epochs, {record.seconds:.1f} s, "
-                          f"{record.params} parameters, {record.macs} MACs -> {out}")
+                          f"{record.test_accuracy * 100:.2f}% ({stages}) after {record.epochs_run} epochs, "
+                          f"{record.seconds:.1f} s on {record.strategy} x{record.replicas}, {record.params} parameters, "
+                          f"{record.macs} MACs -> {out}")
+        if record.sparsity:
+            out_console.print("sparsity: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in record.sparsity.items()))
+        if record.clusters:
+            out_console.print("distinct weights: " + ", ".join(f"{k} {v}" for k, v in record.clusters.items()))
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    from edgeship.errors import BadInputError
+
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise BadInputError(f"{option} takes integers like 64,32; received {text!r}") from exc
 
 
 @cli.command()
@@ -215,6 +258,66 @@ def validate(folder: str, data: str | None, max_drop: float | None, min_agreemen
 
 
 @cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", default=None, help="Dataset (default: the one in manifest.json).")
+@click.option("--max-drop", type=float, default=None,
+              help="Keep the most harmful layers in float until accuracy drops at most this many points, and write "
+                   "that <model>.<precision>-mixed artifact (exit 2 when none fits).")
+@click.option("--artifact", default=None, help="Examine one artifact, e.g. onnx:int8 (default: every int8 one).")
+@click.option("--samples", default=200, show_default=True, help="Test samples compared layer by layer.")
+@click.option("--max-layers", default=8, show_default=True, help="Most layers tried in float.")
+@click.option("--runs", default=200, show_default=True, help="Timed runs for the latency cost.")
+@json_option
+def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str | None, samples: int,
+           max_layers: int, runs: int) -> None:
+    """Find the layers int8 hurts in FOLDER's artifacts, say why, and with --max-drop write a
+    mixed-precision artifact that keeps the most harmful ones in float (FOLDER/doctor.json)."""
+    from edgeship.converters.doctor import diagnose
+
+    result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
+                                   max_layers=max_layers, runs=runs, progress=_progress))
+    if State.json:
+        _emit(result.to_dict())
+    elif not State.quiet:
+        for diagnosis in result.artifacts:
+            _show_diagnosis(diagnosis)
+    failed = [d.artifact for d in result.artifacts if d.recovery is not None and not d.recovery.within_drop]
+    if failed:
+        err_console.print(f"[bold red]no artifact within --max-drop {max_drop:g}:[/] {', '.join(failed)}", highlight=False)
+        sys.exit(2)
+
+
+def _show_diagnosis(d: Any, top: int = 10) -> None:
+    table = rich_table.Table(title=f"{d.artifact}: {d.accuracy * 100:.2f}% ({d.accuracy_delta_pts:+.2f} pts vs float), "
+                             "layers worst first",
+                             caption="SQNR dB: median channel, whole tensor, whole tensor against the all-float model")
+    for column in ("layer", "op", "SQNR", "tensor", "vs float", "range", "max/p99.9", "spread"):
+        table.add_column(column, justify="left" if column in ("layer", "op") else "right", no_wrap=True)
+    for layer in d.layers[:top]:
+        model_db = "—" if layer.model_sqnr_db is None else f"{layer.model_sqnr_db:.1f}"
+        table.add_row(layer.name, layer.op.lower(), f"{layer.sqnr_db:.1f}", f"{layer.tensor_sqnr_db:.1f}", model_db,
+                      f"{layer.range_min:.3g}…{layer.range_max:.3g}", f"{layer.outlier_ratio:.1f}x",
+                      f"{layer.channel_spread:.1f}x")
+    out_console.print(table)
+    for advice in d.advice:
+        out_console.print(f"  [yellow]{advice.kind}[/]: {advice.message}", highlight=False)
+    r = d.recovery
+    if r is None:
+        return
+    for step in r.steps:
+        verdict = "[green]fits[/]" if step.within_drop else "[red]too far[/]"
+        kept = f"float {', '.join(step.float_layers)}" if step.float_layers else "all int8 (rebuilt)"
+        out_console.print(f"  {kept}: {step.accuracy * 100:.2f}% "
+                          f"({step.accuracy_delta_pts:+.2f} pts), {_size(step.size_bytes)} {verdict}", highlight=False)
+    if r.artifact is not None:
+        p50 = f", p50 x{r.p50_ratio:.2f}" if r.p50_ratio is not None else ""
+        out_console.print(f"  [bold]{r.artifact.name}[/] -> {r.artifact.path}: size x{r.size_ratio:.2f}{p50} vs "
+                          f"{d.artifact}. {r.note}", highlight=False)
+    elif r.note:
+        out_console.print(f"  {'' if r.within_drop else '[red]'}{r.note}", highlight=False)
+
+
+@cli.command()
 @click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--threads", default="1", show_default=True, help="Interpreter threads; a comma list sweeps them.")
 @click.option("--warmup", default=20, show_default=True, help="Untimed runs after the first inference.")
@@ -224,14 +327,18 @@ def validate(folder: str, data: str | None, max_drop: float | None, min_agreemen
 @click.option("--profile", is_flag=True, help="Also show the top ops by time (ONNX Runtime; TFLite with benchmark_model).")
 @click.option("--top", default=10, show_default=True, help="Ops shown by --profile.")
 @click.option("--isolate", is_flag=True, help="Run in a child process: a crashing model ends as an error.")
+@click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default=None,
+              help="ONNX Runtime graph optimization level (default: all).")
+@click.option("--providers", default=None, help="ONNX Runtime execution providers, comma-separated (default: CPU).")
 @json_option
 def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_seconds: float, batch: int,
-          profile: bool, top: int, isolate: bool) -> None:
+          profile: bool, top: int, isolate: bool, optimization: str | None, providers: str | None) -> None:
     """Benchmark artifacts like TFLite's benchmark_model: init, first inference, warm-up, latency
     percentiles, throughput, memory. Several MODELS are timed interleaved (A B A B …) and compared."""
     from edgeship.runtimes.benchmark import sweep
 
-    settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "batch": batch}
+    settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "batch": batch,
+                **_given({"optimization": optimization, "providers": providers.split(",") if providers else None})}
     rows = _run(lambda: sweep(models, _thread_counts(threads), isolate=isolate, **settings))
     profiles = _run(lambda: {m: _profile_or_reason(m, rows[0][1].threads, top, isolate) for m in models}) if profile else {}
     first = {r.threads: r.p50_ms for m, r in rows if m == models[0]}
@@ -328,17 +435,42 @@ def report(folder: str) -> None:
 
 
 @cli.command("list-models")
+@click.option("--data", default=None, help="Size each model for this dataset (default: the input it was designed for).")
 @json_option
-def list_models() -> None:
-    """The model zoo."""
-    from edgeship.trainers.zoo import MODELS
+def list_models(data: str | None) -> None:
+    """The model zoo, with parameters and MACs per model."""
+    from edgeship.trainers.zoo import MODELS, describe
 
-    docs = {name: (fn.__doc__ or "").strip().splitlines()[0] for name, fn in MODELS.items()}
+    def body() -> list[dict[str, Any]]:
+        shape = classes = None
+        if data is not None:
+            from edgeship.datasets import load_dataset
+
+            dataset = load_dataset(data)
+            shape, classes = dataset.input_shape, dataset.num_classes
+        rows = []
+        for name in MODELS:
+            try:
+                rows.append(describe(name, shape, classes))
+            except EdgeshipError as exc:  # a model that cannot take this dataset says why
+                rows.append({"name": name, "description": (MODELS[name].__doc__ or "").strip().splitlines()[0],
+                             "error": str(exc)})
+        return rows
+
+    rows = _run(body)
     if State.json:
-        _emit(docs)
-    else:
-        for name, doc in docs.items():
-            out_console.print(f"[bold]{name:<14}[/] {doc}")
+        _emit(rows)
+        return
+    table = rich_table.Table(title=f"model zoo{f' sized for {data}' if data else ''}")
+    for column in ("model", "input", "params", "MACs", "description"):
+        table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
+    for row in rows:
+        if "error" in row:
+            table.add_row(row["name"], "—", "—", "—", f"[red]{row['error']}[/]")
+        else:
+            table.add_row(row["name"], "x".join(map(str, row["input_shape"])) + f" → {row['classes']}",
+                          f"{row['params']:,}", f"{row['macs']:,}", row["description"])
+    out_console.print(table)
 
 
 @cli.command("list-formats")
@@ -358,7 +490,11 @@ def list_formats() -> None:
 
 @cli.group()
 def device() -> None:
-    """Run validation bundles on targets: local, ssh://user@host[:port][/path], adb://SERIAL."""
+    """Run validation bundles on targets: local, ssh://user@host[:port][/path], adb://SERIAL.
+
+    The ssh target installs a venv with only edgeship, numpy and the interpreters the bundle needs.
+    The adb target is tested up to its adb command lines and not yet verified on a real phone.
+    """
 
 
 @device.command("run")

@@ -1,0 +1,43 @@
+"""Checks one validation bundle on the machine pytest runs on: checksums, outputs, accuracy, latency."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeship.runtimes.benchmark import benchmark
+
+
+def test_manifest_lists_artifacts(bundle):
+    folder, manifest, inputs, labels = bundle  # loading checked every sha256
+    assert manifest.artifacts, f"{folder} lists no artifacts"
+    assert len(inputs) == len(labels) > 0
+
+
+def test_outputs_within_tolerance(bundle, entry, session):
+    folder, _, inputs, _ = bundle
+    outputs = session.predict(inputs)
+    expected = np.load(folder / entry.expected, allow_pickle=False)
+    assert outputs.shape == expected.shape
+    error = float(np.max(np.abs(outputs.astype(np.float64) - expected)))
+    assert error <= entry.max_abs_error, (
+        f"{entry.name}: outputs differ from the host's by {error:.3g}, over the tolerance {entry.max_abs_error:.3g}"
+    )
+
+
+def test_accuracy(bundle, entry, session):
+    _, _, inputs, labels = bundle
+    accuracy = float(np.mean(session.predict(inputs).argmax(-1) == labels))
+    assert accuracy >= entry.min_accuracy, (
+        f"{entry.name}: accuracy {accuracy:.4f} on the bundle's {len(labels)} samples is below {entry.min_accuracy:.4f} "
+        f"(host: {entry.host_accuracy:.4f})"
+    )
+
+
+def test_latency(bundle, entry, session, latency_log, pytestconfig):
+    if session.reference_only:
+        pytest.skip(f"{session.runtime} is a reference evaluator: its latency is not the device's")
+    _, _, inputs, _ = bundle
+    result = benchmark(session, feeds={session.inputs[0].name: inputs[:1]}, runs=pytestconfig.getoption("--runs"), warmup=5)
+    latency_log[entry.name] = result.to_dict()
+    assert result.count >= pytestconfig.getoption("--runs") and result.p50_ms > 0

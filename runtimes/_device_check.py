@@ -1,0 +1,155 @@
+"""The device-side check of a validation bundle: what ``edgeship device run`` runs on a target.
+
+For each artifact in the bundle: load it with the thin runtime, run the bundle's inputs, compare the
+outputs with the expected ones within the bundle's tolerance, measure accuracy on its labels, and
+benchmark it on the device. Needs numpy and one interpreter, nothing else:
+
+    python -m edgeship.runtimes._device_check --bundle DIR [--runs 50] [--warmup 5] [--threads 1] [--out FILE]
+
+prints (or writes) one JSON DeviceReport. ``device_tests/`` runs the same checks under pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as metadata
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeship import _io, bundle
+from edgeship.errors import EdgeshipError, MissingDependencyError, UnsupportedModelError
+from edgeship.records import BenchmarkResult, Record
+
+__all__ = ["ArtifactCheck", "DeviceReport", "check_artifact", "check_bundle", "interpreters"]
+
+
+@dataclass(frozen=True)
+class ArtifactCheck(Record):
+    """One bundle artifact checked on a device. ``status`` is "ok", "failed" or "not run: why"."""
+
+    name: str
+    path: str
+    status: str
+    runtime: str = ""
+    samples: int = 0
+    max_abs_error: float | None = None
+    tolerance: float | None = None
+    outputs_ok: bool | None = None
+    accuracy: float | None = None
+    min_accuracy: float | None = None
+    host_accuracy: float | None = None
+    accuracy_ok: bool | None = None
+    benchmark: BenchmarkResult | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        """True/False once checked; None when the artifact could not run on this device."""
+        return None if self.status.startswith("not run") else self.status == "ok"
+
+
+@dataclass(frozen=True)
+class DeviceReport(Record):
+    """What a target brings back: per-artifact checks, the device's environment and what ran them."""
+
+    target: str
+    passed: bool | None
+    error: str = ""
+    seconds: float = 0.0
+    model: str = ""
+    dataset: str = ""
+    host: dict[str, Any] = field(default_factory=dict)
+    installed: dict[str, str] = field(default_factory=dict)
+    tensorflow_imported: bool = False
+    artifacts: tuple[ArtifactCheck, ...] = ()
+
+
+def interpreters() -> dict[str, str]:
+    """Versions of numpy, the interpreters and edgeship installed where this runs."""
+    found = {}
+    for dist in ("edgeship", "numpy", "ai-edge-litert", "tflite-runtime", "onnxruntime", "tensorflow", "coremltools"):
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: np.ndarray, labels: np.ndarray, *,
+                   runs: int = 50, warmup: int = 5, threads: int | None = None) -> ArtifactCheck:
+    """Load, run, compare and benchmark one bundle artifact; an artifact whose runtime this device
+    lacks comes back "not run: …" rather than failed."""
+    from edgeship.runtimes import can_run, load
+    from edgeship.runtimes.benchmark import benchmark
+
+    path = Path(folder) / entry.path
+    check = ArtifactCheck(name=entry.name, path=entry.path, status="ok", tolerance=entry.max_abs_error,
+                          min_accuracy=entry.min_accuracy, host_accuracy=entry.host_accuracy)
+    runnable, why = can_run(path)
+    if not runnable:
+        return replace(check, status=why)
+    try:
+        session = load(path, threads=threads)
+    except (MissingDependencyError, UnsupportedModelError) as exc:
+        return replace(check, status=f"not run: {exc}")
+    outputs = session.predict(inputs)
+    expected = np.load(Path(folder) / entry.expected, allow_pickle=False)
+    error = float(np.max(np.abs(outputs.astype(np.float64) - expected))) if outputs.shape == expected.shape else float("inf")
+    accuracy = float(np.mean(outputs.argmax(-1) == labels)) if len(labels) else 0.0
+    outputs_ok, accuracy_ok = error <= entry.max_abs_error, accuracy >= entry.min_accuracy
+    result = None
+    if runs > 0 and not session.reference_only:
+        result = benchmark(path, threads=threads, runs=runs, warmup=warmup, feeds={session.inputs[0].name: inputs[:1]})
+    return replace(check, status="ok" if outputs_ok and accuracy_ok else "failed",
+                   runtime=f"{session.runtime} {session.runtime_version}", samples=int(len(inputs)),
+                   max_abs_error=error if np.isfinite(error) else None, outputs_ok=outputs_ok,
+                   accuracy=accuracy, accuracy_ok=accuracy_ok, benchmark=result)
+
+
+def check_bundle(folder: str | Path, *, target: str = "local", runs: int = 50, warmup: int = 5,
+                 threads: int | None = None) -> DeviceReport:
+    """Check every artifact of the bundle at ``folder`` (checksums first) on this machine."""
+    from edgeship.runtimes.benchmark import environment
+
+    started = time.perf_counter()
+    folder = Path(folder)
+    manifest, inputs, labels = bundle.load(folder)
+    checks = tuple(check_artifact(folder, e, inputs, labels, runs=runs, warmup=warmup, threads=threads)
+                   for e in manifest.artifacts)
+    verdicts = [c.passed for c in checks if c.passed is not None]
+    return DeviceReport(
+        target=target, passed=all(verdicts) if verdicts else None, seconds=time.perf_counter() - started,
+        model=manifest.model, dataset=manifest.dataset, host=environment(), installed=interpreters(),
+        tensorflow_imported="tensorflow" in sys.modules, artifacts=checks,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line of the device-side check; exit 0 when the bundle passed, 2 when it failed, 1 on error."""
+    parser = argparse.ArgumentParser(prog="python -m edgeship.runtimes._device_check", description=__doc__.split("\n")[0])
+    parser.add_argument("--bundle", required=True, help="validation bundle folder")
+    parser.add_argument("--target", default="local", help="name recorded in the report")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=None, help="write the JSON here instead of stdout")
+    args = parser.parse_args(argv)
+    try:
+        report = check_bundle(args.bundle, target=args.target, runs=args.runs, warmup=args.warmup, threads=args.threads)
+    except EdgeshipError as exc:
+        report = DeviceReport(target=args.target, passed=None, error=f"{type(exc).__name__}: {exc}")
+    text = json.dumps(report.to_dict(), allow_nan=False, default=_io._json_default)
+    if args.out:
+        _io.write_bytes(args.out, text.encode())
+    else:
+        print(text)
+    return 1 if report.error else 0 if report.passed is not False else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

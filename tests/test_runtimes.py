@@ -1,0 +1,201 @@
+"""The thin runtime: loading, specs, float <-> int8 I/O, raw mode, batch resizing, refusals, backends."""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeship import runtimes
+from edgeship.errors import BadArtifactError, BadInputError, MissingDependencyError
+from edgeship.runtimes import RUNTIMES, load
+
+RUNNABLE = ["tiny_cnn.fp32.tflite", "tiny_cnn.int8.tflite", "tiny_cnn.fp32.onnx", "tiny_cnn.int8.onnx"]
+
+
+@pytest.fixture(scope="module")
+def bundle_data(quickstart_dir):
+    from edgeship import bundle
+
+    manifest, inputs, labels = bundle.load(quickstart_dir / "bundle")
+    return {e.path: np.load(quickstart_dir / "bundle" / e.expected) for e in manifest.artifacts}, inputs, labels
+
+
+@pytest.mark.parametrize("name", RUNNABLE)
+def test_each_backend_reproduces_the_validated_outputs(quickstart_dir, bundle_data, name):
+    expected, inputs, _ = bundle_data
+    session = load(quickstart_dir / name, threads=1)
+    assert session.runtime == RUNTIMES[Path(name).suffix]  # the backend module names its runtime
+    assert session.inputs[0].shape[1:] == (8, 8, 1) and session.outputs[0].shape[-1] == 10
+    outputs = session.predict(inputs)
+    assert outputs.dtype == np.float32  # callers speak float, even to int8 I/O models
+    np.testing.assert_allclose(outputs, expected[name], atol=1e-6)
+
+
+def test_int8_io_quantizes_inputs_and_dequantizes_outputs(quickstart_dir):
+    session = load(quickstart_dir / "tiny_cnn.int8.tflite")
+    spec_in, spec_out = session.inputs[0], session.outputs[0]
+    assert spec_in.dtype == "int8" and spec_in.quantized and spec_out.quantized
+    x = np.random.default_rng(0).random((3, 8, 8, 1), dtype=np.float32) * 3
+    q = np.clip(np.round(x / spec_in.scale) + spec_in.zero_point, -128, 127).astype(np.int8)
+    raw = session.run({spec_in.name: q}, raw=True)[spec_out.name]
+    assert raw.dtype == np.int8
+    floats = session.run({spec_in.name: x})[spec_out.name]
+    np.testing.assert_array_equal(floats, (raw.astype(np.float32) - spec_out.zero_point) * np.float32(spec_out.scale))
+
+
+def test_raw_mode_refuses_floats_for_an_int8_model(quickstart_dir):
+    session = load(quickstart_dir / "tiny_cnn.int8.tflite")
+    with pytest.raises(BadInputError, match=r"expects dtype int8 \(raw mode.*received float32"):
+        session.run(np.zeros((1, 8, 8, 1), np.float32), raw=True)
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn.int8.tflite", "tiny_cnn.fp32.onnx"])
+def test_wrong_inputs_are_refused_before_the_interpreter_sees_them(quickstart_dir, name):
+    session = load(quickstart_dir / name)
+    input_name = session.inputs[0].name
+    with pytest.raises(BadInputError) as wrong_name:
+        session.run({"pixels": np.zeros((1, 8, 8, 1), np.float32)})
+    assert input_name in str(wrong_name.value) and "[N, 8, 8, 1]" in str(wrong_name.value) and "pixels" in str(wrong_name.value)
+    with pytest.raises(BadInputError, match=re.escape("expects shape [N, 8, 8, 1]") + r".*received shape \[2, 9, 8, 1\]"):
+        session.run(np.zeros((2, 9, 8, 1), np.float32))
+    with pytest.raises(BadInputError, match=r"received shape \[8, 8, 1\]"):
+        session.run(np.zeros((8, 8, 1), np.float32))
+    with pytest.raises(BadInputError, match=r"expects dtype .*received <U1"):
+        session.run(np.full((1, 8, 8, 1), "a"))
+    with pytest.raises(BadInputError, match=r"takes 1 inputs .*received 2 arrays"):
+        session.run([np.zeros((1, 8, 8, 1), np.float32)] * 2)
+    # the refused shapes never reached the interpreter: a good call still runs at batch 1
+    assert session.run(np.zeros((1, 8, 8, 1), np.float32))[session.outputs[0].name].shape == (1, 10)
+
+
+def test_litert_interpreter_is_untouched_by_a_refused_shape(quickstart_dir):
+    session = load(quickstart_dir / "tiny_cnn.fp32.tflite")
+    before = session.interpreter.get_input_details()[0]["shape"].tolist()
+    with pytest.raises(BadInputError):
+        session.run(np.zeros((4, 8, 9, 1), np.float32))
+    assert session.interpreter.get_input_details()[0]["shape"].tolist() == before
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn.int8.tflite", "tiny_cnn.fp32.onnx"])
+def test_batch_size_changes_between_calls(quickstart_dir, name):
+    session = load(quickstart_dir / name)
+    assert session.dynamic_batch
+    x = np.random.default_rng(1).random((5, 8, 8, 1), dtype=np.float32)
+    out_name = session.outputs[0].name
+    whole = session.run(x)[out_name]
+    singles = np.concatenate([session.run(x[i : i + 1])[out_name] for i in range(5)])
+    again = session.run(x[:3])[out_name]
+    assert whole.shape == (5, 10) and again.shape == (3, 10)
+    np.testing.assert_allclose(whole, singles, atol=1e-5)
+    np.testing.assert_allclose(again, whole[:3], atol=1e-5)
+
+
+def test_onnxruntime_options_are_selectable(quickstart_dir):
+    path = quickstart_dir / "tiny_cnn.fp32.onnx"
+    x = np.random.default_rng(2).random((4, 8, 8, 1), dtype=np.float32)
+    plain = load(path, optimization="disable", providers=["CPUExecutionProvider"]).predict(x)
+    optimized = load(path, optimization="all", threads=2).predict(x)
+    np.testing.assert_allclose(plain, optimized, atol=1e-5)
+    with pytest.raises(BadInputError, match=r"optimization must be one of .*'extended'.*received 'max'"):
+        load(path, optimization="max")
+    with pytest.raises(BadInputError, match=r"providers \['NoSuchExecutionProvider'\] are not available here; available: \[.*CPUExecutionProvider"):
+        load(path, providers=["NoSuchExecutionProvider"])
+
+
+def test_bad_paths_and_settings_are_refused(quickstart_dir, tmp_path):
+    with pytest.raises(BadInputError, match=r"no runtime for 'model.pt'.*\.mlpackage.*\.onnx.*\.tflite.*'.pt'"):
+        load(tmp_path / "model.pt")
+    with pytest.raises(BadArtifactError, match="no model file"):
+        load(tmp_path / "missing.tflite")
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"\x00" * 64)
+    with pytest.raises(BadArtifactError, match="not a TFLite model.*TFL3"):
+        load(fake)
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(BadArtifactError, match="could not be loaded by onnxruntime"):
+        load(broken)
+    with pytest.raises(BadInputError, match="threads must be a positive integer; received 0"):
+        load(quickstart_dir / "tiny_cnn.fp32.tflite", threads=0)
+
+
+def test_litert_says_when_no_interpreter_imports(quickstart_dir, monkeypatch):
+    for module in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter",
+                   "tensorflow", "tensorflow.lite"):
+        monkeypatch.setitem(sys.modules, module, None)  # None in sys.modules makes the import fail
+    with pytest.raises(MissingDependencyError, match=r"pip install 'edgeship\[litert\]'"):
+        load(quickstart_dir / "tiny_cnn.fp32.tflite")
+
+
+@pytest.mark.slow
+def test_litert_falls_back_to_tf_lite_and_says_so(quickstart_dir):
+    # ai-edge-litert blocked, tflite_runtime not installed here: the third choice, tf.lite, runs it
+    code = (
+        "import sys, logging; sys.modules['ai_edge_litert'] = None; logging.basicConfig(level=logging.WARNING);"
+        "import numpy as np, edgeship.runtimes as rt;"
+        f"s = rt.load({str(quickstart_dir / 'tiny_cnn.fp32.tflite')!r});"
+        "print(s.runtime, s.run(np.zeros((1, 8, 8, 1), np.float32))[s.outputs[0].name].shape)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["tf.lite", "(1,", "10)"]
+    assert "ai-edge-litert is not installed; running .tflite with tf.lite" in proc.stderr
+
+
+def test_runtime_modules_import_no_heavy_package():
+    code = ("import sys, edgeship.runtimes, edgeship.runtimes.benchmark, edgeship.runtimes.targets, "
+            "edgeship.runtimes._device_check, edgeship.runtimes._profile, edgeship.bundle;"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'tf_keras', 'onnxruntime', 'ai_edge_litert', 'onnx', 'coremltools', 'sklearn')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # interpreters are imported by the backend that loads a model, not before
+
+
+def _closure(requirement: str, seen: set[str]) -> set[str]:
+    """Installed distributions a requirement pulls in, following extras and markers."""
+    from packaging.requirements import Requirement
+
+    req = Requirement(requirement)
+    name = req.name.lower().replace("_", "-")
+    key = f"{name}[{','.join(sorted(req.extras))}]"
+    if key in seen:
+        return seen
+    seen.add(key)
+    try:
+        requires = metadata.requires(req.name) or []
+    except metadata.PackageNotFoundError:
+        return seen
+    for line in requires:
+        dep = Requirement(line)
+        environment = [{"extra": e} for e in req.extras] or [{"extra": ""}]
+        if dep.marker is None or any(dep.marker.evaluate(env) for env in environment):
+            _closure(str(dep).split(";")[0], seen)
+    return seen
+
+
+@pytest.mark.parametrize("extra", ["litert", "onnx"])
+def test_device_install_pulls_no_tensorflow(extra):
+    names = {k.split("[")[0] for k in _closure(f"edgeship[{extra}]", set())}
+    interpreter = {"litert": "ai-edge-litert", "onnx": "onnxruntime"}[extra]
+    assert {"numpy", interpreter} <= names
+    assert not {n for n in names if n.startswith(("tensorflow", "tf-keras", "keras"))}, names
+
+
+def test_registry_is_complete():
+    for suffix, module in RUNTIMES.items():
+        backend = __import__(f"edgeship.runtimes.{module}", fromlist=["load"])
+        assert callable(backend.load), suffix
+    assert set(runtimes.__all__) <= set(dir(runtimes))
+
+
+def test_litert_logs_nothing_when_litert_is_present(quickstart_dir, caplog):
+    with caplog.at_level(logging.WARNING, logger="edgeship.runtimes.litert"):
+        assert load(quickstart_dir / "tiny_cnn.int8.tflite").runtime == "litert"
+    assert not caplog.records
