@@ -1,50 +1,84 @@
-"""Core ML artifacts (.mlpackage): Apple's runtime through coremltools, which exists on macOS only."""
+"""Core ML artifacts (.mlpackage): Apple's runtime on macOS, edgeship's reference evaluator elsewhere.
+
+Apple's runtime (through coremltools) exists only on macOS. On every other host a .mlpackage runs
+in the reference evaluator below: the ML Program as :mod:`edgeship.runtimes.mil` reads it, run op
+by op with the numpy kernels of ``_mil_ops``, needing neither coremltools nor TensorFlow. Its
+outputs are meaningful — they show what fp16, int8 weights, palettization or pruning did to the
+model — but its speed is not Core ML's: the session is marked ``reference_only`` and reports never
+show its latency as device latency.
+
+    >>> session = load("model.pal4.mlpackage")                              # doctest: +SKIP
+    >>> session.runtime, session.reference_only                             # doctest: +SKIP
+    ('mil-numpy', True)
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from edgeship._deps import require
-from edgeship.errors import BadArtifactError, RuntimeFailure, UnsupportedModelError
-from edgeship.records import TensorSpec
+from edgeship.errors import BadArtifactError, EdgeshipError, RuntimeFailure, UnsupportedModelError
+from edgeship.runtimes import mil
+from edgeship.runtimes._mil_ops import OPS
 from edgeship.runtimes._session import Session
 
-NEEDS_MACOS = "not run: needs macOS"  # Core ML's runtime exists only on Apple platforms
+REFERENCE_RUNTIME = "mil-numpy"
+REFERENCE_NOTE = "reference evaluator (numpy), not Apple's Core ML runtime"
+_VARIADIC = {"values"}  # op parameters that take a list of tensors (concat, stack)
+# ops that only select, move or clamp values: fp16 inputs give fp16-exact outputs, no rounding needed
+_SELECTING = {"relu", "relu6", "max_pool", "reduce_max", "reduce_min", "maximum", "minimum", "reshape", "transpose",
+              "squeeze", "expand_dims", "flatten2d", "concat", "stack", "slice_by_index", "tile", "identity",
+              "upsample_nearest_neighbor"}
+
+
+def has_coreml() -> bool:
+    """Whether Apple's Core ML runtime can be reached here: macOS with coremltools' native module.
+
+    Checked without importing coremltools, which imports TensorFlow when it is installed.
+    """
+    if platform.system() != "Darwin":
+        return False
+    spec = importlib.util.find_spec("coremltools")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any(any(Path(folder).glob("libcoremlpython*")) for folder in spec.submodule_search_locations)
 
 
 def available() -> tuple[bool, str]:
-    """Whether .mlpackage files can run here, and if not, why."""
-    if platform.system() != "Darwin":
-        return False, NEEDS_MACOS
-    return True, ""
+    """Whether .mlpackage files run here (always) and, when not with Core ML itself, with what."""
+    return True, "" if has_coreml() else REFERENCE_NOTE
 
 
-def _spec(feature: Any) -> TensorSpec:
-    array = feature.type.multiArrayType
-    dtypes = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
-    return TensorSpec(name=feature.name, shape=tuple(int(d) for d in array.shape), dtype=dtypes.get(array.dataType, "float32"))
+def import_runtime() -> None:
+    """Import coremltools where Core ML runs (see edgeship.runtimes.preload); the evaluator needs nothing."""
+    if has_coreml():
+        require("coremltools", "run Core ML models")
 
 
 class CoreMLSession(Session):
+    """Apple's Core ML runtime through coremltools (macOS only)."""
+
     runtime = "coreml"
-    dynamic_batch = False
 
     def __init__(self, path: Path, **_: Any) -> None:
-        ok, why = available()
-        if not ok:
-            raise UnsupportedModelError(f"cannot run {path.name} on {platform.system()}: {why}")
+        if not has_coreml():
+            raise UnsupportedModelError(f"cannot run {path.name} with Core ML on {platform.system()}: Core ML needs "
+                                        "macOS and coremltools; load it with reference=True for the numpy evaluator")
+        package = mil.read(path)
         ct = require("coremltools", "run Core ML models")
         self.runtime_version = ct.__version__
         try:
             self._model = ct.models.MLModel(str(path))
         except Exception as exc:
             raise BadArtifactError(f"{path} could not be loaded by Core ML: {exc}") from exc
-        desc = self._model.get_spec().description
-        super().__init__(path, [_spec(f) for f in desc.input], [_spec(f) for f in desc.output])
+        super().__init__(path, package.inputs, package.outputs)
+        self.dynamic_batch = _flexible_batch(package)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
@@ -54,5 +88,170 @@ class CoreMLSession(Session):
         return [np.asarray(result[name]) for name in self._output_names]
 
 
-def load(path: Path, **options: Any) -> CoreMLSession:
-    return CoreMLSession(path, **options)
+class ReferenceSession(Session):
+    """The ML Program run by edgeship's numpy evaluator: right numbers, not Core ML's speed.
+
+    ``threads`` is ignored: numpy's BLAS picks its own.
+    """
+
+    runtime = REFERENCE_RUNTIME
+    runtime_version = REFERENCE_NOTE
+    reference_only = True
+
+    def __init__(self, path: Path, **_: Any) -> None:
+        package = mil.read(path)
+        super().__init__(path, package.inputs, package.outputs)
+        self.dynamic_batch = _flexible_batch(package)
+        self.evaluator = Evaluator(package.program, where=path.name)
+
+    def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        results = self.evaluator.run(dict(zip(self._input_names, arrays)))
+        return [results[name] for name in self._output_names]
+
+
+# -- the reference evaluator ---------------------------------------------------------------------
+def round_fp16(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to the nearest fp16 value (ties to even), kept as float32.
+
+    Bit-identical to ``x.astype(float16).astype(float32)`` and several times faster: the float32
+    mantissa is rounded to fp16's 10 bits in place; fp16 subnormals (|x| < 2**-14) are rounded to
+    their grid of 2**-24 by adding and subtracting 0.75, whose float32 spacing is 2**-24.
+    """
+    x = np.ascontiguousarray(x, np.float32)
+    u = x.view(np.uint32)
+    rounded = (u >> 13) & 1
+    rounded += u
+    rounded += 0x0FFF
+    rounded &= 0xFFFFE000
+    out = rounded.view(np.float32)
+    magnitude = u & 0x7FFFFFFF
+    overflow = magnitude >= 0x477FF000  # |x| >= 65520 rounds to inf in fp16; inf and nan stay
+    magnitude -= 1
+    subnormal = magnitude < 0x387FFFFF  # 0 < |x| < 2**-14
+    if subnormal.any():
+        with np.errstate(invalid="ignore"):  # computed for every value (inf - inf included); subnormals kept
+            np.copyto(out, np.copysign((x + np.float32(0.75)) - np.float32(0.75), x), where=subnormal)
+    if overflow.any():
+        np.copyto(out, np.where(np.isnan(x), x, np.copysign(np.float32(np.inf), x)), where=overflow)
+    return out
+
+
+class Evaluator:
+    """Runs a Program in numpy. Construction checks every op has a kernel (an unknown op is an
+    UnsupportedModelError naming it), decompresses the weights and folds constant subgraphs."""
+
+    def __init__(self, program: mil.Program, where: str = "the program") -> None:
+        self.program, self.where = program, where
+        self._types = dict(program.inputs)
+        self._values: dict[str, Any] = {}  # constants, computed once
+        self._steps: list[tuple[mil.Op, Callable[..., Any]]] = []
+        live = {name for name, _ in program.inputs}
+        for op in program.ops:
+            self._types.update(op.outputs)
+            if op.type == "const":
+                self._values[op.outputs[0][0]] = self._store(op.inputs["val"][0].value, op.outputs[0][1])
+                continue
+            kernel = self._kernel(op)
+            names = [b for refs in op.inputs.values() for b in refs if isinstance(b, str)]
+            unknown = [n for n in names if n not in live and n not in self._values]
+            if unknown:
+                raise BadArtifactError(f"op {op.type} '{op.name}' of {where} reads {unknown}, "
+                                       "which no earlier op makes")
+            if any(n in live for n in names):
+                self._steps.append((op, kernel))
+                live.update(name for name, _ in op.outputs)
+            else:
+                self._apply(op, kernel, self._values)
+        missing = [n for n in program.outputs if n not in live and n not in self._values]
+        if missing:
+            raise BadArtifactError(f"{where} returns {missing}, which no op makes")
+
+    @property
+    def op_types(self) -> list[str]:
+        """The op types run per inference, in order (constants and decompression are done at load)."""
+        return [op.type for op, _ in self._steps]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The program's outputs for ``feeds`` (input name -> array), in their declared dtypes."""
+        env = dict(self._values)
+        for name, ttype in self.program.inputs:
+            env[name] = self._store(np.asarray(feeds[name]), ttype)
+        for op, kernel in self._steps:
+            self._apply(op, kernel, env)
+        return {name: self._output(env[name], self._types.get(name)) for name in self.program.outputs}
+
+    def _kernel(self, op: mil.Op) -> Callable[..., Any]:
+        if op.blocks:
+            raise UnsupportedModelError(f"{self.where} uses control flow (op {op.type} '{op.name}'), which the "
+                                        "reference evaluator does not run; run it with Core ML on macOS")
+        kernel = OPS.get(op.type)
+        if kernel is None:
+            raise UnsupportedModelError(
+                f"{self.where} uses op '{op.type}' (named '{op.name}'), which the reference evaluator does not "
+                f"implement (it runs the {len(OPS)} ops of edgeship.runtimes._mil_ops.OPS). Run this model with "
+                "Core ML on macOS, or build it without the layer that makes this op")
+        params = inspect.signature(kernel).parameters
+        unknown = sorted(set(op.inputs) - set(params))
+        required = [p for p, v in params.items() if v.default is inspect.Parameter.empty and p not in op.inputs]
+        if unknown or required:
+            raise UnsupportedModelError(
+                f"op {op.type} '{op.name}' of {self.where} has parameters {sorted(op.inputs)}; the reference "
+                f"evaluator's kernel takes {list(params)} (unknown: {unknown}, missing: {required})")
+        return kernel
+
+    def _apply(self, op: mil.Op, kernel: Callable[..., Any], env: dict[str, Any]) -> None:
+        args = {}
+        for param, refs in op.inputs.items():
+            values = [env[b] if isinstance(b, str) else b.value for b in refs]
+            args[param] = values if param in _VARIADIC else values[0]
+        try:
+            result = kernel(**args)
+        except EdgeshipError:
+            raise
+        except Exception as exc:  # numpy's own errors: say which op failed
+            raise RuntimeFailure(f"the reference evaluator failed on op {op.type} '{op.name}' of {self.where}: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+        results = result if isinstance(result, tuple) else (result,)
+        selecting = op.type in _SELECTING  # fp16 in, fp16-exact out: no rounding pass
+        for (name, ttype), value in zip(op.outputs, results):
+            stored = value if selecting and ttype.dtype == "float16" else self._store(value, ttype)
+            env[name] = self._checked(op, stored, ttype)
+
+    def _checked(self, op: mil.Op, value: Any, ttype: mil.TensorType) -> Any:
+        shape = ttype.shape
+        if isinstance(value, np.ndarray) and shape is not None and (
+                value.ndim != len(shape) or any(d is not None and d != v for d, v in zip(shape, value.shape))):
+            raise RuntimeFailure(
+                f"op {op.type} '{op.name}' of {self.where} produced shape {list(value.shape)}, but the program "
+                f"declares {['?' if d is None else d for d in shape]}: the reference evaluator's kernel is wrong "
+                "for this op; run the model with Core ML on macOS and report the model")
+        return value
+
+    @staticmethod
+    def _store(value: Any, ttype: mil.TensorType) -> Any:
+        """Floats are held as float32, rounded to fp16 where the program stores fp16."""
+        if isinstance(value, str) or ttype.dtype in ("str", "object"):
+            return value
+        value = np.asarray(value)
+        if ttype.dtype == "float16":
+            return round_fp16(value)
+        if ttype.dtype in ("float32", "float64"):
+            return value.astype(np.float32, copy=False)
+        return value.astype(ttype.dtype, copy=False)
+
+    @staticmethod
+    def _output(value: Any, ttype: mil.TensorType | None) -> Any:
+        if ttype is not None and ttype.dtype in ("float16", "float64") and isinstance(value, np.ndarray):
+            return value.astype(ttype.dtype)
+        return value
+
+
+def _flexible_batch(package: mil.Package) -> bool:
+    return bool(package.inputs) and all(s.shape and s.shape[0] == -1 for s in package.inputs)
+
+
+def load(path: Path, *, reference: bool = False, **options: Any) -> Session:
+    """Core ML where it exists, else (or with ``reference=True``) the numpy reference evaluator."""
+    if has_coreml() and not reference:
+        return CoreMLSession(path, **options)
+    return ReferenceSession(path, **options)

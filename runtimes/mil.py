@@ -1,0 +1,342 @@
+"""Core ML's ML Program read from a saved .mlpackage without coremltools: what the reference
+evaluator (``edgeship.runtimes.coreml``) runs on hosts without Apple's runtime.
+
+The package is parsed here — the protobuf wire format of ``model.mlmodel`` and the MIL blob
+format of ``weights/weight.bin`` — with numpy and the standard library alone: importing
+coremltools imports TensorFlow wherever it is installed (about 10 s here), and a device may have
+neither.
+``tests/test_coreml_eval.py`` checks this reader against coremltools' own loader
+(``coremltools.converters.mil.frontend.milproto.load``, DESIGN.md fact 11).
+
+    >>> package = read("model.pal4.mlpackage")                              # doctest: +SKIP
+    >>> package.inputs, [op.type for op in package.program.ops][:3]         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import numpy as np
+
+from edgeship.errors import BadArtifactError, EdgeshipError, UnsupportedModelError
+from edgeship.records import TensorSpec
+from edgeship.runtimes._mil_ops import unpack_bits
+
+__all__ = ["read", "Package", "Program", "Op", "TensorType", "Literal"]
+
+# MIL DataType code -> (numpy dtype the evaluator holds it in, bits when packed below a byte)
+_DTYPES: dict[int, tuple[str, int]] = {
+    1: ("bool", 0), 2: ("str", 0), 10: ("float16", 0), 11: ("float32", 0), 12: ("float64", 0),
+    21: ("int8", 0), 22: ("int16", 0), 23: ("int32", 0), 24: ("int64", 0), 25: ("int8", 4),
+    31: ("uint8", 0), 32: ("uint16", 0), 33: ("uint32", 0), 34: ("uint64", 0),
+    35: ("uint8", 4), 36: ("uint8", 2), 37: ("uint8", 1), 38: ("uint8", 6), 39: ("uint8", 3),
+}
+_UNSUPPORTED_DTYPES = {13: "bfloat16", 40: "float8e4m3fn", 41: "float8e5m2"}
+# Core ML ArrayFeatureType.ArrayDataType -> numpy
+_FEATURE_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
+_BLOB_SENTINEL = 0xDEADBEEF
+
+
+# -- protobuf wire format ------------------------------------------------------------------------
+def _varint(buf: memoryview, i: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = buf[i]
+        i += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, i
+        shift += 7
+        if shift > 63:
+            raise BadArtifactError("malformed varint in the model protobuf")
+
+
+def _fields(buf: memoryview) -> dict[int, list[Any]]:
+    """Field number -> values in order: ints for varints, memoryviews for everything else."""
+    buf = memoryview(buf)
+    out: dict[int, list[Any]] = {}
+    i, end = 0, len(buf)
+    while i < end:
+        key, i = _varint(buf, i)
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i)
+        elif wire == 2:
+            size, i = _varint(buf, i)
+            value, i = buf[i:i + size], i + size
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            value, i = buf[i:i + width], i + width
+        else:
+            raise BadArtifactError(f"unsupported protobuf wire type {wire} in the model file")
+        out.setdefault(key >> 3, []).append(value)
+    if i != end:
+        raise BadArtifactError("the model protobuf is truncated")
+    return out
+
+
+def _str(value: memoryview) -> str:
+    return bytes(value).decode("utf-8")
+
+
+def _varints(values: list[Any]) -> list[int]:
+    """A repeated integer field, packed or not; int32/int64 negatives come back negative."""
+    out: list[int] = []
+    for value in values:
+        if isinstance(value, int):
+            out.append(value)
+            continue
+        i = 0
+        while i < len(value):
+            number, i = _varint(value, i)
+            out.append(number)
+    return [v - (1 << 64) if v >= 1 << 63 else v for v in out]
+
+
+def _map(entries: list[memoryview]) -> Iterator[tuple[str, memoryview]]:
+    for entry in entries:
+        fields = _fields(entry)
+        yield _str(fields.get(1, [b""])[0]), fields.get(2, [b""])[0]
+
+
+# -- types and values ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorType:
+    """A MIL tensor type: numpy dtype, shape (None for a flexible dimension), bits if packed."""
+
+    dtype: str
+    shape: tuple[int | None, ...] | None  # None: not a tensor, or of unknown rank
+    bits: int = 0
+
+
+class Literal(NamedTuple):
+    """A value written into the program (an op attribute or an inline argument)."""
+
+    value: Any
+
+
+def _tensor_type(buf: memoryview) -> TensorType:
+    value_type = _fields(buf)
+    if 1 not in value_type:  # list, tuple, dictionary or state
+        return TensorType("object", None)
+    fields = _fields(value_type[1][0])
+    code = fields.get(1, [0])[0]
+    if code not in _DTYPES:
+        name = _UNSUPPORTED_DTYPES.get(code, f"code {code}")
+        raise UnsupportedModelError(f"the program uses data type {name}, which the reference evaluator "
+                                    "does not support")
+    dims: list[int | None] = []
+    for dim in fields.get(3, []):
+        kind = _fields(dim)
+        dims.append(int(_fields(kind[1][0]).get(1, [0])[0]) if 1 in kind else None)
+    rank = _varints(fields.get(2, [0]))[0]
+    dtype, bits = _DTYPES[code]
+    return TensorType(dtype, tuple(dims) if len(dims) == rank else None, bits)
+
+
+def _from_bytes(raw: Any, ttype: TensorType) -> np.ndarray:
+    if ttype.shape is None or None in ttype.shape:
+        raise BadArtifactError(f"a stored tensor has no fixed shape ({ttype})")
+    count = int(np.prod(ttype.shape))
+    if ttype.bits:
+        values = unpack_bits(np.frombuffer(raw, np.uint8), ttype.bits, count, signed=ttype.dtype == "int8")
+        return values.reshape(ttype.shape)
+    dtype = np.dtype(ttype.dtype).newbyteorder("<")
+    if len(raw) < count * dtype.itemsize:
+        raise BadArtifactError(f"a stored {ttype.dtype} tensor of shape {ttype.shape} holds {len(raw)} bytes")
+    return np.frombuffer(raw, dtype, count).astype(ttype.dtype).reshape(ttype.shape)
+
+
+def _immediate(buf: memoryview, ttype: TensorType) -> Any:
+    tensor = _fields(buf)
+    shape = ttype.shape if ttype.shape is not None else ()
+    for number in range(1, 8):  # floats, ints, bools, strings, longInts, doubles, bytes
+        if number not in tensor:
+            continue
+        items = _fields(tensor[number][0]).get(1, [])
+        if number == 4:
+            strings = [_str(s) for s in items]
+            return strings[0] if shape == () else np.array(strings).reshape(shape)
+        if number == 7:
+            return _from_bytes(bytes(items[0]) if items else b"", ttype)
+        if number in (1, 6):
+            array = np.frombuffer(b"".join(bytes(v) for v in items), "<f4" if number == 1 else "<f8")
+        else:
+            array = np.array(_varints(items), np.int64)
+        return array.astype(ttype.dtype).reshape(shape)
+    if int(np.prod(shape)):
+        raise BadArtifactError(f"an immediate value of shape {shape} holds no data")
+    return np.zeros(shape, ttype.dtype)
+
+
+class _Weights:
+    """Reads tensors from the package's blob files: a 64-byte header per tensor, then its data."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._files: dict[str, memoryview] = {}
+
+    def read(self, file_name: str, offset: int, ttype: TensorType) -> np.ndarray:
+        data = self._file(file_name)
+        if offset + 64 > len(data):
+            raise BadArtifactError(f"{file_name}: a weight at offset {offset} lies past the end ({len(data)} bytes)")
+        sentinel, _, size, start = struct.unpack_from("<IIQQ", data, offset)
+        if sentinel != _BLOB_SENTINEL or start + size > len(data):
+            raise BadArtifactError(f"{file_name}: no valid weight record at offset {offset}; the package is corrupt")
+        return _from_bytes(data[start:start + size], ttype)
+
+    def _file(self, name: str) -> memoryview:
+        if name not in self._files:
+            path = (self.folder / name.removeprefix("@model_path/")).resolve()
+            if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
+                raise BadArtifactError(f"the program reads weights from '{name}', which is not a file inside "
+                                       "the package")
+            self._files[name] = memoryview(path.read_bytes())
+        return self._files[name]
+
+
+def _value(buf: memoryview, weights: _Weights) -> Any:
+    fields = _fields(buf)
+    ttype = _tensor_type(fields[2][0]) if 2 in fields else TensorType("object", None)
+    if ttype.dtype == "object":
+        raise UnsupportedModelError("the program holds a list, tuple or dictionary value; the reference evaluator "
+                                    "takes tensors")
+    if 3 in fields:
+        immediate = _fields(fields[3][0])
+        if 1 not in immediate:
+            raise UnsupportedModelError("the program holds a non-tensor immediate value")
+        return _immediate(immediate[1][0], ttype)
+    if 5 in fields:
+        blob = _fields(fields[5][0])
+        return weights.read(_str(blob[1][0]), blob.get(2, [0])[0], ttype)
+    raise BadArtifactError("a value in the program has neither data nor a weight-file reference")
+
+
+# -- the program ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Op:
+    """One operation: parameters bound to names of earlier values or to literals."""
+
+    type: str
+    name: str
+    inputs: Mapping[str, tuple[str | Literal, ...]]
+    outputs: tuple[tuple[str, TensorType], ...]
+    blocks: int = 0
+
+
+@dataclass(frozen=True)
+class Program:
+    """The ``main`` function of an ML Program."""
+
+    opset: str
+    inputs: tuple[tuple[str, TensorType], ...]
+    outputs: tuple[str, ...]
+    ops: tuple[Op, ...]
+
+
+@dataclass(frozen=True)
+class Package:
+    """A read .mlpackage: its feature specs (as the Core ML runtime shows them) and its program."""
+
+    path: Path
+    specification_version: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    program: Program
+
+
+def _named_type(buf: memoryview) -> tuple[str, TensorType]:
+    fields = _fields(buf)
+    return _str(fields[1][0]), _tensor_type(fields[2][0])
+
+
+def _operation(buf: memoryview, weights: _Weights) -> Op:
+    fields = _fields(buf)
+    inputs: dict[str, tuple[str | Literal, ...]] = {}
+    for key, argument in _map(fields.get(2, [])):
+        bindings = [_fields(b) for b in _fields(argument).get(1, [])]
+        inputs[key] = tuple(_str(b[1][0]) if 1 in b else Literal(_value(b[2][0], weights)) for b in bindings)
+    attributes = {key: _value(raw, weights) for key, raw in _map(fields.get(5, []))}
+    op_type = _str(fields[1][0])
+    name = str(attributes.pop("name", op_type))
+    inputs.update({key: (Literal(value),) for key, value in attributes.items()})
+    outputs = tuple(_named_type(b) for b in fields.get(3, []))
+    return Op(op_type, name, inputs, outputs, blocks=len(fields.get(4, [])))
+
+
+def _program(buf: memoryview, weights: _Weights) -> Program:
+    functions = dict(_map(_fields(buf).get(2, [])))
+    if "main" not in functions:
+        raise BadArtifactError(f"the ML Program has no 'main' function (it has {sorted(functions)})")
+    function = _fields(functions["main"])
+    opset = _str(function[2][0]) if 2 in function else ""
+    blocks = dict(_map(function.get(3, [])))
+    if opset not in blocks:
+        raise BadArtifactError(f"the 'main' function has no block for its opset '{opset}'")
+    block = _fields(blocks[opset])
+    return Program(
+        opset=opset,
+        inputs=tuple(_named_type(b) for b in function.get(1, [])),
+        outputs=tuple(_str(b) for b in block.get(2, [])),
+        ops=tuple(_operation(b, weights) for b in block.get(3, [])),
+    )
+
+
+def _feature(buf: memoryview, declared: TensorType | None) -> TensorSpec:
+    fields = _fields(buf)
+    name = _str(fields[1][0])
+    kind = _fields(fields[3][0]) if 3 in fields else {}
+    if 5 not in kind:
+        raise UnsupportedModelError(f"feature '{name}' is not a multi-array (an image, string or dictionary); "
+                                    "the reference evaluator takes multi-array inputs and outputs")
+    array = _fields(kind[5][0])
+    shape = _varints(array.get(1, []))
+    if 31 in array:  # shapeRange: a flexible dimension reads -1
+        ranges = [_varints(_fields(r).get(1, [0]) + _fields(r).get(2, [0])) for r in _fields(array[31][0]).get(1, [])]
+        shape = [low if low == high else -1 for low, high in ranges]
+    if not shape and declared is not None and declared.shape is not None:
+        shape = [-1 if d is None else d for d in declared.shape]
+    dtype = _FEATURE_DTYPES.get(array.get(2, [0])[0], declared.dtype if declared else "float32")
+    return TensorSpec(name=name, shape=tuple(shape), dtype=dtype)
+
+
+def _model_file(package: Path) -> Path:
+    relative = "com.apple.CoreML/model.mlmodel"
+    manifest = package / "Manifest.json"
+    if manifest.is_file():
+        try:
+            info = json.loads(manifest.read_text())
+            relative = info["itemInfoEntries"][info["rootModelIdentifier"]]["path"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BadArtifactError(f"{manifest} is not a valid .mlpackage manifest: {exc}") from exc
+    path = (package / "Data" / relative).resolve()
+    if not path.is_relative_to(package.resolve()) or not path.is_file():
+        raise BadArtifactError(f"{package} has no model file at Data/{relative}; is it a complete .mlpackage?")
+    return path
+
+
+def read(path: str | Path) -> Package:
+    """Read a saved .mlpackage (an ML Program) without coremltools or Apple's runtime."""
+    path = Path(path)
+    model_file = _model_file(path)
+    try:
+        model = _fields(memoryview(model_file.read_bytes()))
+        if 502 not in model:
+            raise UnsupportedModelError(f"{path.name} is not an ML Program (a neural-network or pipeline model); the "
+                                        "reference evaluator runs ML Programs: convert with convert_to='mlprogram'")
+        program = _program(model[502][0], _Weights(model_file.parent))
+        declared = {name: ttype for op in program.ops for name, ttype in op.outputs}
+        declared.update(program.inputs)
+        description = _fields(model[2][0]) if 2 in model else {}
+        inputs = tuple(_feature(f, None) for f in description.get(1, []))
+        outputs = tuple(_feature(f, declared.get(_str(_fields(f)[1][0]))) for f in description.get(10, []))
+    except EdgeshipError:
+        raise
+    except (IndexError, KeyError, ValueError, TypeError, struct.error) as exc:
+        raise BadArtifactError(f"{path} could not be read as a Core ML ML Program ({type(exc).__name__}: {exc}); "
+                               "convert again or check the package was copied whole") from exc
+    return Package(path, model.get(1, [0])[0], inputs, outputs, program)
