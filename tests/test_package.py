@@ -57,8 +57,13 @@ def test_base_install_depends_on_numpy_only():
 
 @pytest.mark.slow
 def test_wheel_builds_installs_and_imports(tmp_path):
-    # 1. build the wheel offline with the setuptools already installed
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
+    # 1. build the wheel offline with the setuptools already installed, from a copy of the tree
+    #    (setuptools writes egg-info and build/ into the source folder)
+    import shutil
+
+    source = shutil.copytree(ROOT, tmp_path / "src", ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path / "dist")], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("edgeship-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
