@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeship._deps import quiet_native_stderr
 from edgeship.errors import BadArtifactError, BadInputError, MissingDependencyError, RuntimeFailure
 from edgeship.records import TensorSpec
 from edgeship.runtimes._session import Session
@@ -81,8 +82,9 @@ class LiteRTSession(Session):
         interpreter_cls, self.runtime, self.runtime_version = _interpreter_class()
         try:
             kwargs = {"num_threads": threads} if threads else {}
-            self._interp = interpreter_cls(model_path=str(path), **kwargs)
-            self._interp.allocate_tensors()
+            with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate" on every load
+                self._interp = interpreter_cls(model_path=str(path), **kwargs)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise BadArtifactError(f"{path} could not be loaded by {self.runtime}: {exc}") from exc
         ins = self._interp.get_input_details()

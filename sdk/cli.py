@@ -326,7 +326,9 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
 @click.option("--batch", default=1, show_default=True)
 @click.option("--profile", is_flag=True, help="Also show the top ops by time (ONNX Runtime; TFLite with benchmark_model).")
 @click.option("--top", default=10, show_default=True, help="Ops shown by --profile.")
-@click.option("--isolate", is_flag=True, help="Run in a child process: a crashing model ends as an error.")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Run in a child process, so a crashing model ends as an error. Default: on, unless a "
+                   "manifest.json beside the model vouches for it (its sha256 matches).")
 @click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default=None,
               help="ONNX Runtime graph optimization level (default: all).")
 @click.option("--providers", default=None, help="ONNX Runtime execution providers, comma-separated (default: CPU).")
@@ -337,6 +339,10 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
     percentiles, throughput, memory. Several MODELS are timed interleaved (A B A B …) and compared."""
     from edgeship.runtimes.benchmark import sweep
 
+    from edgeship.pipeline import vouched
+
+    if isolate is None:
+        isolate = not all(vouched(m) for m in models)
     settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "batch": batch,
                 **_given({"optimization": optimization, "providers": providers.split(",") if providers else None})}
     rows = _run(lambda: sweep(models, _thread_counts(threads), isolate=isolate, **settings))
@@ -354,6 +360,9 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
         _emit(docs[0] if len(docs) == 1 else docs)
     elif not State.quiet:
         _bench_tables(docs, profiles)
+        if any(d["runtime"] == "mil-numpy" for d in docs):
+            out_console.print("note: Core ML ran in edgeship's numpy reference evaluator here; its latency is "
+                              "not Core ML's and says nothing about a device.")
 
 
 def _profile_or_reason(model: str, threads: int | None, top: int, isolate: bool) -> Any:

@@ -47,6 +47,17 @@ def _verify(folder: Path, artifact: Artifact) -> Path:
     return path
 
 
+def vouched(path: str | Path) -> bool:
+    """Whether a manifest.json beside ``path`` records it with a matching sha256."""
+    path = Path(path)
+    try:
+        manifest = Manifest.load(path.parent)
+    except BadArtifactError:
+        return False
+    entry = next((a for a in manifest.artifacts if (path.parent / a.path).resolve() == path.resolve()), None)
+    return entry is not None and _io.sha256_path(path) == entry.sha256
+
+
 def _host() -> dict[str, Any]:
     from edgeship.runtimes.benchmark import environment
 
