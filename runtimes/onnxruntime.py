@@ -10,6 +10,7 @@ import numpy as np
 from edgeship._deps import require
 from edgeship.errors import BadArtifactError, BadInputError, RuntimeFailure
 from edgeship.records import TensorSpec
+from edgeship.runtimes import _onnx_external
 from edgeship.runtimes._session import Session
 
 _ONNX_TYPES = {
@@ -76,6 +77,7 @@ class OnnxRuntimeSession(Session):
         missing = [p for p in chosen if p not in available]
         if missing:
             raise BadInputError(f"providers {missing} are not available here; available: {available}")
+        _onnx_external.check(path)  # before any loader follows an external-data path
         try:
             self._sess = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
