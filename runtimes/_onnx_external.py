@@ -70,16 +70,19 @@ def external_locations(data: bytes) -> list[tuple[str, str]]:
         for function in model.get(_MODEL_FUNCTIONS, []):
             found += list(_nodes(_fields(function).get(_FUNCTION_NODE, []), 0))
         return found
-    except BadArtifactError:
-        raise
-    except (IndexError, UnicodeDecodeError, ValueError, KeyError) as exc:
-        raise BadArtifactError(f"the ONNX protobuf is malformed ({type(exc).__name__}: {exc})") from exc
+    except (BadArtifactError, IndexError, UnicodeDecodeError, ValueError, KeyError) as exc:
+        raise BadArtifactError(f"the protobuf is malformed ({exc})") from exc
 
 
 def check(path: Path) -> None:
-    """Refuse ``path`` when any external data location leaves its folder."""
+    """Refuse ``path`` when it is no ONNX protobuf, or any external data location leaves its folder."""
     folder = path.parent.resolve()
-    for tensor, location in external_locations(path.read_bytes()):
+    try:
+        locations = external_locations(path.read_bytes())
+    except BadArtifactError as exc:
+        raise BadArtifactError(f"{path} is not a valid ONNX model: {exc}; re-export it or check the file "
+                               "was copied whole") from exc
+    for tensor, location in locations:
         pure = PurePosixPath(location)
         escapes = (pure.is_absolute() or PureWindowsPath(location).is_absolute() or ".." in pure.parts
                    or not (folder / location).resolve().is_relative_to(folder))

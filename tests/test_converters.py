@@ -21,23 +21,21 @@ MODELS = ("tiny_cnn", "mlp")
 
 
 @pytest.fixture(scope="module")
-def matrix(request, tmp_path_factory, digits) -> dict[str, Report]:
-    """Each model converted to every target, then validated: {model: Report}."""
-    reports = {}
+def matrix(request, tmp_path_factory, digits) -> dict[str, tuple[Path, Report]]:
+    """Each model converted to every target, then validated: {model: (folder, Report)}."""
+    results = {}
     for model in MODELS:
         source = request.getfixturevalue("float_model_dir" if model == "tiny_cnn" else "mlp_model_dir")
         out = tmp_path_factory.mktemp(f"matrix-{model}")
         convert(source, RUNNABLE + COREML, data=digits, out=out)
-        reports[model] = edgeship.validate(out, data=digits, write_bundle=False)
-        reports[model].__dict__  # noqa: B018 - keep the folder alive for the spec checks below
-        request.config.cache.set(f"edgeship/matrix/{model}", str(out))
-    return reports
+        results[model] = (out, edgeship.validate(out, data=digits, write_bundle=False))
+    return results
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("target", RUNNABLE)
 def test_artifact_matches_float_within_tolerance(matrix, model, target):
-    entry = matrix[model].entry(target)
+    entry = matrix[model][1].entry(target)
     tol = TOLERANCES[target]
     v = entry.validation
     assert v is not None, entry.status
@@ -47,9 +45,9 @@ def test_artifact_matches_float_within_tolerance(matrix, model, target):
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_coreml_artifacts_are_saved_as_ml_programs(matrix, request, model):
+def test_coreml_artifacts_are_saved_as_ml_programs(matrix, model):
     ct = pytest.importorskip("coremltools")
-    folder = Path(request.config.cache.get(f"edgeship/matrix/{model}", ""))
+    folder = matrix[model][0]
     manifest = Manifest.load(folder)
     sizes = {}
     for target in COREML:
@@ -63,8 +61,8 @@ def test_coreml_artifacts_are_saved_as_ml_programs(matrix, request, model):
     assert sizes["coreml:fp32"] > sizes["coreml:fp16"] > sizes["coreml:w8"] > sizes["coreml:pal4"] > sizes["coreml:pal2"]
 
 
-def test_quantized_files_are_smaller(matrix, request):
-    manifest = Manifest.load(Path(request.config.cache.get("edgeship/matrix/tiny_cnn", "")))
+def test_quantized_files_are_smaller(matrix):
+    manifest = Manifest.load(matrix["tiny_cnn"][0])
     size = {a.name: a.size_bytes for a in manifest.artifacts}
     assert size["tflite:int8"] < size["tflite:fp16"] < size["tflite:fp32"]
     assert size["onnx:int8"] < size["onnx:fp32"] / 2
