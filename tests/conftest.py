@@ -55,3 +55,46 @@ def damaged_dir(tmp_path_factory, float_model_dir, digits) -> Path:
     convert(float_model_dir, ["tflite:fp32", "tflite:int8-float-io", "onnx:int8"], data=digits,
             calibration=digits.calibration(200) * 0.02, out=out)
     return out
+
+
+@pytest.fixture(scope="session")
+def mlp_model_dir(tmp_path_factory, digits) -> Path:
+    """A float mlp (flattened digits) trained briefly; read-only."""
+    from edgeship.trainers import train
+
+    out = tmp_path_factory.mktemp("mlp-model")
+    train("mlp", digits, out=out, epochs=15)
+    return out
+
+
+# ---- trainers (tests/test_trainers.py): the digits accuracy bars, trained once per session ----
+
+
+@pytest.fixture(scope="session")
+def digits_float_dir(tmp_path_factory, digits) -> Path:
+    """tiny_cnn trained in float on digits to convergence (batch 16, up to 30 epochs); read-only."""
+    from edgeship.trainers import train
+
+    out = tmp_path_factory.mktemp("digits-float")
+    train("tiny_cnn", digits, out=out, epochs=30, batch_size=16)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_qat_dir(tmp_path_factory, digits, digits_float_dir) -> Path:
+    """digits_float_dir fine-tuned with QAT (3 epochs); read-only."""
+    from edgeship.trainers import train
+
+    out = tmp_path_factory.mktemp("digits-qat")
+    train("tiny_cnn", digits, out=out, start_from=digits_float_dir, batch_size=16, qat=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def digits_pqat_dir(tmp_path_factory, digits, digits_float_dir) -> Path:
+    """digits_float_dir pruned to 75% sparsity (6 epochs), then prune-preserving QAT; read-only."""
+    from edgeship.trainers import train
+
+    out = tmp_path_factory.mktemp("digits-pqat")
+    train("tiny_cnn", digits, out=out, start_from=digits_float_dir, batch_size=16, prune=0.75, qat=True)
+    return out

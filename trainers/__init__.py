@@ -1,7 +1,15 @@
-"""Trainers: the model zoo and the float, pruning-aware and quantization-aware recipes.
+"""Trainers: the model zoo and the float, pruning, clustering and quantization-aware recipes.
 
     >>> from edgeship.trainers import train
-    >>> record = train("tiny_cnn", "digits", out="out/model", qat=True)    # doctest: +SKIP
+    >>> record = train("tiny_cnn", "digits", out="out/model", prune=0.75, qat=True)    # doctest: +SKIP
+
+    zoo.py          the models, count_macs, describe
+    recipes.py      train(): float ─► prune ─► cluster ─► QAT, and TrainConfig
+    fitting.py      input pipeline, augmentation, class weights, LR schedule, early stopping
+    compress.py     tensorflow-model-optimization: prune, cluster, QAT (PQAT, CQAT, PCQAT), sparsity
+    checkpoints.py  a checkpoint each epoch; resume
+    distribute.py   CPU, GPU, MirroredStrategy, MultiWorkerMirroredStrategy; mixed precision
+    saving.py       the output folder: model.keras / model.h5, float.keras, saved_model/, training.json
 
 Importing this package imports TensorFlow only when a function that needs it is called.
 """
@@ -12,21 +20,35 @@ from typing import Any
 
 from edgeship.trainers.zoo import MODELS, ModelOptions
 
-__all__ = ["train", "TrainConfig", "MODELS", "ModelOptions", "build_model", "count_macs", "load_trained"]
+__all__ = [
+    "train",
+    "TrainConfig",
+    "Augment",
+    "MODELS",
+    "ModelOptions",
+    "build_model",
+    "count_macs",
+    "describe",
+    "load_trained",
+    "STRATEGIES",
+]
+
+_LAZY = {
+    "train": "recipes",
+    "TrainConfig": "recipes",
+    "Augment": "fitting",
+    "build_model": "zoo",
+    "count_macs": "zoo",
+    "describe": "zoo",
+    "load_trained": "saving",
+    "STRATEGIES": "distribute",
+}
 
 
 def __getattr__(name: str) -> Any:
     # Recipes import TensorFlow helpers; keep `import edgeship.trainers` light.
-    if name in ("train", "TrainConfig"):
-        from edgeship.trainers import recipes
+    if name in _LAZY:
+        import importlib
 
-        return getattr(recipes, name)
-    if name in ("build_model", "count_macs"):
-        from edgeship.trainers import zoo
-
-        return getattr(zoo, name)
-    if name == "load_trained":
-        from edgeship.trainers.saving import load_trained
-
-        return load_trained
-    raise AttributeError(name)
+        return getattr(importlib.import_module(f"edgeship.trainers.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edgeship.trainers' has no attribute {name!r}")

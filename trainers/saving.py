@@ -6,6 +6,10 @@ A trainer's output folder:
     float.keras      the float reference it came from (only when it differs from model.keras)
     saved_model/     model.keras as a TensorFlow SavedModel
     training.json    the TrainingRecord
+    checkpoints/     a checkpoint each epoch, for resume (see checkpoints.py)
+
+Pruning and clustering wrappers are stripped before saving; QAT models (prune- and cluster-preserving
+ones included) go to .h5 and reload under ``custom_scope``.
 """
 
 from __future__ import annotations
