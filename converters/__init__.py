@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
+from edgeship._deps import quiet_native_stderr
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.records import Artifact, Manifest
 
@@ -98,7 +99,8 @@ def convert(
         opts = {**(options or {}).get(fmt, {}), **(options or {}).get(f"{fmt}:{precision}", {})}
         log.info("converting %s to %s:%s", source.name, fmt, precision)
         try:
-            artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
+            with quiet_native_stderr():  # the converters' C++ chatter ("fully_quantize: 0, …")
+                artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
         except UnsupportedModelError as exc:
             raise UnsupportedModelError(f"{exc}. {_formats_that_take(source, fmt)}") from exc
         except EdgeshipError:

@@ -34,9 +34,38 @@ class State:
     json = False
 
 
-def _progress(stage: str, detail: str) -> None:
-    if not (State.quiet or State.json):
-        err_console.print(f"[bold cyan]{stage:>9}[/] {detail}")
+class _ProgressView:
+    """Progress on stderr: bars on a terminal, one line per finished step elsewhere (logs, CI)."""
+
+    def __init__(self) -> None:
+        self.bars: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, detail: str, done: int | None = None, total: int | None = None) -> None:
+        if State.quiet or State.json:
+            return
+        if total is None or not err_console.is_terminal:
+            if total is None or done == total:
+                err_console.print(f"[bold cyan]{stage:>9}[/] {detail}", highlight=False)
+            return
+        if self.bars is None:
+            progress = require("rich.progress")
+            self.bars = progress.Progress(
+                progress.TextColumn("[bold cyan]{task.fields[stage]:>9}"), progress.BarColumn(),
+                progress.MofNCompleteColumn(), progress.TextColumn("{task.description}"),
+                progress.TimeElapsedColumn(), console=err_console)
+            self.bars.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(detail, total=total, stage=stage)
+        self.bars.update(self.tasks[stage], completed=done, total=total, description=detail)
+
+    def stop(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+        self.bars, self.tasks = None, {}
+
+
+_progress = _ProgressView()
 
 
 def _emit(obj: Any) -> None:
@@ -48,6 +77,7 @@ def _run(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except AccuracyGateError as exc:
+        _progress.stop()
         if exc.report is not None:
             _show_report(exc.report)
         err_console.print(f"[bold red]gate failed:[/] {exc}", highlight=False)
@@ -58,8 +88,11 @@ def _run(fn: Callable[[], Any]) -> Any:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
+        _progress.stop()
         err_console.print("[bold red]interrupted[/]: nothing half-written was kept")
         sys.exit(130)
+    finally:
+        _progress.stop()
 
 
 def _size(n: int) -> str:
@@ -178,7 +211,10 @@ def train(model: str, data: str, out: str, augment: str | None, widths: str | No
         if widths is not None:
             settings["widths"] = _int_list(widths, "--widths")
         _progress("train", f"{model} on {data}")
-        return run(model, data, out=out, resume=resume, strategy=strategy, start_from=start_from, **settings)
+        from edgeship.trainers.fitting import progress_callback
+
+        return run(model, data, out=out, resume=resume, strategy=strategy, start_from=start_from,
+                   callbacks=[progress_callback(_progress)], **settings)
 
     record = _run(body)
     if State.json:
@@ -467,8 +503,8 @@ def list_models(data: str | None) -> None:
         return rows
 
     rows = _run(body)
-    if State.json:
-        _emit(rows)
+    if State.json:  # keyed by model name
+        _emit({row["name"]: {k: v for k, v in row.items() if k != "name"} for row in rows})
         return
     table = rich_table.Table(title=f"model zoo{f' sized for {data}' if data else ''}")
     for column in ("model", "input", "params", "MACs", "description"):
@@ -560,6 +596,15 @@ def _device_table(report: Any) -> None:
     out_console.print(table)
     installed = ", ".join(f"{k} {v}" for k, v in report.installed.items())
     out_console.print(f"installed there: {installed}; TensorFlow imported: {report.tensorflow_imported}", highlight=False)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g.:  eval "$(edgeship completion bash)" """
+    from click.shell_completion import get_completion_class
+
+    click.echo(get_completion_class(shell)(cli, {}, "edgeship", "_EDGESHIP_COMPLETE").source())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,11 +24,11 @@ log = logging.getLogger(__name__)
 QUICKSTART_TARGETS = ("tflite:fp32", "tflite:int8", "onnx:fp32", "onnx:int8", "coreml:fp16")
 BUNDLE_SAMPLES = 64
 
-#: progress callback: (stage, detail)
-Progress = Callable[[str, str], None]
+#: progress callback: (stage, detail, steps done, steps in the stage) — the counts when known
+Progress = Callable[..., None]
 
 
-def _noop(stage: str, detail: str) -> None:
+def _noop(stage: str, detail: str, done: int | None = None, total: int | None = None) -> None:
     log.info("%s: %s", stage, detail)
 
 
@@ -125,12 +125,13 @@ def validate(
     progress("validate", f"float reference on {len(x)} test samples")
     reference = _reference.predictor(folder, manifest)(x)
     entries, outputs = [], {}
-    for artifact in chosen:
-        progress("validate", artifact.name)
+    for i, artifact in enumerate(chosen):
+        progress("validate", artifact.name + (" and benchmark" if benchmark else ""), i, len(chosen))
         entry, out = _evaluate(folder, artifact, x, reference, labels, gate, benchmark)
         entries.append(entry)
         if out is not None:
             outputs[artifact.name] = (artifact, out, entry.accuracy)
+        progress("validate", f"{artifact.name}: {_summary(entry)}", i + 1, len(chosen))
     report = _report(manifest, dataset, gate, entries, reference, labels, folder)
     report.save(folder)
     _write_page(folder, report)
@@ -143,6 +144,13 @@ def validate(
         failed = "; ".join(f"{e.name}: {', '.join(e.validation.failures)}" for e in report.failed)
         raise AccuracyGateError(f"accuracy gate failed for {len(report.failed)} artifact(s): {failed}", report)
     return report
+
+
+def _summary(entry: ReportEntry) -> str:
+    if entry.validation is None:
+        return entry.status
+    text = f"accuracy {entry.accuracy * 100:.2f}% ({entry.accuracy_delta_pts:+.2f} pts)"
+    return text + (f", p50 {entry.benchmark.p50_ms * 1000:.0f} µs" if entry.benchmark else "")
 
 
 def _write_page(folder: Path, report: Report) -> None:
@@ -216,10 +224,19 @@ def quickstart(
     progress("data", "digits (scikit-learn's 8x8 handwritten digits)")
     data = load_dataset("digits", seed=seed)
     progress("train", f"tiny_cnn: float up to {epochs} epochs, then {qat_epochs} QAT epochs")
-    train("tiny_cnn", data, out=out / "model", epochs=epochs, qat=True, qat_epochs=qat_epochs, seed=seed)
-    progress("convert", ", ".join(QUICKSTART_TARGETS))
-    convert(out / "model", QUICKSTART_TARGETS, data=data, out=out,
-            on_artifact=lambda a: progress("convert", f"{a.name} -> {a.path} ({a.size_bytes} bytes)"))
+    from edgeship.trainers.fitting import progress_callback
+
+    train("tiny_cnn", data, out=out / "model", epochs=epochs, qat=True, qat_epochs=qat_epochs, seed=seed,
+          callbacks=[progress_callback(progress)])
+    done = []
+
+    def converted(artifact: Any) -> None:
+        done.append(artifact)
+        progress("convert", f"{artifact.name} -> {artifact.path} ({artifact.size_bytes} bytes)", len(done),
+                 len(QUICKSTART_TARGETS))
+
+    progress("convert", ", ".join(QUICKSTART_TARGETS), 0, len(QUICKSTART_TARGETS))
+    convert(out / "model", QUICKSTART_TARGETS, data=data, out=out, on_artifact=converted)
     report = validate(out, data=data, max_drop=max_drop,
                       benchmark={"threads": 1, "warmup": 20, "runs": runs}, progress=progress)
     progress("done", f"{time.perf_counter() - started:.1f} s; report at {out / Report.file_name}")

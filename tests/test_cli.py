@@ -102,3 +102,12 @@ def test_report_and_list_commands(quickstart_dir):
     assert "resnet8" in json.loads(run("list-models", "--json").stdout)
     formats = json.loads(run("list-formats", "--json").stdout)
     assert "int8" in formats["tflite"] and "fp16" in formats["coreml"]
+
+
+def test_shell_completion_script_and_completions():
+    script = run("completion", "bash").stdout
+    assert "_EDGESHIP_COMPLETE" in script and "complete " in script
+    env = {**__import__("os").environ, "_EDGESHIP_COMPLETE": "bash_complete", "COMP_WORDS": "edgeship val",
+           "COMP_CWORD": "1"}
+    result = subprocess.run(EDGESHIP, capture_output=True, text=True, env=env, timeout=60)
+    assert "validate" in result.stdout

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -185,3 +185,22 @@ def early_stop_class() -> type:
                 model.set_weights(self.best_weights)
 
     return EarlyStop
+
+
+def progress_callback(progress: Callable[..., None]) -> Any:
+    """A Keras callback reporting each epoch as ``progress("train", detail, epoch, epochs)``;
+    the trainer sets its ``stage`` (float, prune, cluster, qat) before each stage's fit."""
+    keras = _keras()
+
+    class EpochProgress(keras.callbacks.Callback):
+        stage = "float"
+
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            epochs = self.params.get("epochs") or epoch + 1
+            detail = f"{self.stage} epoch {epoch + 1}/{epochs}: loss {logs.get('loss', float('nan')):.4f}"
+            if "val_accuracy" in logs:
+                detail += f", val accuracy {logs['val_accuracy'] * 100:.2f}%"
+            progress("train", detail, epoch + 1, epochs)
+
+    return EpochProgress()

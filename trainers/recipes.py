@@ -271,6 +271,9 @@ class _Run:
             state, best = store.entry(stage)["early_stop"], store.best_weights(stage)
             early = fitting.early_stop_class()(cfg.patience, state, best)
         if start < epochs and not (early and early.stopped):
+            for callback in self.callbacks:  # callbacks that declare a stage (progress bars) are told it
+                if hasattr(callback, "stage"):
+                    callback.stage = stage
             callbacks = [*extra, *([early] if early else []), checkpoints.callback_class()(store, stage, early)]
             net.fit(self.dataset(skip_epochs=start), steps_per_epoch=self.steps, epochs=epochs, initial_epoch=start,
                     callbacks=callbacks + self.callbacks, validation_data=(self.data.x_val, self.data.y_val), verbose=0)
