@@ -71,12 +71,14 @@ def convert(
     name: str | None = None,
     options: dict[str, dict[str, Any]] | None = None,
     on_artifact: Callable[[Artifact], None] | None = None,
+    trust_code: bool = False,
 ) -> Manifest:
     """Convert ``model`` to every target and record each Artifact in ``out/manifest.json``.
 
     ``data`` (a Dataset or its name) supplies calibration samples and is recorded by fingerprint;
     ``calibration`` overrides the samples. ``options`` maps a target (``"onnx:int8"``) or a format
     (``"onnx"``) to backend keyword options, e.g. ``{"onnx:int8": {"calibrate_method": "entropy"}}``.
+    ``trust_code`` allows loading model files with Lambda layers (their stored Python code runs).
     Each artifact is written under a temporary name and renamed, and the manifest is rewritten
     after each one, so an interruption leaves only complete artifacts.
     """
@@ -86,7 +88,7 @@ def convert(
     parsed = parse_targets(targets)
     out = Path(out)
     dataset = load_dataset(data) if isinstance(data, str) else data
-    source = resolve(model, name)
+    source = resolve(model, name, trust_code=trust_code)
     if dataset is not None and isinstance(dataset, Dataset) and tuple(dataset.input_shape) != source.input_shape:
         raise BadInputError(
             f"the model takes inputs of shape {source.input_shape} but dataset '{dataset.name}' has samples of "

@@ -92,12 +92,12 @@ def _from_keras3(model: Any, name: str) -> SourceModel:
                        saved_model=folder, _tmp=[tmp])
 
 
-def resolve(model: Any, name: str | None = None) -> SourceModel:
+def resolve(model: Any, name: str | None = None, *, trust_code: bool = False) -> SourceModel:
     """Turn whatever the user passed into a SourceModel."""
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, Path)):
-        return _from_path(Path(model), name)
+        return _from_path(Path(model), name, trust_code)
     module = type(model).__module__
     if module.startswith("tf_keras") or module.startswith("tensorflow_model_optimization"):
         return _from_keras(model, name or model.name, "<in-memory tf_keras model>")
@@ -109,18 +109,18 @@ def resolve(model: Any, name: str | None = None) -> SourceModel:
     )
 
 
-def _from_path(path: Path, name: str | None) -> SourceModel:
+def _from_path(path: Path, name: str | None, trust_code: bool = False) -> SourceModel:
     from edgeship.trainers import saving
 
     if not path.exists():
         raise BadInputError(f"no model at {path}")
     if saving.is_trained_folder(path):
-        final, reference, record = saving.load_trained(path)
+        final, reference, record = saving.load_trained(path, trust_code=trust_code)
         return _from_keras(final, name or record.model, str(path), reference=reference, record=record)
     if path.is_dir() and (path / "saved_model.pb").is_file():
         return SourceModel(name=name or path.name, origin=str(path), input_shape=_saved_model_shape(path), saved_model=path)
     if path.suffix in saving.KERAS_SUFFIXES:
-        return _from_keras(saving.load_keras(path), name or path.stem, str(path))
+        return _from_keras(saving.load_keras(path, trust_code=trust_code), name or path.stem, str(path))
     if path.suffix == ".onnx":
         return _from_onnx(path, name)
     raise BadInputError(

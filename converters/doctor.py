@@ -32,7 +32,7 @@ import numpy as np
 from edgeship import metrics
 from edgeship._deps import quiet_native_stderr
 from edgeship.errors import BadInputError
-from edgeship.records import SCHEMA_VERSION, Artifact, Gate, Manifest, Record, _VersionedFile
+from edgeship.records import SCHEMA_VERSION, Artifact, Gate, Manifest, Record, _VersionedFile, verified_path
 
 log = logging.getLogger(__name__)
 
@@ -392,10 +392,9 @@ def _diagnose_one(ctx: _Context, artifact: Artifact) -> Diagnosis:
     from edgeship.converters._doctor_advice import advise
     from edgeship.converters._doctor_recovery import recover
     from edgeship.converters._source import resolve
-    from edgeship.pipeline import _verify
     from edgeship.runtimes import load
 
-    path = _verify(ctx.folder, artifact)
+    path = verified_path(ctx.folder, artifact)
     with quiet_native_stderr():
         outputs = load(path).predict(ctx.dataset.x_test)
     score = metrics.compare(ctx.reference_out, outputs, ctx.dataset.y_test)

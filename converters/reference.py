@@ -11,7 +11,7 @@ import numpy as np
 from edgeship import _io
 from edgeship._deps import tensorflow as _tf
 from edgeship.errors import BadArtifactError
-from edgeship.records import Artifact, Manifest, TensorSpec
+from edgeship.records import Artifact, Manifest, TensorSpec, verified_path
 
 FOLDER = "reference"
 
@@ -44,14 +44,12 @@ def write(source: Any, out: Path) -> Artifact:
     )
 
 
-def predictor(folder: Path, manifest: Manifest) -> Callable[[np.ndarray], np.ndarray]:
+def predictor(folder: Path, manifest: Manifest, *, trust_code: bool = False) -> Callable[[np.ndarray], np.ndarray]:
     """A function mapping a batch of inputs to the reference model's outputs."""
     ref = manifest.reference
     if ref is None:
         raise BadArtifactError(f"{folder}/manifest.json names no float reference; convert again to write one")
-    path = folder / ref.path
-    if not path.exists():
-        raise BadArtifactError(f"the float reference {path} is missing; convert again to write it")
+    path = verified_path(folder, ref)
     if ref.format == "onnx":
         from edgeship.runtimes import load
 
@@ -63,7 +61,7 @@ def predictor(folder: Path, manifest: Manifest) -> Callable[[np.ndarray], np.nda
         return lambda x: _batched(lambda b: next(iter(fn(tf.constant(b)).values())).numpy(), x)
     from edgeship.trainers.saving import load_keras
 
-    model = load_keras(path)
+    model = load_keras(path, trust_code=trust_code)
     return lambda x: model.predict(x, batch_size=256, verbose=0)
 
 

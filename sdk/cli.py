@@ -251,9 +251,10 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 @click.option("--reduce-range/--no-reduce-range", default=None,
               help="ONNX int8: 7-bit weights (default: decided from this CPU's VNNI support).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (<= 18; default 17).")
+@click.option("--trust-code", is_flag=True, help="Load model files with Lambda layers: their stored Python code runs.")
 @json_option
 def convert(model: str, targets: str, data: str | None, out: str, calibration_samples: int | None,
-            calibrate_method: str | None, reduce_range: bool | None, opset: int | None) -> None:
+            calibrate_method: str | None, reduce_range: bool | None, opset: int | None, trust_code: bool) -> None:
     """Convert a trained model to TFLite, ONNX and Core ML artifacts.
 
     MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
@@ -264,7 +265,7 @@ def convert(model: str, targets: str, data: str | None, out: str, calibration_sa
     common = {"calibration_samples": calibration_samples}
     onnx = {"calibrate_method": calibrate_method, "reduce_range": reduce_range, "opset": opset}
     options = {"tflite": _given(common), "onnx": _given({**common, **onnx}), "coreml": {}}
-    manifest = _run(lambda: run(model, targets, data=data, out=out, options=options,
+    manifest = _run(lambda: run(model, targets, data=data, out=out, options=options, trust_code=trust_code,
                                 on_artifact=lambda a: _progress("convert", f"{a.name} -> {a.path}")))
     if State.json:
         _emit(manifest.to_dict())
@@ -279,8 +280,10 @@ def convert(model: str, targets: str, data: str | None, out: str, calibration_sa
 @click.option("--max-drop", type=float, default=None, help="Fail (exit 2) when accuracy drops more points than this.")
 @click.option("--min-agreement", type=float, default=None, help="Fail (exit 2) when agreement with float is below this fraction.")
 @click.option("--bench", "bench_runs", type=int, default=0, help="Also benchmark each artifact with this many runs.")
+@click.option("--trust-code", is_flag=True, help="Load a float reference with Lambda layers: its stored Python code runs.")
 @json_option
-def validate(folder: str, data: str | None, max_drop: float | None, min_agreement: float | None, bench_runs: int) -> None:
+def validate(folder: str, data: str | None, max_drop: float | None, min_agreement: float | None, bench_runs: int,
+             trust_code: bool) -> None:
     """Measure every artifact in FOLDER against the float reference.
 
     Writes FOLDER/report.json, FOLDER/report.html and the validation bundle FOLDER/bundle.
@@ -289,7 +292,7 @@ def validate(folder: str, data: str | None, max_drop: float | None, min_agreemen
 
     bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
     report = _run(lambda: run(folder, data=data, max_drop=max_drop, min_agreement=min_agreement,
-                              benchmark=bench, progress=_progress))
+                              benchmark=bench, trust_code=trust_code, progress=_progress))
     _show_report(report)
 
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from edgeship import _io, bundle, metrics
 from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError
-from edgeship.records import Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord
+from edgeship.records import (Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord,
+                              verified_path)
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,6 @@ Progress = Callable[..., None]
 
 def _noop(stage: str, detail: str, done: int | None = None, total: int | None = None) -> None:
     log.info("%s: %s", stage, detail)
-
-
-def _verify(folder: Path, artifact: Artifact) -> Path:
-    path = folder / artifact.path
-    if not path.resolve().is_relative_to(folder.resolve()):
-        raise BadArtifactError(f"manifest entry {artifact.name} points outside {folder}: {artifact.path}")
-    if not path.exists():
-        raise BadArtifactError(f"{artifact.name}: {path} is missing; convert again")
-    digest = _io.sha256_path(path)
-    if digest != artifact.sha256:
-        raise BadArtifactError(
-            f"{artifact.name}: {path.name} has sha256 {digest[:12]}…, but the manifest records "
-            f"{artifact.sha256[:12]}…; the file changed after conversion. Convert again"
-        )
-    return path
 
 
 def vouched(path: str | Path) -> bool:
@@ -69,7 +55,7 @@ def _evaluate(folder: Path, artifact: Artifact, x: np.ndarray, reference: np.nda
     from edgeship.runtimes import can_run, load
     from edgeship.runtimes.benchmark import benchmark
 
-    path = _verify(folder, artifact)
+    path = verified_path(folder, artifact)
     entry = ReportEntry(name=artifact.name, format=artifact.format, precision=artifact.precision,
                         path=artifact.path, size_bytes=artifact.size_bytes)
     runnable, why = can_run(path)
@@ -99,6 +85,7 @@ def validate(
     artifacts: Iterable[str] | None = None,
     benchmark: dict[str, Any] | None = None,
     write_bundle: bool = True,
+    trust_code: bool = False,
     progress: Progress = _noop,
 ) -> Report:
     """Run the float reference and every artifact of ``folder`` on the same held-out test split.
@@ -123,7 +110,7 @@ def validate(
     chosen = _select(manifest, artifacts)
     x, labels = dataset.x_test, dataset.y_test
     progress("validate", f"float reference on {len(x)} test samples")
-    reference = _reference.predictor(folder, manifest)(x)
+    reference = _reference.predictor(folder, manifest, trust_code=trust_code)(x)
     entries, outputs = [], {}
     for i, artifact in enumerate(chosen):
         progress("validate", artifact.name + (" and benchmark" if benchmark else ""), i, len(chosen))

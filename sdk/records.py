@@ -232,6 +232,24 @@ class Manifest(_VersionedFile):
         raise BadInputError(f"no artifact named '{name}' in the manifest; it holds {known}")
 
 
+def verified_path(folder: str | Path, artifact: Artifact) -> Path:
+    """The path of ``artifact`` in ``folder``, once it is known to stay inside the folder and to
+    match the sha256 its manifest records; a BadArtifactError names what is wrong."""
+    folder = Path(folder)
+    path = folder / artifact.path
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise BadArtifactError(f"manifest entry {artifact.name} points outside {folder}: {artifact.path}")
+    if not path.exists():
+        raise BadArtifactError(f"{artifact.name}: {path} is missing; convert again")
+    digest = _io.sha256_path(path)
+    if digest != artifact.sha256:
+        raise BadArtifactError(
+            f"{artifact.name}: {path.name} has sha256 {digest[:12]}…, but the manifest records "
+            f"{artifact.sha256[:12]}…; the file changed after conversion. Convert again"
+        )
+    return path
+
+
 @dataclass(frozen=True)
 class AccuracyDelta(Record):
     """An artifact measured against its float reference on the same held-out split."""

@@ -44,3 +44,38 @@ def test_external_data_beside_the_model_loads(tmp_path):
     session = edgeship.load(_model_with_external_weight(tmp_path, "weights.bin"))
     x = np.arange(4, dtype=np.float32)[None]
     np.testing.assert_array_equal(session.run({"x": x})["y"], x)
+
+
+def _lambda_model():
+    from edgeship._deps import keras as _keras
+
+    keras = _keras()
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="doubler")(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_lambda_layers_are_refused_unless_trusted(tmp_path, digits, suffix):
+    from edgeship.trainers.saving import save_keras
+
+    path = save_keras(_lambda_model(), tmp_path / f"model{suffix}")
+    with pytest.raises(BadArtifactError, match=r"Lambda layer\(s\) \['doubler'\].*runs the Python code.*trust_code"):
+        edgeship.convert(path, ["tflite:fp32"], data=digits, out=tmp_path / "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    if suffix == ".h5":  # .keras Lambda bytecode is refused by Keras' own safe mode as well
+        manifest = edgeship.convert(path, ["tflite:fp32"], data=digits, out=tmp_path / "trusted", trust_code=True)
+        assert manifest.get("tflite:fp32").size_bytes > 0
+        with pytest.raises(BadArtifactError, match="Lambda"):
+            edgeship.validate(tmp_path / "trusted", data=digits)
+        report = edgeship.validate(tmp_path / "trusted", data=digits, trust_code=True, write_bundle=False)
+        assert report.entry("tflite:fp32").validation.max_abs_error < 1e-4
+
+
+def test_tampered_reference_is_refused(float_model_dir, tmp_path, digits):
+    edgeship.convert(float_model_dir, ["tflite:fp32"], data=digits, out=tmp_path)
+    reference = tmp_path / "reference" / "model.keras"
+    reference.write_bytes(reference.read_bytes() + b"\0")
+    with pytest.raises(BadArtifactError, match="reference: model.keras has sha256"):
+        edgeship.validate(tmp_path, data=digits)

@@ -15,6 +15,8 @@ ones included) go to .h5 and reload under ``custom_scope``.
 from __future__ import annotations
 
 import contextlib
+import json
+import zipfile
 import dataclasses
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,16 +58,53 @@ def save_saved_model(model: Any, folder: str | Path) -> Path:
     return Path(folder)
 
 
-def load_keras(path: str | Path, *, safe_mode: bool = True) -> Any:
+def lambda_layers(path: str | Path) -> list[str]:
+    """Names of the Lambda layers a .keras/.h5 file declares, read from its config without loading it."""
+    path = Path(path)
+    try:
+        if path.suffix == ".keras":
+            with zipfile.ZipFile(path) as archive:
+                config = json.loads(archive.read("config.json"))
+        else:
+            with require("h5py", "read .h5 models").File(path, "r") as h5:
+                raw = h5.attrs.get("model_config")
+                config = json.loads(raw.decode() if isinstance(raw, bytes) else raw) if raw is not None else {}
+    except Exception as exc:  # zipfile, h5py and json each raise their own types on a bad file
+        raise BadArtifactError(f"{path} could not be read as a tf_keras model file: {exc}") from exc
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("class_name") == "Lambda":
+                found.append(str((node.get("config") or {}).get("name", "?")))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    return found
+
+
+def load_keras(path: str | Path, *, trust_code: bool = False) -> Any:
     """Load a tf_keras .keras/.h5 file, with tfmot scopes.
 
-    ``safe_mode`` refuses Lambda layers in .keras files: loading one runs arbitrary code.
+    A Lambda layer stores Python code that runs when the model loads (CVE-2024-3660), so files that
+    declare one are refused unless ``trust_code`` is set; .keras files also load in Keras' safe mode.
     """
     path = Path(path)
     keras = _keras()
     if not path.exists():
         raise BadArtifactError(f"no model file at {path}")
-    kwargs = {"safe_mode": safe_mode} if path.suffix == ".keras" else {}
+    lambdas = lambda_layers(path)
+    if lambdas and not trust_code:
+        raise BadArtifactError(
+            f"{path.name} holds Lambda layer(s) {lambdas}: loading one runs the Python code stored in the file, "
+            "which can do anything on this machine. Load only files you trust; to load this one anyway pass "
+            "trust_code=True (CLI: --trust-code)"
+        )
+    kwargs = {"safe_mode": not trust_code} if path.suffix == ".keras" else {}
     try:
         with custom_scope():
             return keras.models.load_model(path, compile=False, **kwargs)
@@ -96,13 +135,13 @@ def is_trained_folder(path: str | Path) -> bool:
     return (Path(path) / TrainingRecord.file_name).is_file()
 
 
-def load_trained(folder: str | Path) -> tuple[Any, Any, TrainingRecord]:
+def load_trained(folder: str | Path, *, trust_code: bool = False) -> tuple[Any, Any, TrainingRecord]:
     """(final model, float reference, record) from a trainer's output folder."""
     folder = Path(folder)
     if not is_trained_folder(folder):
         raise BadInputError(f"{folder} is not a trained-model folder (no training.json); run 'edgeship train' first")
     record = TrainingRecord.load(folder)
-    final = load_keras(folder / record.files.get("model", "model.keras"))
+    final = load_keras(folder / record.files.get("model", "model.keras"), trust_code=trust_code)
     float_file = record.files.get("float", record.files.get("model", "model.keras"))
-    reference = final if float_file == record.files.get("model") else load_keras(folder / float_file)
+    reference = final if float_file == record.files.get("model") else load_keras(folder / float_file, trust_code=trust_code)
     return final, reference, record
