@@ -121,6 +121,10 @@ def write(
 def load(folder: str | Path) -> tuple[BundleManifest, np.ndarray, np.ndarray]:
     """Read a bundle, checking every file's sha256 first; returns (manifest, inputs, labels)."""
     folder = Path(folder)
+    links = [p for p in folder.rglob("*") if p.is_symlink()]
+    if links:  # a bundle travels to devices as an archive: a link could point anywhere there
+        raise BadArtifactError(f"bundle {folder} holds symbolic links ({links[0].relative_to(folder)} …); "
+                               "a bundle may hold plain files only. Write it again with edgeship validate")
     manifest = BundleManifest.load(folder)
     for name, digest in manifest.files.items():
         _check_file(folder, name, digest)

@@ -83,7 +83,7 @@ def test_manifest_entry_pointing_outside_the_folder_is_refused(folder, digits):
         edgeship.validate(folder, data=digits)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "flip", "json", "escape", "missing"])
+@pytest.mark.parametrize("damage", ["truncate", "flip", "json", "escape", "missing", "link"])
 def test_corrupt_bundle_is_refused_before_anything_loads(folder, damage):
     root = folder / "bundle"
     if damage == "truncate":
@@ -99,6 +99,8 @@ def test_corrupt_bundle_is_refused_before_anything_loads(folder, damage):
         doc = json.loads((root / "bundle.json").read_text())
         doc["artifacts"][0]["path"] = "../manifest.json"
         (root / "bundle.json").write_text(json.dumps(doc))
+    elif damage == "link":
+        (root / "expected" / "passwd.npy").symlink_to("/etc/passwd")
     else:
         (root / "labels.npy").unlink()
     with pytest.raises(BadArtifactError):
