@@ -316,7 +316,10 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
     result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
                                    max_layers=max_layers, runs=runs, progress=_progress))
     if State.json:
-        _emit(result.to_dict())
+        # doctor.json keeps layers per artifact; `layers` up front are the worst-hit artifact's, worst first
+        worst = min(result.artifacts, key=lambda d: d.accuracy_delta_pts, default=None)
+        layers = [{"artifact": worst.artifact, **layer.to_dict()} for layer in worst.layers] if worst else []
+        _emit({"layers": layers, **result.to_dict()})
     elif not State.quiet:
         for diagnosis in result.artifacts:
             _show_diagnosis(diagnosis)

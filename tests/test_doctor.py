@@ -122,6 +122,8 @@ def test_cli_json_and_exit_2_when_nothing_fits(spiky_dir, tmp_path):
     data = json.loads(result.stdout)
     (diagnosis,) = data["artifacts"]
     assert diagnosis["layers"][0]["name"] == "spiky" and diagnosis["samples"] == 50
+    assert data["layers"][0]["name"] == "spiky" and data["layers"][0]["artifact"] == "tflite:int8-float-io"
+    assert {"name", "op", "sqnr_db"} <= set(data["layers"][0])
     assert diagnosis["recovery"]["within_drop"] is False and diagnosis["recovery"]["artifact"] is None
     assert not list(Path(folder).glob("*-mixed*"))
 
