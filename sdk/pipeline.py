@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable

@@ -27,9 +27,6 @@ from edgeship.trainers import checkpoints, compress, distribute, fitting, saving
 from edgeship.trainers.fitting import Augment
 from edgeship.trainers.zoo import MODELS, ModelOptions, build_model, count_macs
 
-# re-exported: these lived here first
-from edgeship.trainers.compress import init_quantizer_ranges, measure_sparsity, quantize_aware  # noqa: F401
-
 log = logging.getLogger(__name__)
 
 # Fine-tunes start from a trained model: smaller steps than float training.
