@@ -1,0 +1,185 @@
+"""What every command shares: the click group, the consoles, progress, --json, and the one place
+where errors become exit codes (0 ok, 1 a clear error, 2 an accuracy gate failed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import warnings
+from typing import Any, Callable
+
+from edgeship._deps import require
+
+click = require("click", "use the edgeship command line")
+rich_console = require("rich.console", "use the edgeship command line")
+rich_table = require("rich.table", "use the edgeship command line")
+
+from edgeship import __version__  # noqa: E402
+from edgeship.errors import AccuracyGateError, EdgeshipError  # noqa: E402
+from edgeship.records import Report  # noqa: E402
+
+out_console = rich_console.Console(width=max(100, rich_console.Console().width))
+err_console = rich_console.Console(stderr=True, soft_wrap=True)
+
+
+#: exit codes, the same for every command: the library's errors carry none
+EXIT_ERROR = 1
+EXIT_GATE = 2
+
+
+class State:
+    debug = False
+    quiet = False
+    json = False
+
+
+class _ProgressView:
+    """Progress on stderr: bars on a terminal, one line per finished step elsewhere (logs, CI)."""
+
+    def __init__(self) -> None:
+        self.bars: Any = None
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, detail: str, done: int | None = None, total: int | None = None) -> None:
+        if State.quiet or State.json:
+            return
+        if total is None or not err_console.is_terminal:
+            if total is None or done == total:
+                err_console.print(f"[bold cyan]{stage:>9}[/] {detail}", highlight=False)
+            return
+        if self.bars is None:
+            progress = require("rich.progress")
+            self.bars = progress.Progress(
+                progress.TextColumn("[bold cyan]{task.fields[stage]:>9}"), progress.BarColumn(),
+                progress.MofNCompleteColumn(), progress.TextColumn("{task.description}"),
+                progress.TimeElapsedColumn(), console=err_console)
+            self.bars.start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bars.add_task(detail, total=total, stage=stage)
+        self.bars.update(self.tasks[stage], completed=done, total=total, description=detail)
+
+    def stop(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()
+        self.bars, self.tasks = None, {}
+
+
+_progress = _ProgressView()
+
+
+def _emit(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, allow_nan=False))
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    """Run a command body: EdgeshipError -> one line and exit 1 (2 for a failed gate)."""
+    try:
+        return fn()
+    except AccuracyGateError as exc:
+        _progress.stop()
+        if exc.report is not None:
+            _show_report(exc.report)
+        err_console.print(f"[bold red]gate failed:[/] {exc}", highlight=False)
+        sys.exit(EXIT_GATE)
+    except EdgeshipError as exc:
+        if State.debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        _progress.stop()
+        err_console.print("[bold red]interrupted[/]: nothing half-written was kept")
+        sys.exit(130)
+    finally:
+        _progress.stop()
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
+
+
+def report_table(report: Report) -> Any:
+    table = rich_table.Table(title=f"{report.model} on {report.dataset}: float reference accuracy "
+                             f"{(report.reference_accuracy or 0) * 100:.2f}%")
+    for column in ("artifact", "size", "accuracy", "Δ pts", "agree", "max err", "p50", "evaluated with"):
+        table.add_column(column, justify="left" if column in ("artifact", "evaluated with") else "right",
+                         no_wrap=column != "evaluated with")
+    for e in report.artifacts:
+        v, b = e.validation, e.benchmark
+        verdict = "" if e.passed is None else (" [green]pass[/]" if e.passed else " [red]FAIL[/]")
+        table.add_row(
+            e.name, _size(e.size_bytes),
+            f"{v.accuracy * 100:.2f}%" if v else "—",
+            f"{v.accuracy_delta_pts:+.2f}{verdict}" if v else "—",
+            f"{v.agreement * 100:.1f}%" if v else "—",
+            f"{v.max_abs_error:.2g}" if v else "—",
+            f"{b.p50_ms * 1000:.0f} µs" if b else "—",
+            e.evaluated_with if v else e.status,
+        )
+    return table
+
+
+def _show_report(report: Report) -> None:
+    if State.json:
+        _emit(report.to_dict())
+    elif not State.quiet:
+        out_console.print(report_table(report))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeship")
+@click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only results and errors.")
+def cli(debug: bool, quiet: bool) -> None:
+    """edgeship: train compact models, convert them for phones (TFLite, ONNX, Core ML),
+    validate accuracy after quantization, and benchmark them on edge devices.
+
+    Start with:  edgeship quickstart
+    """
+    State.debug, State.quiet, State.json = debug, quiet, False
+    os.environ["EDGESHIP_QUIET_NATIVE"] = "0" if debug else "1"
+    if not debug:
+        # the stack's deprecation chatter is not the user's concern; what a converter warns about
+        # the model is kept in the artifact's notes and printed by `convert`
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):
+            warnings.filterwarnings("ignore", category=category)
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(name)s: %(message)s")
+    for noisy in ("tensorflow", "absl", "h5py", "coremltools", "tf2onnx", "onnxruntime"):
+        logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.ERROR)
+
+
+def json_option(fn: Callable) -> Callable:
+    def set_json(ctx: Any, param: Any, value: bool) -> bool:
+        State.json = value
+        return value
+
+    return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=set_json,
+                        is_eager=True, help="Print one JSON document on stdout.")(fn)
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    from edgeship.errors import BadInputError
+
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise BadInputError(f"{option} takes integers like 64,32; received {text!r}") from exc
+
+
+def _given(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _thread_counts(text: str) -> list[int]:
+    from edgeship.errors import BadInputError
+
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise BadInputError(f"--threads takes integers like 1,2,4; received {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise BadInputError(f"--threads takes positive integers; received {text!r}")
+    return counts

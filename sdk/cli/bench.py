@@ -1,0 +1,105 @@
+"""The bench command: latency, throughput and memory of artifacts, interleaved when several."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from edgeship.cli._app import (State, _emit, _given, _run, _size, _thread_counts, cli, click, json_option,
+                               out_console, rich_table)
+
+
+@cli.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--threads", default="1", show_default=True, help="Interpreter threads; a comma list sweeps them.")
+@click.option("--warmup", default=20, show_default=True, help="Untimed runs after the first inference.")
+@click.option("--runs", default=500, show_default=True, help="Timed runs (at least).")
+@click.option("--min-seconds", default=1.0, show_default=True, help="Keep timing until this long has passed.")
+@click.option("--batch", default=1, show_default=True)
+@click.option("--profile", is_flag=True, help="Also show the top ops by time (ONNX Runtime; TFLite with benchmark_model).")
+@click.option("--top", default=10, show_default=True, help="Ops shown by --profile.")
+@click.option("--isolate/--no-isolate", default=None,
+              help="Run in a child process, so a crashing model ends as an error. Default: on, unless a "
+                   "manifest.json beside the model vouches for it (its sha256 matches).")
+@click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default=None,
+              help="ONNX Runtime graph optimization level (default: all).")
+@click.option("--providers", default=None, help="ONNX Runtime execution providers, comma-separated (default: CPU).")
+@json_option
+def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_seconds: float, batch: int,
+          profile: bool, top: int, isolate: bool, optimization: str | None, providers: str | None) -> None:
+    """Benchmark artifacts like TFLite's benchmark_model: init, first inference, warm-up, latency
+    percentiles, throughput, memory. Several MODELS are timed interleaved (A B A B …) and compared."""
+    from edgeship.runtimes.benchmark import sweep
+
+    from edgeship.records import vouched
+
+    if isolate is None:
+        isolate = not all(vouched(m) for m in models)
+    settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "batch": batch,
+                **_given({"optimization": optimization, "providers": providers.split(",") if providers else None})}
+    rows = _run(lambda: sweep(models, _thread_counts(threads), isolate=isolate, **settings))
+    profiles = _run(lambda: {m: _profile_or_reason(m, rows[0][1].threads, top, isolate) for m in models}) if profile else {}
+    first = {r.threads: r.p50_ms for m, r in rows if m == models[0]}
+    docs = []
+    for model, r in rows:
+        doc = {"model": model, **r.to_dict()}
+        if len(models) > 1:
+            doc["p50_ratio"] = r.p50_ms / first[r.threads]
+        if profile:
+            doc["profile"] = profiles[model] if isinstance(profiles[model], str) else profiles[model].to_dict()
+        docs.append(doc)
+    if State.json:
+        _emit(docs[0] if len(docs) == 1 else docs)
+    elif not State.quiet:
+        _bench_tables(docs, profiles)
+        if any(d["runtime"] == "mil-numpy" for d in docs):
+            out_console.print("note: Core ML ran in edgeship's numpy reference evaluator here; its latency is "
+                              "not Core ML's and says nothing about a device.")
+
+
+def _profile_or_reason(model: str, threads: int | None, top: int, isolate: bool) -> Any:
+    from edgeship.errors import UnsupportedModelError
+    from edgeship.runtimes._profile import profile
+    from edgeship.runtimes.benchmark import isolated
+
+    try:
+        return isolated("profile", model, threads=threads, top=top) if isolate else profile(model, threads=threads, top=top)
+    except UnsupportedModelError as exc:
+        return str(exc)
+
+
+_BENCH_ROWS = (
+    ("init ms", "init_ms", "{:.2f}"), ("first ms", "first_ms", "{:.3f}"), ("warm-up mean ms", "warmup_mean_ms", "{:.4f}"),
+    ("count", "count", "{}"), ("mean ms", "mean_ms", "{:.4f}"), ("std ms", "std_ms", "{:.4f}"),
+    ("min ms", "min_ms", "{:.4f}"), ("p5 ms", "p5_ms", "{:.4f}"), ("p50 ms", "p50_ms", "{:.4f}"),
+    ("p90 ms", "p90_ms", "{:.4f}"), ("p95 ms", "p95_ms", "{:.4f}"), ("p99 ms", "p99_ms", "{:.4f}"),
+    ("max ms", "max_ms", "{:.4f}"), ("throughput /s", "throughput", "{:.1f}"), ("peak RSS", "peak_rss_bytes", None),
+    ("RSS growth", "rss_growth_bytes", None), ("model size", "model_size_bytes", None), ("p50 ratio", "p50_ratio", "{:.3f}"),
+)
+
+
+def _bench_tables(docs: list[dict[str, Any]], profiles: dict[str, Any]) -> None:
+    table = rich_table.Table(title="benchmark" + (" (interleaved A B A B …)" if "p50_ratio" in docs[0] else ""))
+    table.add_column("")
+    for d in docs:
+        table.add_column(f"{Path(d['model']).name}\n{d['threads'] or 'default'} thread(s)", justify="right")
+    for label, key, fmt in _BENCH_ROWS:
+        if key in docs[0]:
+            table.add_row(label, *(_size(d[key]) if fmt is None else fmt.format(d[key]) for d in docs))
+    out_console.print(table)
+    env = docs[0]["env"]
+    for d in {d["runtime"]: d for d in docs}.values():
+        out_console.print(f"{d['runtime']} {d['runtime_version']}, batch {d['batch']}", highlight=False)
+    out_console.print(f"on {env.get('cpu')} ({env.get('cores')} cores), {env.get('system')} {env.get('machine')}, "
+                      f"Python {env.get('python')}, numpy {env.get('numpy')}", highlight=False)
+    for model, prof in profiles.items():
+        if isinstance(prof, str):
+            out_console.print(f"[yellow]no profile:[/] {prof}", highlight=False)
+            continue
+        ops = rich_table.Table(title=f"{Path(model).name}: top ops by time ({prof.source}, {prof.runs} runs, "
+                               f"{prof.total_ms_per_run:.3f} ms of kernels per run)")
+        for column in ("op", "calls/run", "ms/run", "%"):
+            ops.add_column(column, justify="left" if column == "op" else "right")
+        for op in prof.ops:
+            ops.add_row(op.op, f"{op.calls_per_run:g}", f"{op.ms_per_run:.4f}", f"{op.percent:.1f}")
+        out_console.print(ops)

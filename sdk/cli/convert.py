@@ -1,0 +1,58 @@
+"""Commands that convert: convert, list-formats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeship.cli._app import State, _emit, _given, _progress, _run, _size, cli, click, json_option, out_console
+
+
+@cli.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--to", "targets", required=True, help="Comma-separated format:precision, e.g. tflite:int8,onnx:fp32,coreml:fp16.")
+@click.option("--data", default=None, help="Dataset for calibration and the input check.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration (100-500).")
+@click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
+              help="ONNX Runtime static quantization calibration (default minmax).")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="ONNX int8: 7-bit weights (default: decided from this CPU's VNNI support).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (<= 18; default 17).")
+@click.option("--trust-code", is_flag=True, help="Load model files with Lambda layers: their stored Python code runs.")
+@json_option
+def convert(model: str, targets: str, data: str | None, out: str, calibration_samples: int | None,
+            calibrate_method: str | None, reduce_range: bool | None, opset: int | None, trust_code: bool) -> None:
+    """Convert a trained model to TFLite, ONNX and Core ML artifacts.
+
+    MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
+    .onnx file (for onnx:int8 / onnx:dynamic). Run 'edgeship list-formats' for every target.
+    """
+    from edgeship.converters import convert as run
+
+    common = {"calibration_samples": calibration_samples}
+    onnx = {"calibrate_method": calibrate_method, "reduce_range": reduce_range, "opset": opset}
+    options = {"tflite": _given(common), "onnx": _given({**common, **onnx}), "coreml": {}}
+    manifest = _run(lambda: run(model, targets, data=data, out=out, options=options, trust_code=trust_code,
+                                on_artifact=lambda a: _progress("convert", f"{a.name} -> {a.path}")))
+    if State.json:
+        _emit(manifest.to_dict())
+    elif not State.quiet:
+        for a in manifest.artifacts:
+            out_console.print(f"{a.name:<18} {_size(a.size_bytes):>10}  {Path(out) / a.path}")
+            for note in a.notes:
+                out_console.print(f"  [yellow]note:[/] {note}", highlight=False)
+
+
+@cli.command("list-formats")
+@json_option
+def list_formats() -> None:
+    """Every format:precision convert can make."""
+    from edgeship.converters import FORMATS, precisions
+
+    table = {fmt: precisions(fmt) for fmt in FORMATS}
+    if State.json:
+        _emit(table)
+    else:
+        for fmt, items in table.items():
+            for precision, doc in items.items():
+                out_console.print(f"[bold]{fmt}:{precision:<14}[/] {doc}")

@@ -1,0 +1,109 @@
+"""Commands that measure accuracy: validate, doctor, report."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from edgeship.records import Report
+from edgeship.cli._app import (EXIT_GATE, State, _emit, _progress, _run, _show_report, _size, cli, click,
+                               err_console, json_option, out_console, rich_table)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", default=None, help="Dataset to validate on (default: the one in manifest.json).")
+@click.option("--max-drop", type=float, default=None, help="Fail (exit 2) when accuracy drops more points than this.")
+@click.option("--min-agreement", type=float, default=None, help="Fail (exit 2) when agreement with float is below this fraction.")
+@click.option("--bench", "bench_runs", type=int, default=0, help="Also benchmark each artifact with this many runs.")
+@click.option("--trust-code", is_flag=True, help="Load a float reference with Lambda layers: its stored Python code runs.")
+@json_option
+def validate(folder: str, data: str | None, max_drop: float | None, min_agreement: float | None, bench_runs: int,
+             trust_code: bool) -> None:
+    """Measure every artifact in FOLDER against the float reference.
+
+    Writes FOLDER/report.json, FOLDER/report.html and the validation bundle FOLDER/bundle.
+    """
+    from edgeship.validation import validate as run
+
+    bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
+    report = _run(lambda: run(folder, data=data, max_drop=max_drop, min_agreement=min_agreement,
+                              benchmark=bench, trust_code=trust_code, progress=_progress))
+    _show_report(report)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", default=None, help="Dataset (default: the one in manifest.json).")
+@click.option("--max-drop", type=float, default=None,
+              help="Keep the most harmful layers in float until accuracy drops at most this many points, and write "
+                   "that <model>.<precision>-mixed artifact (exit 2 when none fits).")
+@click.option("--artifact", default=None, help="Examine one artifact, e.g. onnx:int8 (default: every int8 one).")
+@click.option("--samples", default=200, show_default=True, help="Test samples compared layer by layer.")
+@click.option("--max-layers", default=8, show_default=True, help="Most layers tried in float.")
+@click.option("--runs", default=200, show_default=True, help="Timed runs for the latency cost.")
+@json_option
+def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str | None, samples: int,
+           max_layers: int, runs: int) -> None:
+    """Find the layers int8 hurts in FOLDER's artifacts, say why, and with --max-drop write a
+    mixed-precision artifact that keeps the most harmful ones in float (FOLDER/doctor.json)."""
+    from edgeship.doctor import diagnose
+
+    result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
+                                   max_layers=max_layers, runs=runs, progress=_progress))
+    if State.json:
+        # doctor.json keeps layers per artifact; `layers` up front are the worst-hit artifact's, worst first
+        worst = min(result.artifacts, key=lambda d: d.accuracy_delta_pts, default=None)
+        layers = [{"artifact": worst.artifact, **layer.to_dict()} for layer in worst.layers] if worst else []
+        _emit({"layers": layers, **result.to_dict()})
+    elif not State.quiet:
+        for diagnosis in result.artifacts:
+            _show_diagnosis(diagnosis)
+    failed = [d.artifact for d in result.artifacts if d.recovery is not None and not d.recovery.within_drop]
+    if failed:
+        err_console.print(f"[bold red]no artifact within --max-drop {max_drop:g}:[/] {', '.join(failed)}", highlight=False)
+        sys.exit(EXIT_GATE)
+
+
+def _show_diagnosis(d: Any, top: int = 10) -> None:
+    table = rich_table.Table(title=f"{d.artifact}: {d.accuracy * 100:.2f}% ({d.accuracy_delta_pts:+.2f} pts vs float), "
+                             "layers worst first",
+                             caption="SQNR dB: median channel, whole tensor, whole tensor against the all-float model")
+    for column in ("layer", "op", "SQNR", "tensor", "vs float", "range", "max/p99.9", "spread"):
+        table.add_column(column, justify="left" if column in ("layer", "op") else "right", no_wrap=True)
+    for layer in d.layers[:top]:
+        model_db = "—" if layer.model_sqnr_db is None else f"{layer.model_sqnr_db:.1f}"
+        table.add_row(layer.name, layer.op.lower(), f"{layer.sqnr_db:.1f}", f"{layer.tensor_sqnr_db:.1f}", model_db,
+                      f"{layer.range_min:.3g}…{layer.range_max:.3g}", f"{layer.outlier_ratio:.1f}x",
+                      f"{layer.channel_spread:.1f}x")
+    out_console.print(table)
+    for advice in d.advice:
+        out_console.print(f"  [yellow]{advice.kind}[/]: {advice.message}", highlight=False)
+    r = d.recovery
+    if r is None:
+        return
+    for step in r.steps:
+        verdict = "[green]fits[/]" if step.within_drop else "[red]too far[/]"
+        kept = f"float {', '.join(step.float_layers)}" if step.float_layers else "all int8 (rebuilt)"
+        out_console.print(f"  {kept}: {step.accuracy * 100:.2f}% "
+                          f"({step.accuracy_delta_pts:+.2f} pts), {_size(step.size_bytes)} {verdict}", highlight=False)
+    if r.artifact is not None:
+        p50 = f", p50 x{r.p50_ratio:.2f}" if r.p50_ratio is not None else ""
+        out_console.print(f"  [bold]{r.artifact.name}[/] -> {r.artifact.path}: size x{r.size_ratio:.2f}{p50} vs "
+                          f"{d.artifact}. {r.note}", highlight=False)
+    elif r.note:
+        out_console.print(f"  {'' if r.within_drop else '[red]'}{r.note}", highlight=False)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@json_option
+def report(folder: str) -> None:
+    """Render FOLDER/report.json into FOLDER/report.html and show it as a table."""
+    from edgeship import report as html_page
+
+    result = _run(lambda: Report.load(folder))
+    page = _run(lambda: html_page.write(folder, result))
+    _show_report(result)
+    if not (State.json or State.quiet):
+        out_console.print(f"report page: {page}")
