@@ -23,7 +23,7 @@ import numpy as np
 
 from edgeship import _io
 from edgeship.errors import BadArtifactError
-from edgeship.records import Artifact, Record, _VersionedFile, SCHEMA_VERSION
+from edgeship.records import Artifact, Record, VersionedFile, SCHEMA_VERSION
 
 FOLDER = "bundle"
 #: accuracy (as a fraction) a device may lose on the bundle's samples: outputs within tolerance can
@@ -51,7 +51,7 @@ class BundleEntry(Record):
 
 
 @dataclass(frozen=True)
-class BundleManifest(_VersionedFile):
+class BundleManifest(VersionedFile):
     file_name: ClassVar[str] = "bundle.json"
 
     schema_version: int = SCHEMA_VERSION
