@@ -54,6 +54,11 @@ def sqnr_db(reference: np.ndarray, actual: np.ndarray) -> float:
     """Signal-to-quantization-noise ratio of ``actual`` against ``reference``, in dB."""
     signal = float(np.sum(np.square(reference, dtype=np.float64)))
     noise = float(np.sum(np.square(actual.astype(np.float64) - reference)))
+    return sqnr_db_from_sums(signal, noise)
+
+
+def sqnr_db_from_sums(signal: float, noise: float) -> float:
+    """SQNR in dB from summed squares of signal and noise, capped at ±``SQNR_EXACT_DB``."""
     if noise == 0:
         return SQNR_EXACT_DB
     if signal == 0:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeship.converters.doctor import DoctorReport, LayerTrace, diagnose, layer_name
+from edgeship.doctor import DoctorReport, diagnose
+from edgeship.doctor.layers import LayerTrace, layer_name
 from edgeship.errors import BadInputError
 from edgeship.records import Manifest
 
@@ -82,7 +83,7 @@ def test_the_outlier_layer_is_ranked_first_and_explained(doctored):
 
 
 def test_recovery_keeps_spiky_in_float_and_fits_the_drop(doctored, digits):
-    from edgeship.pipeline import validate
+    from edgeship.validation import validate
 
     folder, report = doctored
     manifest = Manifest.load(folder)
@@ -167,8 +168,8 @@ def test_layer_figures_see_crushed_channels():
 
 
 def test_advice_rules(digits):
-    from edgeship.converters._doctor_advice import advise
-    from edgeship.converters.doctor import LayerError
+    from edgeship.doctor.advice import advise
+    from edgeship.doctor import LayerError
     from edgeship.metrics import compare
     from edgeship.records import Artifact
 

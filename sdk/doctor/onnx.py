@@ -19,24 +19,11 @@ import numpy as np
 from edgeship._deps import require
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import onnx as _onnx
-from edgeship.converters.doctor import LayerTrace, Probe, layer_name, unique_names
+from edgeship.doctor.layers import LayerTrace, Probe, layer_name, unique_names
 from edgeship.records import Artifact
 
 _BATCH = 50
 _SHAPE_ONLY = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
-
-
-def _prepared(source: Any, opset: int, tmp: Path) -> Path:
-    """The float model exactly as ``converters.onnx`` hands it to quantize_static."""
-    onnx = require("onnx")
-    q = require("onnxruntime.quantization", "quantize ONNX models")
-    fp32, prepared = tmp / "fp32.onnx", tmp / "prepared.onnx"
-    onnx.save(_onnx._fp32_model(source, opset), str(fp32))
-    try:
-        q.quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    except Exception:  # the converter falls back to the raw graph the same way
-        return fp32
-    return prepared
 
 
 def _collect(model: Any, names: Sequence[str], x: np.ndarray, tmp: Path, tag: str) -> dict[str, list[np.ndarray]]:
@@ -216,7 +203,9 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     tmp_dir = tempfile.TemporaryDirectory(prefix="edgeship-doctor-onnx-")
     tmp = Path(tmp_dir.name)
     settings = artifact.settings
-    prepared = _prepared(source, int(settings.get("opset", _onnx.DEFAULT_OPSET)), tmp)
+    # the float model exactly as the converter handed it to quantize_static
+    float_proto = _onnx.float_model(source, int(settings.get("opset", _onnx.DEFAULT_OPSET)))
+    prepared, _ = _onnx.prepare_for_quantization(float_proto, tmp)
     n = int(settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     samples = _calibration.prepare(dataset, source.input_shape, target="onnx:int8", samples=n)
     groups: dict[str, list[str]] = {}  # filled once the layers are known
@@ -224,7 +213,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     def build(float_layers: Sequence[str]) -> bytes:
         excluded = sorted({node for name in float_layers for node in groups[name]})
         out = tmp / "mixed.onnx"
-        _onnx._quantize(prepared, out, "int8", samples, {**_options(settings), "nodes_to_exclude": excluded})
+        _onnx.quantize(prepared, out, "int8", samples, {**_options(settings), "nodes_to_exclude": excluded})
         return out.read_bytes()
 
     # a QAT artifact went through TFLite (tf2onnx.from_tflite): its QDQ layout is not ONNX Runtime's

@@ -15,14 +15,18 @@ from typing import Any, Sequence
 
 from edgeship import _io, metrics
 from edgeship._deps import quiet_native_stderr
-from edgeship.converters.doctor import MIXED, LayerError, Probe, Recovery, RecoveryStep, _Context
+from edgeship.doctor.layers import Context, Probe
+from edgeship.doctor.records import LayerError, Recovery, RecoveryStep
 from edgeship.records import Artifact, Manifest
+
+#: the suffix of a recovered artifact's precision: ``int8`` -> ``int8-mixed``
+MIXED = "-mixed"
 
 
 class _Trials:
     """Builds and scores mixed models; remembers the bytes of the best one within the drop."""
 
-    def __init__(self, ctx: _Context, probe: Probe, tmp: Path) -> None:
+    def __init__(self, ctx: Context, probe: Probe, tmp: Path) -> None:
         self.ctx, self.probe, self.tmp = ctx, probe, tmp
         self.steps: list[RecoveryStep] = []
         self.winner: bytes | None = None
@@ -47,7 +51,7 @@ class _Trials:
         return step
 
 
-def recover(ctx: _Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
+def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
              layers: Sequence[LayerError]) -> Recovery:
     """Greedy: keep the next-worst layer in float, alone or with its readers, until the drop fits.
 
@@ -89,7 +93,7 @@ def _note(best: RecoveryStep, steps: Sequence[RecoveryStep], max_drop: float, tr
     return f"{len(best.float_layers)} layer(s) kept in float after {len(steps)} models tried"
 
 
-def _write_mixed(ctx: _Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,
+def _write_mixed(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,
                  recovery: Recovery) -> Recovery:
     """Write ``<model>.<precision>-mixed<suffix>``, register it, and time it against the int8 one."""
     from edgeship.converters import _artifact

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeship.converters.doctor import Advice, LayerError, Recovery
+from edgeship.doctor.records import Advice, LayerError, Recovery
 from edgeship.records import AccuracyDelta, Artifact
 
 #: a layer below this per-channel SQNR is harmful enough for its range to be worth explaining

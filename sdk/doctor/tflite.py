@@ -23,7 +23,7 @@ from edgeship._deps import quiet_native_stderr
 from edgeship._deps import tensorflow as _tf
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import tflite as _tflite
-from edgeship.converters.doctor import LayerTrace, Probe, layer_name, unique_names
+from edgeship.doctor.layers import LayerTrace, Probe, layer_name, unique_names
 from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
 
@@ -137,7 +137,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     precision = artifact.precision
     n = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     samples = _calibration.prepare(dataset, source.input_shape, target=f"tflite:{precision}", samples=n)
-    converter = _tflite._converter(source, use_float=True)
+    converter = _tflite.tf_converter(source, use_float=True)
     _tflite.configure(converter, precision, samples, qat=False)
     with _quiet():
         debugger = tf.lite.experimental.QuantizationDebugger(

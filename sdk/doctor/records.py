@@ -1,0 +1,127 @@
+"""The doctor's data model: what it measured per layer, advised, tried and wrote (``doctor.json``).
+
+Imports none of the doctor's parts, so every part can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from edgeship.errors import BadInputError
+from edgeship.records import SCHEMA_VERSION, Artifact, Record, VersionedFile
+
+__all__ = ["LayerError", "Advice", "RecoveryStep", "Recovery", "Diagnosis", "DoctorReport"]
+
+
+@dataclass(frozen=True)
+class LayerError(Record):
+    """One quantized tensor: how far its int8 values sit from float, and what its range looks like.
+
+    ``sqnr_db`` (the ranking figure) is the median over channels of each channel's SQNR: a
+    tensor-wide SQNR is dominated by its largest channels and hides the ones int8 crushed.
+    ``tensor_sqnr_db`` is the tensor-wide figure and ``model_sqnr_db`` the same tensor against the
+    all-float model (errors accumulated from every layer before it). All three are local to this
+    layer's own quantization except ``model_sqnr_db``. ``outlier_ratio`` is max |x| over its
+    99.9th percentile; ``channel_spread`` the widest channel's peak over the median channel's.
+    """
+
+    name: str
+    op: str
+    tensor: str
+    sqnr_db: float
+    tensor_sqnr_db: float
+    model_sqnr_db: float | None = None
+    rel_error: float = 0.0
+    max_abs_error: float = 0.0
+    range_min: float = 0.0
+    range_max: float = 0.0
+    p999_abs: float = 0.0
+    outlier_ratio: float = 1.0
+    channel_spread: float = 1.0
+    channels: int = 1
+    scale: float | None = None
+    zero_point: int | None = None
+    readers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Advice(Record):
+    """One finding about calibration: ``kind`` is outliers, channel-outliers, few-samples or normalisation."""
+
+    kind: str
+    message: str
+    layer: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecoveryStep(Record):
+    """One model tried: these layers in float, the rest int8, scored on the test split."""
+
+    float_layers: tuple[str, ...]
+    accuracy: float
+    accuracy_delta_pts: float
+    agreement: float
+    sqnr_db: float
+    size_bytes: int
+    within_drop: bool
+
+
+@dataclass(frozen=True)
+class Recovery(Record):
+    """The search for a mixed-precision artifact within ``max_drop`` points, and what it cost.
+
+    ``steps[0]`` is the doctor's own all-int8 rebuild (same settings, the dataset's calibration
+    samples); ratios compare the written artifact with the original int8 one (p50 latency timed
+    interleaved, one thread)."""
+
+    max_drop: float
+    within_drop: bool
+    steps: tuple[RecoveryStep, ...] = ()
+    float_layers: tuple[str, ...] = ()
+    artifact: Artifact | None = None
+    size_ratio: float | None = None
+    p50_ratio: float | None = None
+    p50_ms: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Diagnosis(Record):
+    """One int8 artifact: its accuracy as it is, its layers worst first, advice and recovery."""
+
+    artifact: str
+    path: str
+    analysed_with: str
+    samples: int
+    accuracy: float
+    reference_accuracy: float
+    accuracy_delta_pts: float
+    agreement: float
+    sqnr_db: float
+    layers: tuple[LayerError, ...] = ()
+    advice: tuple[Advice, ...] = ()
+    recovery: Recovery | None = None
+
+
+@dataclass(frozen=True)
+class DoctorReport(VersionedFile):
+    """What ``edgeship doctor`` found (``doctor.json``)."""
+
+    file_name: ClassVar[str] = "doctor.json"
+
+    schema_version: int = SCHEMA_VERSION
+    edgeship_version: str = ""
+    created: str = ""
+    model: str = ""
+    dataset: str = ""
+    dataset_fingerprint: str = ""
+    max_drop: float | None = None
+    artifacts: tuple[Diagnosis, ...] = ()
+
+    def diagnosis(self, name: str) -> Diagnosis:
+        for item in self.artifacts:
+            if item.artifact == name:
+                return item
+        raise BadInputError(f"no diagnosis for '{name}'; doctor.json holds {[d.artifact for d in self.artifacts]}")

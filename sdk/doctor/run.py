@@ -1,0 +1,131 @@
+"""The doctor's flow: for each int8 artifact, score it, probe its layers, advise, and recover."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgeship import metrics
+from edgeship._deps import quiet_native_stderr
+from edgeship.doctor import onnx as _onnx
+from edgeship.doctor import tflite as _tflite
+from edgeship.doctor.advice import advise
+from edgeship.doctor.layers import Context, Probe, ranked
+from edgeship.doctor.records import Diagnosis, DoctorReport, Recovery
+from edgeship.doctor.recovery import recover
+from edgeship.errors import BadInputError
+from edgeship.progress import Progress, log_progress
+from edgeship.records import Artifact, Gate, Manifest, verified_path
+from edgeship.validation import dataset_for
+
+__all__ = ["diagnose", "DOCTORED", "PROBES"]
+
+#: the int8 artifacts the doctor examines
+DOCTORED = {("tflite", "int8"), ("tflite", "int8-float-io"), ("onnx", "int8")}
+#: format -> the function that probes an artifact of it layer by layer (one module per format)
+PROBES: dict[str, Callable[..., Probe]] = {"tflite": _tflite.probe, "onnx": _onnx.probe}
+
+
+def diagnose(
+    folder: str | Path,
+    *,
+    data: Any = None,
+    max_drop: float | None = None,
+    artifact: str | None = None,
+    calibration: np.ndarray | None = None,
+    samples: int = 200,
+    max_layers: int = 8,
+    runs: int = 200,
+    progress: Progress = log_progress,
+) -> DoctorReport:
+    """Diagnose the int8 artifacts of ``folder`` (written by ``edgeship.convert``) and, with
+    ``max_drop`` (accuracy points), write a mixed-precision artifact within it.
+
+        >>> report = diagnose("out", data="digits", max_drop=1.0)         # doctest: +SKIP
+        >>> report.artifacts[0].recovery.float_layers                      # doctest: +SKIP
+
+    ``artifact`` picks one artifact by name; ``calibration`` (the samples the artifacts were
+    calibrated with, when known) sharpens the normalisation check; ``samples`` test samples feed
+    the per-layer comparison; at most ``max_layers`` layers are tried in float; ``runs`` timed
+    runs measure the latency cost. Writes ``folder/doctor.json`` and returns the report.
+    """
+    from edgeship import __version__
+    from edgeship.converters import reference as _reference
+
+    folder = Path(folder)
+    gate = Gate(max_drop=max_drop)  # validates max_drop before any work
+    _check_counts(samples=samples, max_layers=max_layers, runs=runs)
+    manifest = Manifest.load(folder)
+    chosen = _choose(manifest, artifact)
+    dataset = dataset_for(folder, manifest, data)
+    progress("doctor", f"float reference on {len(dataset.x_test)} test samples")
+    reference_out = _reference.predictor(folder, manifest)(dataset.x_test)
+    context = Context(folder, manifest, dataset, reference_out, gate, calibration, samples, max_layers, runs, progress)
+    diagnoses = tuple(_diagnose_one(context, a) for a in chosen)
+    report = DoctorReport(
+        edgeship_version=__version__,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        model=manifest.model, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
+        max_drop=max_drop, artifacts=diagnoses,
+    )
+    report.save(folder)
+    return report
+
+
+def _check_counts(**counts: Any) -> None:
+    for name, value in counts.items():
+        least = 0 if name == "max_layers" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise BadInputError(f"{name} must be an integer of at least {least}; received {value!r}")
+
+
+def _choose(manifest: Manifest, name: str | None) -> tuple[Artifact, ...]:
+    doctored = tuple(a for a in manifest.artifacts if (a.format, a.precision) in DOCTORED)
+    if name is not None:
+        chosen = manifest.get(name)
+        if chosen not in doctored:
+            raise BadInputError(
+                f"the doctor examines int8 artifacts ({', '.join(sorted(f'{f}:{p}' for f, p in DOCTORED))}); "
+                f"received '{name}' ({chosen.format}:{chosen.precision})"
+            )
+        return (chosen,)
+    if not doctored:
+        raise BadInputError(
+            f"the folder holds no int8 artifact to examine (artifacts: {[a.name for a in manifest.artifacts]}); "
+            "convert with --to tflite:int8,onnx:int8 first"
+        )
+    return doctored
+
+
+def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
+    from edgeship.converters._source import resolve
+    from edgeship.runtimes import load
+
+    path = verified_path(ctx.folder, artifact)
+    with quiet_native_stderr():
+        outputs = load(path).predict(ctx.dataset.x_test)
+    score = metrics.compare(ctx.reference_out, outputs, ctx.dataset.y_test)
+    ctx.progress("doctor", f"{artifact.name}: {score.accuracy_delta_pts:+.2f} points; comparing layers")
+    source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
+    x = ctx.dataset.x_test[: ctx.samples]
+    probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
+    try:
+        layers = ranked(probe.layers)
+        recovery = None
+        if ctx.gate.max_drop is not None and not ctx.gate.check(score):
+            recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=True,
+                                note=f"{artifact.name} is already within {ctx.gate.max_drop:g} points; nothing to recover")
+        elif ctx.gate.max_drop is not None:
+            recovery = recover(ctx, artifact, path, source, probe, layers)
+    finally:
+        probe.close()
+    advice = advise(artifact, layers, probe.input_range, ctx.dataset, ctx.calibration, score, recovery)
+    return Diagnosis(
+        artifact=artifact.name, path=artifact.path, analysed_with=probe.analysed_with, samples=len(x),
+        accuracy=score.accuracy, reference_accuracy=score.reference_accuracy,
+        accuracy_delta_pts=score.accuracy_delta_pts, agreement=score.agreement, sqnr_db=score.sqnr_db,
+        layers=layers, advice=advice, recovery=recovery,
+    )
