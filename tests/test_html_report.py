@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgeship import html
+from edgeship import report as html
 from edgeship.records import Report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
