@@ -14,25 +14,25 @@ target runs).
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.runtimes._session import Session
 
 __all__ = ["load", "Session", "RUNTIMES", "runtime_for", "can_run", "preload"]
 
-# suffix -> backend module (edgeship.runtimes.<name>); adding a runtime is one module and one line.
+# suffix -> backend module; adding a runtime is one module and one line.
 RUNTIMES: dict[str, str] = {
-    ".tflite": "litert",
-    ".onnx": "onnxruntime",
-    ".mlpackage": "coreml",
+    ".tflite": "edgeship.runtimes.litert",
+    ".onnx": "edgeship.runtimes.onnxruntime",
+    ".mlpackage": "edgeship.runtimes.coreml",
 }
 
 
-def runtime_for(path: str | os.PathLike) -> str:
-    """The backend module name that runs ``path``, chosen by its suffix."""
+def _module_for(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in RUNTIMES:
         raise BadInputError(
@@ -41,8 +41,13 @@ def runtime_for(path: str | os.PathLike) -> str:
     return RUNTIMES[suffix]
 
 
+def runtime_for(path: str | os.PathLike) -> str:
+    """The name of the backend that runs ``path`` (litert, onnxruntime, coreml), chosen by its suffix."""
+    return _module_for(path).rpartition(".")[2]
+
+
 def _backend(path: str | os.PathLike) -> Any:
-    return importlib.import_module(f"edgeship.runtimes.{runtime_for(path)}")
+    return importlib.import_module(_module_for(path))
 
 
 def can_run(path: str | os.PathLike) -> tuple[bool, str]:
@@ -60,14 +65,28 @@ def preload(path: str | os.PathLike) -> None:
         importer()
 
 
-def load(path: str | os.PathLike, *, threads: int | None = None, **options: Any) -> Session:
-    """Load an artifact into a Session.
+def load(
+    path: str | os.PathLike,
+    *,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    optimization: str | None = None,
+    profile: bool = False,
+    reference: bool = False,
+) -> Session:
+    """Load an artifact into a Session; ``with load(path) as session:`` releases it on exit.
 
-    ``threads`` sets the interpreter's intra-op threads; backend options (ONNX Runtime's
-    ``providers``, ``optimization``, ``profile``) pass through.
+        >>> with load("model.int8.tflite", threads=1) as session:          # doctest: +SKIP
+        ...     probs = session.predict(x)
+
+    ``threads`` sets the interpreter's intra-op threads. ``.onnx`` only: ``providers`` (ONNX
+    Runtime execution providers, default CPU), ``optimization`` (graph optimization level:
+    disable, basic, extended, all) and ``profile`` (ONNX Runtime's JSON trace). ``.mlpackage`` only:
+    ``reference`` runs edgeship's numpy evaluator even where Apple's Core ML runtime exists. An
+    option that does not apply to the file's format is refused.
     """
     path = Path(path)
-    if threads is not None and (not isinstance(threads, int) or threads < 1):
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise BadInputError(f"threads must be a positive integer; received {threads!r}")
     backend = _backend(path)  # an unknown suffix is refused first: it says what edgeship runs
     if not path.exists():
@@ -75,4 +94,12 @@ def load(path: str | os.PathLike, *, threads: int | None = None, **options: Any)
     if path.is_dir() != (path.suffix.lower() == ".mlpackage"):
         kind = "a folder" if path.is_dir() else "a file"
         raise BadArtifactError(f"{path} is {kind}, which is not what a '{path.suffix}' model is")
+    given = {"providers": list(providers) if providers else None, "optimization": optimization,
+             "profile": profile or None, "reference": reference or None}
+    options = {name: value for name, value in given.items() if value is not None}
+    accepted = inspect.signature(backend.load).parameters
+    wrong = sorted(name for name in options if name not in accepted)
+    if wrong:
+        raise BadInputError(f"{', '.join(wrong)} do(es) not apply to '{path.suffix}' models; received {wrong} "
+                            f"for {path.name}")
     return backend.load(path, threads=threads, **options)

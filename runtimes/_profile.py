@@ -24,7 +24,7 @@ from pathlib import Path
 
 from edgeship.errors import BadInputError, RuntimeFailure, UnsupportedModelError
 from edgeship.records import Record
-from edgeship.runtimes import load, runtime_for
+from edgeship.runtimes import runtime_for
 
 __all__ = ["OpTime", "OpProfile", "profile", "parse_ort_trace", "parse_benchmark_model"]
 
@@ -83,7 +83,9 @@ def parse_ort_trace(events: list[dict], *, skip_runs: int = 0, top: int = 10) ->
 
 def _profile_onnx(path: Path, threads: int | None, runs: int, warmup: int, top: int) -> OpProfile:
     with tempfile.TemporaryDirectory(prefix="edgeship-profile-") as tmp:
-        session = load(path, threads=threads, profile=True, profile_prefix=str(Path(tmp) / "ort"))
+        from edgeship.runtimes import onnxruntime
+
+        session = onnxruntime.load(path, threads=threads, profile=True, profile_prefix=str(Path(tmp) / "ort"))
         feeds = session.sample_feeds(1)
         for _ in range(1 + warmup + runs):
             session.run(feeds)

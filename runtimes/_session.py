@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgeship.errors import BadInputError
+from edgeship.errors import BadInputError, RuntimeFailure
 from edgeship.records import TensorSpec
 
 Feeds = Mapping[str, np.ndarray] | np.ndarray | Sequence[np.ndarray]
@@ -32,6 +32,8 @@ class Session:
     #: True for a reference evaluator standing in for the real runtime: outputs are meaningful,
     #: latency is not (reports never show it as device latency).
     reference_only: bool = False
+    #: True once ``close`` released the interpreter
+    closed: bool = False
 
     def __init__(self, path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.path = Path(path)
@@ -59,6 +61,8 @@ class Session:
         ``raw`` is set: then arrays must already have the model's dtypes and outputs come back as
         the interpreter produced them.
         """
+        if self.closed:
+            raise RuntimeFailure(f"{self.path.name}: this session was closed; load the model again to run it")
         results = self._invoke(self._check(feeds, raw))
         if raw or not self._dequantized:
             return {self._output_names[0]: results[0]} if len(results) == 1 else dict(zip(self._output_names, results))
@@ -85,7 +89,14 @@ class Session:
         return feeds
 
     def close(self) -> None:
-        """Release the interpreter (sessions are also released when garbage-collected)."""
+        """Release the interpreter and its buffers now (``with load(path) as session:`` does it on exit).
+
+        Later calls of ``run`` raise RuntimeFailure; closing twice is harmless. A session that is
+        never closed is released when it is garbage-collected.
+        """
+        if not self.closed:
+            self._release()
+            self.closed = True
 
     def __enter__(self) -> Session:
         return self
@@ -95,6 +106,10 @@ class Session:
 
     # -- for backends --------------------------------------------------------------------------
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _release(self) -> None:  # pragma: no cover - abstract
+        """Drop the backend's references to its interpreter, so its memory can be freed."""
         raise NotImplementedError
 
     def _shape_changed(self, index: int, shape: tuple[int, ...]) -> None:

@@ -104,13 +104,23 @@ class _Prepared:
     warmup_mean_ms: float
 
 
-def _prepare(model: str | os.PathLike | Session, threads: int | None, warmup: int, batch: int,
-             feeds: Mapping[str, np.ndarray] | None, load_options: dict[str, Any]) -> _Prepared:
+@dataclass(frozen=True)
+class LoadOptions:
+    """How ``_prepare`` loads a model given by path."""
+
+    threads: int | None = None
+    providers: Sequence[str] | None = None
+    optimization: str | None = None
+
+
+def _prepare(model: str | os.PathLike | Session, options: LoadOptions, warmup: int, batch: int,
+             feeds: Mapping[str, np.ndarray] | None) -> _Prepared:
     # 1. load; the interpreter library is imported first, as benchmark_model has it linked in
     if not isinstance(model, Session):
         preload(model)
     start = time.perf_counter()
-    session = model if isinstance(model, Session) else load(model, threads=threads, **load_options)
+    session = model if isinstance(model, Session) else load(
+        model, threads=options.threads, providers=options.providers, optimization=options.optimization)
     init_ms = 0.0 if isinstance(model, Session) else (time.perf_counter() - start) * 1e3
     feeds = dict(feeds) if feeds is not None else session.sample_feeds(batch)
     first = next(iter(feeds.values()), None)
@@ -154,7 +164,8 @@ def benchmark(
     batch: int = 1,
     feeds: Mapping[str, np.ndarray] | None = None,
     max_seconds: float = 60.0,
-    **load_options: Any,
+    providers: Sequence[str] | None = None,
+    optimization: str | None = None,
 ) -> BenchmarkResult:
     """Benchmark ``model`` (a path, or a loaded Session whose ``init_ms`` is then 0).
 
@@ -163,10 +174,10 @@ def benchmark(
 
     ``feeds`` are the inputs to time (default: seeded random inputs of batch ``batch``);
     ``max_seconds`` stops the timed runs early on a very slow model (``count`` says how many ran).
-    Backend options (ONNX Runtime's ``providers``, ``optimization``) pass through to ``load``.
+    ``providers`` and ``optimization`` are ONNX Runtime's (see ``edgeship.runtimes.load``).
     """
     return compare([model], threads=threads, warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch,
-                   feeds=feeds, max_seconds=max_seconds, **load_options)[0]
+                   feeds=feeds, max_seconds=max_seconds, providers=providers, optimization=optimization)[0]
 
 
 def compare(
@@ -179,7 +190,8 @@ def compare(
     batch: int = 1,
     feeds: Mapping[str, np.ndarray] | None = None,
     max_seconds: float = 60.0,
-    **load_options: Any,
+    providers: Sequence[str] | None = None,
+    optimization: str | None = None,
 ) -> list[BenchmarkResult]:
     """Benchmark several artifacts interleaved: one timed call of each in turn (A B A B …).
 
@@ -190,7 +202,8 @@ def compare(
     _check_settings(warmup, runs, min_seconds, batch)
     if not models:
         raise BadInputError("compare() needs at least one model; received none")
-    prepared = [_prepare(m, threads, warmup, batch, feeds, load_options) for m in models]
+    load_options = LoadOptions(threads=threads, providers=providers, optimization=optimization)
+    prepared = [_prepare(m, load_options, warmup, batch, feeds) for m in models]
     rss_before = rss_bytes()
     times = _interleaved([(p.session.run, p.feeds) for p in prepared], runs, min_seconds, max_seconds)
     growth = rss_bytes() - rss_before
@@ -216,9 +229,13 @@ def _interleaved(calls: list[tuple[Callable[..., Any], dict]], runs: int, min_se
 
 
 def sweep(models: Sequence[str | os.PathLike], thread_counts: Sequence[int | None] = (None,), *,
-          isolate: bool = False, **settings: Any) -> list[tuple[str, BenchmarkResult]]:
-    """``benchmark`` (one model) or ``compare`` (several, interleaved) at each thread count, in a
-    child process per thread count when ``isolate``; returns (model, result) pairs in order."""
+          isolate: bool = False, warmup: int = 20, runs: int = 200, min_seconds: float = 0.0, batch: int = 1,
+          max_seconds: float = 60.0, providers: Sequence[str] | None = None,
+          optimization: str | None = None) -> list[tuple[str, BenchmarkResult]]:
+    """``compare`` (interleaved when several models) at each thread count, in a child process per
+    thread count when ``isolate``; returns (model, result) pairs in order."""
+    settings = dict(warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch, max_seconds=max_seconds,
+                    providers=list(providers) if providers else None, optimization=optimization)
     rows: list[tuple[str, BenchmarkResult]] = []
     names = [str(m) for m in models]
     for threads in thread_counts:

@@ -77,7 +77,9 @@ def check_magic(path: Path) -> None:
 
 
 class LiteRTSession(Session):
-    def __init__(self, path: Path, *, threads: int | None = None, **_: Any) -> None:
+    """A LiteRT Interpreter (tflite_runtime or tf.lite where LiteRT is missing)."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
         check_magic(path)
         interpreter_cls, self.runtime, self.runtime_version = _interpreter_class()
         try:
@@ -101,6 +103,9 @@ class LiteRTSession(Session):
     def interpreter(self) -> Any:
         """The underlying LiteRT/TFLite Interpreter, for callers that need its own API."""
         return self._interp
+
+    def _release(self) -> None:
+        self._interp = None
 
     def _shape_changed(self, index: int, shape: tuple[int, ...]) -> None:
         if tuple(shape) == self._allocated[index]:
@@ -132,5 +137,5 @@ class LiteRTSession(Session):
         return [interp.get_tensor(i) for i in self._out_index]
 
 
-def load(path: Path, **options: Any) -> LiteRTSession:
-    return LiteRTSession(path, **options)
+def load(path: Path, *, threads: int | None = None) -> LiteRTSession:
+    return LiteRTSession(path, threads=threads)

@@ -6,7 +6,7 @@ format of ``weights/weight.bin`` — with numpy and the standard library alone: 
 coremltools imports TensorFlow wherever it is installed (about 10 s here), and a device may have
 neither.
 ``tests/test_coreml_eval.py`` checks this reader against coremltools' own loader
-(``coremltools.converters.mil.frontend.milproto.load``, DESIGN.md fact 11).
+(``coremltools.converters.mil.frontend.milproto.load``; docs/stack-notes.md fact 11).
 
     >>> package = read("model.pal4.mlpackage")                              # doctest: +SKIP
     >>> package.inputs, [op.type for op in package.program.ops][:3]         # doctest: +SKIP
@@ -38,7 +38,7 @@ _DTYPES: dict[int, tuple[str, int]] = {
 }
 _UNSUPPORTED_DTYPES = {13: "bfloat16", 40: "float8e4m3fn", 41: "float8e5m2"}
 # Core ML ArrayFeatureType.ArrayDataType -> numpy
-_FEATURE_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
+FEATURE_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
 _BLOB_SENTINEL = 0xDEADBEEF
 
 
@@ -239,7 +239,7 @@ def _feature(buf: memoryview, declared: TensorType | None) -> TensorSpec:
         shape = [low if low == high else -1 for low, high in ranges]
     if not shape and declared is not None and declared.shape is not None:
         shape = [-1 if d is None else d for d in declared.shape]
-    dtype = _FEATURE_DTYPES.get(array.get(2, [0])[0], declared.dtype if declared else "float32")
+    dtype = FEATURE_DTYPES.get(array.get(2, [0])[0], declared.dtype if declared else "float32")
     return TensorSpec(name=name, shape=tuple(shape), dtype=dtype)
 
 

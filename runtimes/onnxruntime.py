@@ -53,7 +53,6 @@ class OnnxRuntimeSession(Session):
         optimization: str = "all",
         profile: bool = False,
         profile_prefix: str | None = None,
-        **_: Any,
     ) -> None:
         ort = require("onnxruntime", "run .onnx models")
         self.runtime_version = ort.__version__
@@ -92,6 +91,9 @@ class OnnxRuntimeSession(Session):
         """The underlying onnxruntime.InferenceSession, for callers that need its own API."""
         return self._sess
 
+    def _release(self) -> None:
+        self._sess = None
+
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
             return self._sess.run(None, dict(zip(self._input_names, arrays)))
@@ -103,5 +105,7 @@ class OnnxRuntimeSession(Session):
         return self._sess.end_profiling()
 
 
-def load(path: Path, **options: Any) -> OnnxRuntimeSession:
-    return OnnxRuntimeSession(path, **options)
+def load(path: Path, *, threads: int | None = None, providers: list[str] | None = None, optimization: str = "all",
+         profile: bool = False, profile_prefix: str | None = None) -> OnnxRuntimeSession:
+    return OnnxRuntimeSession(path, threads=threads, providers=providers, optimization=optimization, profile=profile,
+                              profile_prefix=profile_prefix)

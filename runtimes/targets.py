@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from edgeship import bundle as _bundle
 from edgeship.errors import BadInputError, EdgeshipError, RuntimeFailure
-from edgeship.runtimes import RUNTIMES
+from edgeship.runtimes import RUNTIMES, runtime_for
 from edgeship.runtimes._device_check import ArtifactCheck, DeviceReport
 from edgeship.runtimes._wheels import INTERPRETERS, edgeship_wheel, host_wheels
 
@@ -84,7 +84,7 @@ def _cache_dir() -> Path:
 
 def _interpreters(manifest: _bundle.BundleManifest) -> list[str]:
     """Interpreter distributions the bundle's artifacts need (Core ML has none off Apple platforms)."""
-    needed = {RUNTIMES.get(Path(e.path).suffix.lower()) for e in manifest.artifacts}
+    needed = {runtime_for(e.path) for e in manifest.artifacts if Path(e.path).suffix.lower() in RUNTIMES}
     return sorted(INTERPRETERS[r] for r in needed if r in INTERPRETERS)
 
 

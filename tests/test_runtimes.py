@@ -14,7 +14,7 @@ import pytest
 
 from edgeship import runtimes
 from edgeship.errors import BadArtifactError, BadInputError, MissingDependencyError
-from edgeship.runtimes import RUNTIMES, load
+from edgeship.runtimes import RUNTIMES, load, runtime_for
 
 RUNNABLE = ["tiny_cnn.fp32.tflite", "tiny_cnn.int8.tflite", "tiny_cnn.fp32.onnx", "tiny_cnn.int8.onnx"]
 
@@ -31,7 +31,7 @@ def bundle_data(quickstart_dir):
 def test_each_backend_reproduces_the_validated_outputs(quickstart_dir, bundle_data, name):
     expected, inputs, _ = bundle_data
     session = load(quickstart_dir / name, threads=1)
-    assert session.runtime == RUNTIMES[Path(name).suffix]  # the backend module names its runtime
+    assert session.runtime == runtime_for(name)  # the backend module names its runtime
     assert session.inputs[0].shape[1:] == (8, 8, 1) and session.outputs[0].shape[-1] == 10
     outputs = session.predict(inputs)
     assert outputs.dtype == np.float32  # callers speak float, even to int8 I/O models
@@ -190,7 +190,7 @@ def test_device_install_pulls_no_tensorflow(extra):
 
 def test_registry_is_complete():
     for suffix, module in RUNTIMES.items():
-        backend = __import__(f"edgeship.runtimes.{module}", fromlist=["load"])
+        backend = __import__(module, fromlist=["load"])
         assert callable(backend.load), suffix
     assert set(runtimes.__all__) <= set(dir(runtimes))
 
