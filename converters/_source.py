@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship._deps import tensorflow as _tf
+from edgeship._keras import is_qat
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.records import TrainingRecord
 
@@ -48,10 +49,6 @@ class SourceModel:
         return self.reference if self.reference is not None else self.keras
 
 
-def _is_qat(model: Any) -> bool:
-    return any(type(layer).__name__.startswith(("Quantize", "QuantizeWrapper")) for layer in model.layers)
-
-
 def _input_shape_keras(model: Any) -> tuple[int, ...]:
     if len(model.inputs) != 1:
         raise BadInputError(f"edgeship converts single-input models; this one has {len(model.inputs)} inputs")
@@ -59,7 +56,7 @@ def _input_shape_keras(model: Any) -> tuple[int, ...]:
 
 
 def _from_keras(model: Any, name: str, origin: str, reference: Any = None, record: TrainingRecord | None = None) -> SourceModel:
-    qat = _is_qat(model)
+    qat = is_qat(model)
     return SourceModel(
         name=name, origin=origin, input_shape=_input_shape_keras(model), keras=model,
         reference=reference if reference is not None else (None if qat else model), qat=qat, record=record,

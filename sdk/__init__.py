@@ -7,12 +7,15 @@
     >>> report = es.validate("out", data=data, max_drop=1.0)                 # doctest: +SKIP
     >>> session = es.load("out/tiny_cnn.int8.tflite")                        # doctest: +SKIP
 
-Importing edgeship imports numpy and the standard library only; TensorFlow and the converters are
-imported by the functions that need them.
+Importing edgeship imports numpy and the standard library only. The pipeline's functions are the
+real ones of each stage (``es.convert is edgeship.converters.convert``), imported on first use, so
+TensorFlow and the converters load only when a function that needs them is called.
 """
 
 from __future__ import annotations
 
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 from edgeship.errors import (
@@ -37,15 +40,26 @@ from edgeship.records import (
     TensorSpec,
 )
 
+if _TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on first use
+    from edgeship.converters import convert
+    from edgeship.datasets import load_dataset
+    from edgeship.doctor import diagnose
+    from edgeship.pipeline import quickstart
+    from edgeship.runtimes import load
+    from edgeship.runtimes.benchmark import benchmark
+    from edgeship.trainers.recipes import train
+    from edgeship.validation import validate
+
 __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
-    # pipeline
+    # pipeline: train -> convert -> validate (-> diagnose) -> load / benchmark; quickstart runs them all
     "load_dataset",
     "train",
     "convert",
     "validate",
+    "diagnose",
     "load",
     "benchmark",
     "quickstart",
@@ -70,51 +84,26 @@ __all__ = [
     "AccuracyGateError",
 ]
 
-
-def load_dataset(name_or_path: str, **options: _Any):
-    """Load a built-in dataset (digits, iris, wine, breast_cancer, shapes32, …) or a user file."""
-    from edgeship.datasets import load_dataset as _load
-
-    return _load(name_or_path, **options)
-
-
-def train(model: str, data: _Any, **options: _Any):
-    """Train a zoo model (see ``edgeship.trainers.train``) and save it with its training record."""
-    from edgeship.trainers import train as _train
-
-    return _train(model, data, **options)
+#: public name -> the module that defines it (the stage it belongs to)
+_STAGES = {
+    "load_dataset": "edgeship.datasets",
+    "train": "edgeship.trainers.recipes",
+    "convert": "edgeship.converters",
+    "validate": "edgeship.validation",
+    "diagnose": "edgeship.doctor",
+    "load": "edgeship.runtimes",
+    "benchmark": "edgeship.runtimes.benchmark",
+    "quickstart": "edgeship.pipeline",
+}
 
 
-def convert(model: _Any, targets: _Any, **options: _Any) -> Manifest:
-    """Convert a model to artifacts such as ``"tflite:int8"`` (see ``edgeship.converters.convert``)."""
-    from edgeship.converters import convert as _convert
-
-    return _convert(model, targets, **options)
-
-
-def validate(folder: _Any, **options: _Any) -> Report:
-    """Measure every artifact of a folder against its float reference (see ``edgeship.pipeline.validate``)."""
-    from edgeship.pipeline import validate as _validate
-
-    return _validate(folder, **options)
+def __getattr__(name: str) -> _Any:
+    if name in _STAGES:
+        function = getattr(_importlib.import_module(_STAGES[name]), name)
+        globals()[name] = function  # later lookups skip this hook
+        return function
+    raise AttributeError(f"module 'edgeship' has no attribute {name!r}")
 
 
-def load(path: _Any, **options: _Any):
-    """Load an artifact into a thin runtime Session (see ``edgeship.runtimes.load``)."""
-    from edgeship.runtimes import load as _load
-
-    return _load(path, **options)
-
-
-def benchmark(path: _Any, **options: _Any) -> BenchmarkResult:
-    """Benchmark an artifact the way TFLite's benchmark_model does (see ``edgeship.runtimes.benchmark``)."""
-    from edgeship.runtimes.benchmark import benchmark as _benchmark
-
-    return _benchmark(path, **options)
-
-
-def quickstart(out: _Any = "edgeship-out", **options: _Any) -> Report:
-    """Train, convert, validate, benchmark and report on built-in data in one call."""
-    from edgeship.pipeline import quickstart as _quickstart
-
-    return _quickstart(out, **options)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

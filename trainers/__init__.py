@@ -34,14 +34,14 @@ __all__ = [
 ]
 
 _LAZY = {
-    "train": "recipes",
-    "TrainConfig": "recipes",
-    "Augment": "fitting",
-    "build_model": "zoo",
-    "count_macs": "zoo",
-    "describe": "zoo",
-    "load_trained": "saving",
-    "STRATEGIES": "distribute",
+    "train": "edgeship.trainers.recipes",
+    "TrainConfig": "edgeship.trainers.recipes",
+    "Augment": "edgeship.trainers.fitting",
+    "build_model": "edgeship.trainers.zoo",
+    "count_macs": "edgeship.trainers.zoo",
+    "describe": "edgeship.trainers.zoo",
+    "load_trained": "edgeship.trainers.saving",
+    "STRATEGIES": "edgeship.trainers.distribute",
 }
 
 
@@ -50,5 +50,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f"edgeship.trainers.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'edgeship.trainers' has no attribute {name!r}")

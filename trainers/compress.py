@@ -69,8 +69,9 @@ def _wrap_layers(net: Any, names: list[str], wrap: Any) -> Any:
 def prune(net: Any, sparsity: float, *, steps_per_epoch: int, epochs: int) -> tuple[Any, list[Any]]:
     """Wrap the target layers for pruning to ``sparsity``; returns (model, callbacks for fit).
 
-    The polynomial schedule is derived from the steps per epoch (DESIGN.md fact 6) and ends one epoch
-    before training does, so the last epoch trains at full sparsity.
+    The polynomial schedule is derived from the steps per epoch (a fixed frequency stopped at 67% of
+    a 75% target: docs/stack-notes.md fact 6) and ends one epoch before training does, so the last
+    epoch trains at full sparsity.
     """
     sparsity_api = tfmot().sparsity.keras
     end_step = steps_per_epoch * max(1, epochs - 1)
@@ -198,7 +199,10 @@ def _cluster_preserve_scheme(*, preserve_sparsity: bool) -> Any:
 
 
 def init_quantizer_ranges(qat_net: Any, calibration: np.ndarray, *, max_passes: int = 12) -> int:
-    """Set every activation quantizer's range from calibration data (DESIGN.md fact 5); returns the passes run.
+    """Set every activation quantizer's range from calibration data; returns the passes run.
+
+    A freshly wrapped QAT model outputs a constant until its ranges see data (docs/stack-notes.md
+    fact 5).
 
     tfmot's moving-average quantizers start at [-6, 6] and move 0.1% per step, so a short fine-tune
     leaves them wide. One training-mode pass updates each range by ema = d*old + (1-d)*batch; the

@@ -107,20 +107,25 @@ def _as(cls: type, value: Any, name: str) -> Any:
 
 
 def make_config(config: TrainConfig | None = None, **settings: Any) -> TrainConfig:
-    """A TrainConfig from keyword settings; ModelOptions fields (dropout, l2, widths, alpha) go to model_options."""
+    """A TrainConfig from keyword settings; ModelOptions fields (dropout, l2, widths, alpha) go to model_options.
+
+    With ``config``, every setting must be left at its default: the two ways of saying what to
+    train are not mixed.
+    """
     if config is not None:
-        if settings:
-            raise BadInputError(f"pass either config= or settings, not both; received settings {sorted(settings)}")
+        changed = sorted(k for k, v in settings.items() if v != _DEFAULTS[k])
+        if changed:
+            raise BadInputError(f"pass either config= or settings, not both; received settings {changed}")
         return config
     option_names = {f.name for f in dataclasses.fields(ModelOptions)}
     options = {k: settings.pop(k) for k in list(settings) if k in option_names}
-    if options:
-        settings["model_options"] = {**dataclasses.asdict(ModelOptions()), **options}
-    valid = {f.name for f in dataclasses.fields(TrainConfig)} | option_names
-    unknown = sorted(set(settings) - valid)
-    if unknown:
-        raise BadInputError(f"unknown training setting(s) {unknown}; valid ones are {sorted(valid)}")
+    settings["model_options"] = ModelOptions(**options)
     return TrainConfig(**settings)
+
+
+#: every training setting's default, from TrainConfig and ModelOptions (train()'s keywords repeat them)
+_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+             for cls in (TrainConfig, ModelOptions) for f in dataclasses.fields(cls) if f.name != "model_options"}
 
 
 def train(
@@ -128,26 +133,50 @@ def train(
     data: Dataset | str,
     *,
     out: str | Path,
+    epochs: int = 30,
+    batch_size: int = 32,
+    learning_rate: float = 2e-3,
+    lr_schedule: str = "cosine",
+    patience: int = 6,
+    seed: int = 0,
+    qat: bool = False,
+    qat_epochs: int = 3,
+    prune: float | None = None,
+    prune_epochs: int = 6,
+    cluster: int | None = None,
+    cluster_epochs: int = 3,
+    class_weights: bool = False,
+    augment: Augment | bool | dict[str, Any] | None = None,
+    mixed_precision: bool = False,
+    dropout: float = 0.0,
+    l2: float = 0.0,
+    widths: tuple[int, ...] = (64, 32),
+    alpha: float = 0.25,
     config: TrainConfig | None = None,
     callbacks: list[Any] | None = None,
     resume: bool = False,
     strategy: str = "auto",
     start_from: str | Path | None = None,
-    **settings: Any,
 ) -> TrainingRecord:
     """Train ``model`` (a zoo name, or a tf_keras model) on ``data`` and save it with its record in ``out``.
 
         >>> record = train("tiny_cnn", "digits", out="out/model", epochs=10, prune=0.75, qat=True)  # doctest: +SKIP
         >>> record.test_accuracy, record.sparsity                                                 # doctest: +SKIP
 
-    ``settings`` are TrainConfig fields (``epochs``, ``qat``, ``prune``, ``cluster``, …) and ModelOptions
-    fields (``dropout``, ``l2``, ``widths``, ``alpha``) when no ``config`` is given. ``resume`` continues
-    from ``out/checkpoints`` (same settings only); ``strategy`` is auto, cpu, gpu, mirrored or multiworker.
-    ``start_from`` is a trained-model folder of the same model and data whose float model replaces float
-    training (prune, cluster or QAT an existing model). Returns the TrainingRecord also written to
-    ``out/training.json``.
+    The settings from ``epochs`` to ``mixed_precision`` are TrainConfig's fields and ``dropout``,
+    ``l2``, ``widths`` (mlp), ``alpha`` (mobilenet_v1) ModelOptions'; ``config`` passes a whole
+    TrainConfig instead. ``augment`` takes True (flips and shifts), an Augment or a dict of its
+    fields. ``resume`` continues from ``out/checkpoints`` (same settings only); ``strategy`` is
+    auto, cpu, gpu, mirrored or multiworker. ``start_from`` is a trained-model folder of the same
+    model and data whose float model replaces float training (prune, cluster or QAT an existing
+    model). Returns the TrainingRecord also written to ``out/training.json``.
     """
-    config = make_config(config, **settings)
+    config = make_config(
+        config, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule,
+        patience=patience, seed=seed, qat=qat, qat_epochs=qat_epochs, prune=prune, prune_epochs=prune_epochs,
+        cluster=cluster, cluster_epochs=cluster_epochs, class_weights=class_weights, augment=augment,
+        mixed_precision=mixed_precision, dropout=dropout, l2=l2,
+        widths=tuple(widths) if isinstance(widths, (list, tuple)) else widths, alpha=alpha)
     if isinstance(model, str) and model not in MODELS:  # before the data loads: fail fast
         build_model(model, (1,), 2)
     data = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed)

@@ -25,6 +25,7 @@ from edgeship import _io
 from edgeship._deps import keras as _keras
 from edgeship._deps import require
 from edgeship._deps import tensorflow as _tf
+from edgeship._keras import is_qat
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.records import TrainingRecord
 
@@ -117,8 +118,7 @@ def save_trained(out: str | Path, *, final: Any, reference: Any, record: Trainin
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # tfmot's QAT wrappers do not reload from .keras (duplicated quantizer variables): QAT models go to .h5.
-    qat = any(type(layer).__name__.startswith("Quantize") for layer in final.layers)
-    files = {"model": "model.h5" if qat else "model.keras", "saved_model": "saved_model"}
+    files = {"model": "model.h5" if is_qat(final) else "model.keras", "saved_model": "saved_model"}
     save_keras(final, out / files["model"])
     if reference is not final:
         files["float"] = "float.keras"
