@@ -10,13 +10,14 @@ A target is ``format:precision``; ``FORMATS`` maps each format to its module and
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable
 
-from edgeship._deps import quiet_native_stderr
+from edgeship.converters import _notes
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.records import Artifact, Manifest
 
@@ -75,6 +76,9 @@ def convert(
 ) -> Manifest:
     """Convert ``model`` to every target and record each Artifact in ``out/manifest.json``.
 
+        >>> manifest = convert("out/model", "tflite:int8,onnx:int8", data="digits", out="out")  # doctest: +SKIP
+        >>> [(a.name, a.path, a.size_bytes) for a in manifest.artifacts]                     # doctest: +SKIP
+
     ``data`` (a Dataset or its name) supplies calibration samples and is recorded by fingerprint;
     ``calibration`` overrides the samples. ``options`` maps a target (``"onnx:int8"``) or a format
     (``"onnx"``) to backend keyword options, e.g. ``{"onnx:int8": {"calibrate_method": "entropy"}}``.
@@ -101,7 +105,7 @@ def convert(
         opts = {**(options or {}).get(fmt, {}), **(options or {}).get(f"{fmt}:{precision}", {})}
         log.info("converting %s to %s:%s", source.name, fmt, precision)
         try:
-            with quiet_native_stderr():  # the converters' C++ chatter ("fully_quantize: 0, …")
+            with _notes.collect() as notes:  # warnings about the model; C++ chatter ("fully_quantize: 0, …")
                 artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
         except UnsupportedModelError as exc:
             raise UnsupportedModelError(f"{exc}. {_formats_that_take(source, fmt)}") from exc
@@ -109,6 +113,10 @@ def convert(
             raise
         except Exception as exc:  # a converter's own exception: wrap it, keep the cause
             raise ConversionError(f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}") from exc
+        if notes:
+            artifact = dataclasses.replace(artifact, notes=tuple(notes))
+            for note in notes:
+                log.info("%s: %s", artifact.name, note)
         manifest = manifest.with_artifact(artifact)
         manifest.save(out)
         if on_artifact:

@@ -1,7 +1,7 @@
 """Core ML: ML Program .mlpackage at fp16/fp32, plus coremltools weight compression.
 
 Compression works on the float program (QAT Keras models yield fake-quant ops in fp16, not int8
-weights: DESIGN.md fact 10), and lowers ``weight_threshold`` so small tensors are compressed too.
+weights: docs/stack-notes.md fact 10), and lowers ``weight_threshold`` so small tensors are compressed too.
 Saving works on Linux; running needs macOS (or edgeship's reference evaluator).
 """
 
@@ -20,6 +20,7 @@ from edgeship._deps import require
 from edgeship.converters import _artifact
 from edgeship.errors import BadInputError, UnsupportedModelError
 from edgeship.records import Artifact, TensorSpec
+from edgeship.runtimes.mil import FEATURE_DTYPES
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +99,13 @@ def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[
 
 def specs(mlmodel_spec: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Input and output TensorSpecs from a Core ML model spec (-1 for a flexible dimension)."""
-    dtypes = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
-
     def one(feature: Any) -> TensorSpec:
         array = feature.type.multiArrayType
         shape = [int(d) for d in array.shape]
         ranges = array.shapeRange.sizeRanges
         if ranges:
             shape = [int(r.lowerBound) if r.lowerBound == r.upperBound else -1 for r in ranges]
-        return TensorSpec(name=feature.name, shape=tuple(shape), dtype=dtypes.get(array.dataType, "float32"))
+        return TensorSpec(name=feature.name, shape=tuple(shape), dtype=FEATURE_DTYPES.get(array.dataType, "float32"))
 
     desc = mlmodel_spec.description
     return tuple(one(f) for f in desc.input), tuple(one(f) for f in desc.output)

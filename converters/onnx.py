@@ -1,7 +1,7 @@
 """ONNX: fp32 through tf2onnx; int8 through ONNX Runtime static (QDQ) or dynamic quantization.
 
 QAT models reach int8 through their int8 TFLite flatbuffer (tf2onnx.from_tflite): tf2onnx on the
-Keras QAT model keeps float weights (DESIGN.md fact 8).
+Keras QAT model keeps float weights (docs/stack-notes.md fact 8).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def quant_defaults() -> dict[str, Any]:
     }
 
 
-def _fp32_model(source: Any, opset: int) -> Any:
+def float_model(source: Any, opset: int) -> Any:
     """The float model as an onnx ModelProto with input 'input' (dynamic batch)."""
     tf = _tf()
     tf2onnx = require("tf2onnx", "convert to ONNX")
@@ -101,7 +101,7 @@ class _Reader:
         return next(self._items, None)
 
 
-def _quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | None, options: dict[str, Any]) -> dict[str, Any]:
+def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | None, options: dict[str, Any]) -> dict[str, Any]:
     q = require("onnxruntime.quantization", "quantize ONNX models")
     defaults = quant_defaults()
     reduce_range = options.get("reduce_range", defaults["reduce_range"])
@@ -149,7 +149,7 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
             settings.update(route)
             onnx.save(model_proto, str(staged))
         else:
-            model_proto = _fp32_model(source, opset)
+            model_proto = float_model(source, opset)
             if precision == "fp32":
                 onnx.save(model_proto, str(staged))
             else:
@@ -159,22 +159,31 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
     return artifact
 
 
-def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, source: Any,
-                    calibration: Any, options: dict[str, Any]) -> dict[str, Any]:
+def prepare_for_quantization(model_proto: Any, tmp: Path) -> tuple[Path, dict[str, Any]]:
+    """The float model as ONNX Runtime's quantizer gets it: ``quant_pre_process`` (shape inference
+    and graph optimisation make quantization ranges tighter), or the raw graph when that step
+    fails. Returns the model's path and settings that record which it was."""
     onnx = require("onnx")
     q = require("onnxruntime.quantization", "quantize ONNX models")
     fp32_path, prepared = tmp / "fp32.onnx", tmp / "prepared.onnx"
     onnx.save(model_proto, str(fp32_path))
-    try:  # shape inference and graph optimisation make quantization ranges tighter
+    try:
         q.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
-    except Exception as exc:
-        log.warning("ONNX pre-processing skipped (%s); quantizing the raw graph", exc)
-        prepared = fp32_path
+    except Exception as exc:  # onnxruntime raises whatever its graph passes raise
+        why = f"{type(exc).__name__}: {exc}"
+        log.warning("ONNX pre-processing (quant_pre_process) skipped, the raw graph is quantized: %s", why)
+        return fp32_path, {"pre_processed": False, "pre_process_error": why[:300]}
+    return prepared, {"pre_processed": True}
+
+
+def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, source: Any,
+                    calibration: Any, options: dict[str, Any]) -> dict[str, Any]:
+    prepared, settings = prepare_for_quantization(model_proto, tmp)
     samples = None
     if precision == "int8":
         samples = _calibration.prepare(calibration, source.input_shape, target="onnx:int8",
                                        samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
-    return _quantize(prepared, staged, precision, samples, options)
+    return {**settings, **quantize(prepared, staged, precision, samples, options)}
 
 
 def _check(path: Path, final: Path, onnx: Any) -> None:

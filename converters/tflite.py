@@ -29,7 +29,9 @@ PRECISIONS = {
 _CALIBRATED = {"int8", "int8-float-io", "int16x8"}
 
 
-def _converter(source: Any, *, use_float: bool) -> Any:
+def tf_converter(source: Any, *, use_float: bool) -> Any:
+    """A ``tf.lite.TFLiteConverter`` for ``source``: its float model, or (``use_float=False``) the
+    model itself, QAT wrappers included."""
     tf = _tf()
     if source.kind == "saved_model":
         return tf.lite.TFLiteConverter.from_saved_model(str(source.saved_model))
@@ -76,7 +78,7 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     if precision in _CALIBRATED and not (from_qat and calibration is None):
         samples = _calibration.prepare(calibration, source.input_shape, target=f"tflite:{precision}",
                                        samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
-    converter = _converter(source, use_float=not from_qat)
+    converter = tf_converter(source, use_float=not from_qat)
     settings = configure(converter, precision, samples, qat=from_qat)
     for key, value in options.get("converter_flags", {}).items():
         setattr(converter, key, value)

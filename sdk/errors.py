@@ -4,8 +4,8 @@
      ├── MissingDependencyError     an optional package is not installed
      ├── DatasetError               a dataset is unknown, missing or malformed
      ├── BadInputError              a value, shape, dtype or setting the caller passed is wrong
-     ├── UnsupportedModelError      a layer or op a backend cannot take
      ├── ConversionError            a converter failed; nothing was written
+     │    └── UnsupportedModelError a layer or op a backend (converter or evaluator) cannot take
      ├── BadArtifactError           a model or artifact file is corrupt, hostile or mismatched
      ├── RuntimeFailure             an interpreter failed to run a loaded model
      └── AccuracyGateError          a validated artifact fell below the gate (carries the report)
@@ -31,9 +31,7 @@ __all__ = [
 
 
 class EdgeshipError(Exception):
-    """Root of every error edgeship raises on purpose; the CLI prints it as one line."""
-
-    exit_code = 1
+    """Root of every error edgeship raises on purpose; the CLI prints it as one line (exit code 1)."""
 
 
 class MissingDependencyError(EdgeshipError, ImportError):
@@ -48,12 +46,12 @@ class BadInputError(EdgeshipError, ValueError):
     """The caller passed a wrong value: shape, dtype, name, range or an unknown option."""
 
 
-class UnsupportedModelError(EdgeshipError):
-    """A model holds a layer or op that the requested backend cannot take."""
-
-
 class ConversionError(EdgeshipError):
     """A converter failed; no artifact was written."""
+
+
+class UnsupportedModelError(ConversionError):
+    """A model holds a layer or op that a backend cannot take: a converter, or the Core ML evaluator."""
 
 
 class BadArtifactError(EdgeshipError):
@@ -65,9 +63,7 @@ class RuntimeFailure(EdgeshipError, RuntimeError):
 
 
 class AccuracyGateError(EdgeshipError):
-    """One or more artifacts failed the accuracy gate; ``report`` holds every figure."""
-
-    exit_code = 2
+    """One or more artifacts failed the accuracy gate; ``report`` holds every figure (CLI exit code 2)."""
 
     def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
