@@ -186,7 +186,7 @@ def test_bundle_carries_coreml_and_reruns_within_tolerance(coreml_dir, digits):
 
 
 def test_reader_agrees_with_coremltools_loader(coreml_dir):
-    """Our protobuf and weight-blob reader against coremltools' milproto loader (DESIGN.md fact 11)."""
+    """Our protobuf and weight-blob reader against coremltools' milproto loader (docs/stack-notes.md fact 11)."""
     ct = pytest.importorskip("coremltools")
     from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
 

@@ -40,7 +40,7 @@ def test_resnet8_matches_the_mlperf_tiny_reference_size():
     model = build_model("resnet8", (32, 32, 3), 10)
     # MLPerf Tiny's ResNet-8 has 78,666 parameters with conv biases; ours drops the biases before BatchNorm.
     assert 77_000 <= model.count_params() <= 79_000
-    assert 12_000_000 <= count_macs(model) <= 13_000_000  # DESIGN.md fact 12: about 12.5 M MACs
+    assert 12_000_000 <= count_macs(model) <= 13_000_000  # docs/stack-notes.md fact 12: about 12.5 M MACs
 
 
 def test_mobilenet_alpha_scales_the_model():
