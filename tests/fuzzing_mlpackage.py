@@ -500,13 +500,14 @@ def table(corpus: dict[Path, str], results: dict[Path, dict[str, Any]]) -> str:
     counts = Counter((corpus[p], r["outcome"]) for p, r in results.items())
     outcomes = sorted({o for _, o in counts}, key=lambda o: (o != "ok", o))
     kinds = sorted({k for k, _ in counts})
-    width = max(map(len, kinds)) + 2
-    lines = ["class".ljust(width) + "".join(f"{o:>20}" for o in outcomes) + f"{'outside reads':>15}"]
+    width, cell = max(map(len, kinds)) + 2, max(map(len, outcomes + ["outside reads"])) + 2
+    lines = ["class".ljust(width) + "".join(o.rjust(cell) for o in [*outcomes, "outside reads"])]
     for kind in kinds:
         outside = sum(bool(r["outside"]) for p, r in results.items() if corpus[p] == kind)
-        lines.append(kind.ljust(width) + "".join(f"{counts[kind, o] or '':>20}" for o in outcomes) + f"{outside or '':>15}")
-    lines.append("total".ljust(width) + "".join(f"{sum(counts[k, o] for k in kinds):>20}" for o in outcomes)
-                 + f"{sum(bool(r['outside']) for r in results.values()):>15}")
+        cells = [counts[kind, o] for o in outcomes] + [outside]
+        lines.append(kind.ljust(width) + "".join(str(n or "").rjust(cell) for n in cells))
+    totals = [sum(counts[k, o] for k in kinds) for o in outcomes] + [sum(bool(r["outside"]) for r in results.values())]
+    lines.append("total".ljust(width) + "".join(str(n).rjust(cell) for n in totals))
     for path, result in sorted(results.items()):
         if not acceptable(result):
             lines.append(f"UNACCEPTABLE {path.name}: {result['outcome']} {result['detail'][:200]!r} "
