@@ -140,7 +140,7 @@ class Evaluator:
         for op in program.ops:
             self._types.update(op.outputs)
             if op.type == "const":
-                self._values[op.outputs[0][0]] = self._store(op.inputs["val"][0].value, op.outputs[0][1])
+                self._values[op.outputs[0][0]] = self._constant(op)
                 continue
             kernel = self._kernel(op)
             names = [b for refs in op.inputs.values() for b in refs if isinstance(b, str)]
@@ -170,6 +170,18 @@ class Evaluator:
         for op, kernel in self._steps:
             self._apply(op, kernel, env)
         return {name: self._output(env[name], self._types.get(name)) for name in self.program.outputs}
+
+    def _constant(self, op: mil.Op) -> Any:
+        val = op.inputs.get("val", ())
+        if len(val) != 1 or not isinstance(val[0], mil.Literal) or len(op.outputs) != 1:
+            raise BadArtifactError(f"const '{op.name}' of {self.where} has parameters {sorted(op.inputs)} and "
+                                   f"{len(op.outputs)} outputs; a const holds one value 'val' and has one output: "
+                                   "the program is corrupt")
+        try:
+            return self._store(val[0].value, op.outputs[0][1])
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise BadArtifactError(f"const '{op.name}' of {self.where} holds a value its declared type "
+                                   f"{op.outputs[0][1]} cannot hold ({exc}): the program is corrupt") from exc
 
     def _kernel(self, op: mil.Op) -> Callable[..., Any]:
         if op.blocks:

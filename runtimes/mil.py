@@ -15,6 +15,8 @@ neither.
 from __future__ import annotations
 
 import json
+import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any, Mapping, NamedTuple
 import numpy as np
 
 from edgeship.errors import BadArtifactError, EdgeshipError, UnsupportedModelError
-from edgeship.runtimes._protobuf import _fields, _map, _str, _varints
+from edgeship.runtimes._protobuf import _bytes, _fields, _map, _str, _varints
 from edgeship.records import TensorSpec
 from edgeship.runtimes._mil_ops import unpack_bits
 
@@ -40,6 +42,8 @@ _UNSUPPORTED_DTYPES = {13: "bfloat16", 40: "float8e4m3fn", 41: "float8e5m2"}
 # Core ML ArrayFeatureType.ArrayDataType -> numpy
 FEATURE_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
 _BLOB_SENTINEL = 0xDEADBEEF
+_MAX_ELEMENTS = 1 << 31  # a declared input or a tensor dimension beyond this is a corrupt or hostile file
+_MAX_MANIFEST_BYTES = 1 << 20  # a real Manifest.json is under 1 KB
 
 
 # -- types and values ----------------------------------------------------------------------------
@@ -64,6 +68,9 @@ def _tensor_type(buf: memoryview) -> TensorType:
         return TensorType("object", None)
     fields = _fields(value_type[1][0])
     code = fields.get(1, [0])[0]
+    if not isinstance(code, int) or code == 0:
+        raise BadArtifactError(f"a tensor type in the program has no data type (received {code!r:.60}): the "
+                               "package is corrupt")
     if code not in _DTYPES:
         name = _UNSUPPORTED_DTYPES.get(code, f"code {code}")
         raise UnsupportedModelError(f"the program uses data type {name}, which the reference evaluator "
@@ -80,7 +87,7 @@ def _tensor_type(buf: memoryview) -> TensorType:
 def _from_bytes(raw: Any, ttype: TensorType) -> np.ndarray:
     if ttype.shape is None or None in ttype.shape:
         raise BadArtifactError(f"a stored tensor has no fixed shape ({ttype})")
-    count = int(np.prod(ttype.shape))
+    count = math.prod(ttype.shape)
     if ttype.bits:
         values = unpack_bits(np.frombuffer(raw, np.uint8), ttype.bits, count, signed=ttype.dtype == "int8")
         return values.reshape(ttype.shape)
@@ -101,13 +108,13 @@ def _immediate(buf: memoryview, ttype: TensorType) -> Any:
             strings = [_str(s) for s in items]
             return strings[0] if shape == () else np.array(strings).reshape(shape)
         if number == 7:
-            return _from_bytes(bytes(items[0]) if items else b"", ttype)
+            return _from_bytes(_bytes(items[0]) if items else b"", ttype)
         if number in (1, 6):
-            array = np.frombuffer(b"".join(bytes(v) for v in items), "<f4" if number == 1 else "<f8")
+            array = np.frombuffer(b"".join(_bytes(v) for v in items), "<f4" if number == 1 else "<f8")
         else:
             array = np.array(_varints(items), np.int64)
         return array.astype(ttype.dtype).reshape(shape)
-    if int(np.prod(shape)):
+    if math.prod(shape):
         raise BadArtifactError(f"an immediate value of shape {shape} holds no data")
     return np.zeros(shape, ttype.dtype)
 
@@ -130,12 +137,28 @@ class _Weights:
 
     def _file(self, name: str) -> memoryview:
         if name not in self._files:
-            path = (self.folder / name.removeprefix("@model_path/")).resolve()
-            if not path.is_relative_to(self.folder.resolve()) or not path.is_file():
-                raise BadArtifactError(f"the program reads weights from '{name}', which is not a file inside "
-                                       "the package")
+            path = _inside(self.folder, name.removeprefix("@model_path/"), f"the program's weight file '{name:.200}'")
             self._files[name] = memoryview(path.read_bytes())
         return self._files[name]
+
+
+def _inside(folder: Path, relative: Any, what: str) -> Path:
+    """``folder / relative`` resolved, if it is a file inside ``folder``: neither '..', an absolute path
+    nor a symbolic link may lead out of it (or loop), and nothing outside is opened to find out."""
+    if not isinstance(relative, str) or not relative or "\0" in relative:
+        raise BadArtifactError(f"{what} has the path {relative!r:.200}, which is not a path inside the package; "
+                               "the package is corrupt: convert the model again")
+    try:
+        path = (folder / relative).resolve()
+        inside = path.is_relative_to(folder.resolve()) and path.is_file()
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
+        raise BadArtifactError(f"{what} cannot be found inside the package ({type(exc).__name__}: {exc!s:.200}); "
+                               "the package is corrupt: convert the model again") from exc
+    if not inside:
+        raise BadArtifactError(f"{what} is not a file inside {folder} (received '{relative:.200}'); paths and "
+                               "symbolic links that leave the package are refused. Is it a complete .mlpackage? "
+                               "Convert the model again or copy the whole package")
+    return path
 
 
 def _value(buf: memoryview, weights: _Weights) -> Any:
@@ -198,6 +221,8 @@ def _operation(buf: memoryview, weights: _Weights) -> Op:
     inputs: dict[str, tuple[str | Literal, ...]] = {}
     for key, argument in _map(fields.get(2, [])):
         bindings = [_fields(b) for b in _fields(argument).get(1, [])]
+        if not bindings:
+            raise BadArtifactError(f"argument '{key}' of an op binds no value: the program is corrupt")
         inputs[key] = tuple(_str(b[1][0]) if 1 in b else Literal(_value(b[2][0], weights)) for b in bindings)
     attributes = {key: _value(raw, weights) for key, raw in _map(fields.get(5, []))}
     op_type = _str(fields[1][0])
@@ -233,28 +258,61 @@ def _feature(buf: memoryview, declared: TensorType | None) -> TensorSpec:
         raise UnsupportedModelError(f"feature '{name}' is not a multi-array (an image, string or dictionary); "
                                     "the reference evaluator takes multi-array inputs and outputs")
     array = _fields(kind[5][0])
-    shape = _varints(array.get(1, []))
+    shape = _bounded(name, _varints(array.get(1, [])))
     if 31 in array:  # shapeRange: a flexible dimension reads -1
         ranges = [_varints(_fields(r).get(1, [0]) + _fields(r).get(2, [0])) for r in _fields(array[31][0]).get(1, [])]
-        shape = [low if low == high else -1 for low, high in ranges]
+        if any(not 0 <= low <= _MAX_ELEMENTS or high < low and high != -1 for low, high in ranges):
+            raise BadArtifactError(f"feature '{name}' declares the dimension ranges {ranges}; the package is corrupt")
+        shape = _bounded(name, [low if low == high else -1 for low, high in ranges])
     if not shape and declared is not None and declared.shape is not None:
         shape = [-1 if d is None else d for d in declared.shape]
     dtype = FEATURE_DTYPES.get(array.get(2, [0])[0], declared.dtype if declared else "float32")
     return TensorSpec(name=name, shape=tuple(shape), dtype=dtype)
 
 
+def _bounded(name: str, shape: list[int]) -> list[int]:
+    """``shape`` if its dimensions are sizes (or -1, flexible) of at most 2^31 elements in all."""
+    fixed = [d for d in shape if d != -1]
+    if any(d < 0 for d in fixed) or math.prod(fixed) > _MAX_ELEMENTS:
+        raise BadArtifactError(f"feature '{name}' declares the shape {shape}, which is not a tensor shape of at most "
+                               f"{_MAX_ELEMENTS} elements: the package is corrupt or hostile")
+    return shape
+
+
+def _check_inputs(inputs: tuple[TensorSpec, ...], program: Program) -> None:
+    """The model's described inputs are the program's: same names, and the program's fixed dimensions."""
+    declared = dict(program.inputs)
+    if {s.name for s in inputs} != set(declared):
+        raise BadArtifactError(f"the model describes inputs {sorted(s.name for s in inputs)} but its program takes "
+                               f"{sorted(declared)}: the package is corrupt")
+    for spec in inputs:
+        shape = declared[spec.name].shape
+        if shape is not None and (len(shape) != len(spec.shape) or any(
+                d is not None and d != s for d, s in zip(shape, spec.shape))):
+            raise BadArtifactError(f"input '{spec.name}' is described with shape {list(spec.shape)} but the program "
+                                   f"declares {['?' if d is None else d for d in shape]}: the package is corrupt")
+
+
 def _model_file(package: Path) -> Path:
     relative = "com.apple.CoreML/model.mlmodel"
-    manifest = package / "Manifest.json"
-    if manifest.is_file():
+    if os.path.lexists(package / "Manifest.json"):  # without one, the default path (a link or folder is refused)
+        manifest = _inside(package, "Manifest.json", f"{package.name}'s Manifest.json")
+        size = manifest.stat().st_size
+        if size > _MAX_MANIFEST_BYTES:
+            raise BadArtifactError(f"{manifest} holds {size} bytes; a .mlpackage manifest holds a few hundred: the "
+                                   "package is corrupt")
         try:
-            info = json.loads(manifest.read_text())
+            info = json.loads(manifest.read_bytes())
             relative = info["itemInfoEntries"][info["rootModelIdentifier"]]["path"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise BadArtifactError(f"{manifest} is not a valid .mlpackage manifest: {exc}") from exc
-    path = (package / "Data" / relative).resolve()
-    if not path.is_relative_to(package.resolve()) or not path.is_file():
-        raise BadArtifactError(f"{package} has no model file at Data/{relative}; is it a complete .mlpackage?")
+            raise BadArtifactError(f"{manifest} is not a valid .mlpackage manifest ({type(exc).__name__}: "
+                                   f"{exc!s:.200}); convert the model again") from exc
+    if not isinstance(relative, str):
+        raise BadArtifactError(f"{package.name}'s Manifest.json gives the model's path as {relative!r:.200}, which "
+                               "is not a path; convert the model again")
+    path = _inside(package, f"Data/{relative}", f"the model file of {package.name}")
+    if path.stat().st_size == 0:
+        raise BadArtifactError(f"{path} is empty; is it a complete .mlpackage? Convert the model again")
     return path
 
 
@@ -264,6 +322,9 @@ def read(path: str | Path) -> Package:
     model_file = _model_file(path)
     try:
         model = _fields(memoryview(model_file.read_bytes()))
+        if 502 not in model and 2 not in model:
+            raise BadArtifactError(f"{model_file} holds no Core ML model (no model description, received fields "
+                                   f"{sorted(model)[:10]}): the package is corrupt; convert the model again")
         if 502 not in model:
             raise UnsupportedModelError(f"{path.name} is not an ML Program (a neural-network or pipeline model); the "
                                         "reference evaluator runs ML Programs: convert with convert_to='mlprogram'")
@@ -273,9 +334,10 @@ def read(path: str | Path) -> Package:
         description = _fields(model[2][0]) if 2 in model else {}
         inputs = tuple(_feature(f, None) for f in description.get(1, []))
         outputs = tuple(_feature(f, declared.get(_str(_fields(f)[1][0]))) for f in description.get(10, []))
+        _check_inputs(inputs, program)
     except EdgeshipError:
         raise
-    except (IndexError, KeyError, ValueError, TypeError, struct.error) as exc:
+    except (IndexError, KeyError, ValueError, TypeError, struct.error, OSError) as exc:
         raise BadArtifactError(f"{path} could not be read as a Core ML ML Program ({type(exc).__name__}: {exc}); "
                                "convert again or check the package was copied whole") from exc
     return Package(path, model.get(1, [0])[0], inputs, outputs, program)
