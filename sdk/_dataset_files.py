@@ -22,16 +22,26 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 @dataclass
 class _Raw:
-    """What a loader returns: scaled samples and labels, plus the file's own test split if it has one."""
+    """What a loader returns: samples and targets, plus the file's own test split if it has one.
+
+    ``x`` is one array or a tuple (one per model input); ``y`` one array, a tuple (one per model
+    output) or None (an autoencoder). ``target`` says what ``y`` holds: classes (integer ids),
+    multilabel (a 0/1 matrix), regression (floats) or none; ``test_only`` marks a ``y_test``
+    without ``y`` (an autoencoder's anomaly labels). ``standardize`` asks the split to scale
+    tabular features with the train split's statistics (the built-in tabular sets).
+    """
 
     kind: str
     classes: tuple[str, ...]
-    x: np.ndarray
-    y: np.ndarray
+    x: Any
+    y: Any
     source: str
     preprocessing: dict = field(default_factory=dict)
-    x_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
+    x_test: Any = None
+    y_test: Any = None
+    target: str = "classes"
+    standardize: bool = False
+    test_only: bool = False
 
 
 # ------------------------------------------------------------------------------ built-in: Keras cache
@@ -300,9 +310,9 @@ def _image_folder(path: Path) -> _Raw:
             if pixels[-1].shape[:2] != first[1]:
                 raise DatasetError(f"{path}: images must all have one size; found {first[1][::-1]} (w x h) in "
                                    f"{first[0]} and {pixels[-1].shape[1::-1]} in {file}. Resize them first.")
-    x = np.stack(pixels).astype(np.float32) * np.float32(1 / 255)
-    return _Raw("image", tuple(d.name for d in folders), x, np.array(labels, np.int64), str(path),
-                {"scale": 1 / 255, "color": "RGB"})
+    # uint8 pixels: the default preprocessing (unit, x/255) or the caller's runs on them
+    return _Raw("image", tuple(d.name for d in folders), np.stack(pixels), np.array(labels, np.int64), str(path),
+                {"color": "RGB"})
 
 
 def _read_image(image: Any, file: Path) -> np.ndarray:

@@ -116,12 +116,13 @@ def test_tabular_standardized_with_train_statistics_only() -> None:
     assert not np.allclose(test.mean(axis=0), mean, rtol=1e-3)  # test did not feed the statistics
 
 
-def test_constant_feature_keeps_std_one(tmp_path: Path) -> None:
-    rows = ["a,b,label"] + [f"{i},5,{i % 2}" for i in range(20)]
-    (tmp_path / "c.csv").write_text("\n".join(rows))
-    data = load_dataset(tmp_path / "c.csv")
-    assert data.preprocessing["standardize"]["std"][1] == 1.0
-    assert np.all(data.x_train[:, 1] == 0.0) and np.isfinite(data.x_test).all()
+def test_constant_feature_keeps_std_one() -> None:
+    from edgeship._dataset_split import _standardize
+
+    train = np.stack([np.arange(20.0), np.full(20, 5.0)], 1)
+    (scaled, test), stats = _standardize(train, train[:4])
+    assert stats["std"][1] == 1.0
+    assert np.all(scaled[:, 1] == 0.0) and np.isfinite(test).all()
 
 
 def test_importing_datasets_imports_nothing_heavy() -> None:
@@ -188,7 +189,7 @@ def test_npz_round_trip(tmp_path: Path) -> None:
     names = np.array(data.classes)[data.y_train]
     expected = np.array([["eel", "cat", "dog"].index(n) * 50 / 255 for n in names], np.float32)
     np.testing.assert_allclose(data.x_train[:, 0, 0, 0], expected, rtol=1e-6)
-    assert data.preprocessing == {"scale": 1 / 255} and str(tmp_path) in data.source
+    assert data.preprocessing["preprocess"] == "unit" and str(tmp_path) in data.source  # integer pixels: x/255
 
 
 def test_npz_classes_key_names_integer_labels(tmp_path: Path) -> None:
@@ -197,7 +198,7 @@ def test_npz_classes_key_names_integer_labels(tmp_path: Path) -> None:
              x_test=rng.normal(size=(10, 3)), y_test=np.arange(10) % 2, classes=np.array(["no", "yes"]))
     data = load_dataset(tmp_path / "t.npz")
     assert data.kind == "tabular" and data.classes == ("no", "yes") and data.input_shape == (3,)
-    assert "standardize" in data.preprocessing
+    assert "standardize" not in data.preprocessing and data.preprocessing["preprocess"] == "none"  # as stored
 
 
 def _good_arrays() -> dict[str, np.ndarray]:
@@ -213,14 +214,14 @@ def _good_arrays() -> dict[str, np.ndarray]:
          "NaN"),
         (lambda a: a.update(x_train=np.full((20, 4), np.inf)), "NaN or infinite"),
         (lambda a: a.update(y_train=a["y_train"][:-1]), "has 19"),
+        (lambda a: a.pop("x_test"), "needs inputs as x_train and x_test"),
         (lambda a: a.update(x_test=np.zeros((0, 6, 5), np.uint8), y_test=np.array([], str)), "non-empty"),
         (lambda a: a.update(x_train=np.array([["1", "2"]] * 20)), "real numbers"),
-        (lambda a: a.update(x_train=a["x_train"].astype(np.float32)), "floats in \\[0, 1\\]"),
         (lambda a: a.update(y_train=np.arange(20) % 2, y_test=np.arange(6) % 2, classes=np.array(["x"])),
          "not among"),
         (lambda a: a.update(y_test=np.arange(6) % 2), "must both be integers or both strings"),
     ],
-    ids=["missing-key", "nan", "inf", "lengths", "empty", "strings", "float-range", "label-range", "mixed-labels"],
+    ids=["missing-key", "nan", "inf", "lengths", "missing-input", "empty", "strings", "label-range", "mixed-labels"],
 )
 def test_malformed_npz(tmp_path: Path, change, message: str) -> None:
     arrays = _good_arrays()
@@ -258,7 +259,7 @@ def test_csv_loads_and_sorts_numeric_labels_numerically(tmp_path: Path) -> None:
     rows = [f"{i},{i * 0.5},{[2, 10][i % 2]}" for i in range(40)]
     data = load_dataset(_write_csv(tmp_path / "m.csv", "f1,f2,label", rows))
     assert (data.name, data.kind, data.input_shape, data.classes) == ("m", "tabular", (2,), ("2", "10"))
-    assert sum(_sizes(data)) == 40 and len(data.preprocessing["standardize"]["mean"]) == 2
+    assert sum(_sizes(data)) == 40 and "standardize" not in data.preprocessing  # a user's file reaches the model as stored
 
 
 def test_csv_label_column_option(tmp_path: Path) -> None:
