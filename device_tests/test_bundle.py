@@ -27,6 +27,8 @@ def test_outputs_within_tolerance(bundle, entry, session):
 
 def test_accuracy(bundle, entry, session):
     _, _, inputs, labels = bundle
+    if entry.min_accuracy is None or not len(labels):
+        pytest.skip(f"{entry.name}: the bundle's task is judged by its outputs alone (no class labels)")
     accuracy = float(np.mean(session.predict(inputs).argmax(-1) == labels))
     assert accuracy >= entry.min_accuracy, (
         f"{entry.name}: accuracy {accuracy:.4f} on the bundle's {len(labels)} samples is below {entry.min_accuracy:.4f} "

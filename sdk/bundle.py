@@ -37,7 +37,8 @@ class BundleEntry(Record):
 
     ``host_accuracy`` is the artifact's accuracy on the bundle's own samples on the host that wrote
     the bundle (``test_accuracy`` on the whole test split); a device must reach ``min_accuracy``
-    on the same samples and stay within ``max_abs_error`` of ``expected``.
+    on the same samples and stay within ``max_abs_error`` of ``expected``. Accuracy is checked
+    for multi-class models (argmax against the labels); for other tasks the outputs alone are.
     """
 
     name: str
@@ -45,8 +46,8 @@ class BundleEntry(Record):
     sha256: str
     expected: str
     max_abs_error: float
-    min_accuracy: float
-    host_accuracy: float
+    min_accuracy: float | None
+    host_accuracy: float | None
     test_accuracy: float | None = None
 
 
@@ -62,6 +63,8 @@ class BundleManifest(VersionedFile):
     labels: str = "labels.npy"
     files: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[BundleEntry, ...] = ()
+    task: str = "multiclass"
+    preprocess: str = ""
 
 
 def tolerance(artifact: Artifact, outputs: np.ndarray) -> float:
@@ -88,16 +91,21 @@ def write(
     dataset: str,
     fingerprint: str,
     inputs: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     results: list[tuple[Artifact, np.ndarray, float | None]],
     source: Path,
+    task: str = "multiclass",
+    preprocess: str = "",
 ) -> BundleManifest:
-    """Write ``folder`` (replacing an older bundle) from (artifact, outputs on ``inputs``, test-split
-    accuracy) triples; each artifact is copied from ``source``."""
+    """Write ``folder`` (replacing an older bundle) from (artifact, first output on ``inputs``,
+    test-split accuracy) triples; each artifact is copied from ``source``. ``inputs`` are stored
+    already preprocessed (``preprocess`` records the spec), in the model's dtype."""
+    labels = labels if labels is not None and task == "multiclass" else np.zeros(0, np.int64)
     with _io.staged(folder, directory=True) as tmp:
         (tmp / "expected").mkdir()
-        files = {"inputs.npy": _save_npy(tmp / "inputs.npy", inputs.astype(np.float32)),
-                 "labels.npy": _save_npy(tmp / "labels.npy", labels.astype(np.int64))}
+        stored = inputs if inputs.dtype.kind in "iub" else inputs.astype(np.float32)
+        files = {"inputs.npy": _save_npy(tmp / "inputs.npy", stored),
+                 "labels.npy": _save_npy(tmp / "labels.npy", np.asarray(labels).astype(np.int64))}
         entries = []
         for artifact, outputs, accuracy in results:
             name = artifact.path
@@ -106,14 +114,15 @@ def write(
             expected = f"expected/{artifact.format}-{artifact.precision}.npy"
             files[expected] = _save_npy(tmp / expected, outputs)
             # accuracy on these very samples: a device that matches the outputs matches it too
-            here = float(np.mean(outputs.argmax(-1) == labels)) if len(labels) else 0.0
+            here = float(np.mean(outputs.argmax(-1) == labels)) if len(labels) else None
             entries.append(BundleEntry(
                 name=artifact.name, path=name, sha256=artifact.sha256, expected=expected,
-                max_abs_error=tolerance(artifact, outputs), min_accuracy=max(0.0, here - ACCURACY_SLACK),
+                max_abs_error=tolerance(artifact, outputs),
+                min_accuracy=None if here is None else max(0.0, here - ACCURACY_SLACK),
                 host_accuracy=here, test_accuracy=accuracy,
             ))
         manifest = BundleManifest(model=model, dataset=dataset, dataset_fingerprint=fingerprint,
-                                  files=files, artifacts=tuple(entries))
+                                  files=files, artifacts=tuple(entries), task=task, preprocess=preprocess)
         manifest.save(tmp)
     return manifest
 

@@ -17,6 +17,7 @@ import numpy as np
 from edgeship import _io
 from edgeship._deps import require
 from edgeship.records import Report, ReportEntry
+from edgeship.tasks import value_text
 
 PAGE_NAME = "report.html"
 _COLORS = {"keras": "#6b7280", "tflite": "#f59e0b", "onnx": "#2563eb", "coreml": "#10b981"}
@@ -45,23 +46,31 @@ def _measured(report: Report) -> list[ReportEntry]:
     return [e for e in report.artifacts if e.validation is not None]
 
 
-def _accuracy_plot(report: Report) -> Callable[[Any], None]:
-    entries = _measured(report)
+def _headlined(report: Report) -> list[ReportEntry]:
+    return [e for e in _measured(report) if e.validation.headline is not None]
+
+
+def _headline_plot(report: Report) -> Callable[[Any], None]:
+    """Each artifact's headline figure (accuracy, AUC, an error) beside the float reference's."""
+    entries = _headlined(report)
+    head = entries[0].validation.headline
+    percent = head.unit == "points"
+    scale = 100.0 if percent or head.unit == "AUC points" else 1.0
 
     def draw(ax: Any) -> None:
         names = ["float"] + [e.name for e in entries]
-        values = [report.reference_accuracy * 100] + [e.accuracy * 100 for e in entries]
+        values = [head.reference * scale] + [e.validation.headline.value * scale for e in entries]
         colors = [_COLORS["keras"]] + [_COLORS.get(e.format, "#999") for e in entries]
         ax.barh(names[::-1], values[::-1], color=colors[::-1])
-        low = max(0.0, min(values) - 5)
-        ax.set_xlim(low, 100)
-        ax.axvline(report.reference_accuracy * 100, color="#111", lw=1, ls="--", label="float reference")
-        if report.gate.max_drop is not None:
-            ax.axvline(report.reference_accuracy * 100 - report.gate.max_drop, color="#dc2626", lw=1, ls=":",
-                       label=f"gate (-{report.gate.max_drop:g} pts)")
+        if scale == 100.0:
+            ax.set_xlim(max(0.0, min(values) - 5), 100)
+        ax.axvline(values[0], color="#111", lw=1, ls="--", label="float reference")
+        if report.gate.max_drop is not None and scale == 100.0:
+            ax.axvline(values[0] - report.gate.max_drop, color="#dc2626", lw=1, ls=":",
+                       label=f"gate (-{report.gate.max_drop:g} {head.unit})")
         for y, v in enumerate(values[::-1]):
-            ax.text(v, y, f" {v:.2f}%", va="center", fontsize=8)
-        ax.set_xlabel(f"accuracy on {report.dataset} test split (%)")
+            ax.text(v, y, f" {v:.2f}{'%' if percent else ''}", va="center", fontsize=8)
+        ax.set_xlabel(f"{head.name} on {report.dataset} test split{' (%)' if percent else ''}")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
     return draw
@@ -158,14 +167,18 @@ def _training_plot(history: dict[str, list[float]]) -> Callable[[Any], None]:
 
 
 def _table(report: Report) -> str:
-    head = "".join(f"<th>{c}</th>" for c in ("artifact", "size", "accuracy", "Δ pts", "agreement", "SQNR dB",
-                                             "max abs err", "p50 µs", "p99 µs", "gate", "evaluated with"))
-    rows = [f"<tr><td>float reference</td><td></td><td>{report.reference_accuracy * 100:.2f}%</td>"
-            "<td colspan=8></td></tr>"]
+    heads = [e.validation.headline for e in _headlined(report)]
+    name, unit = (heads[0].name, heads[0].unit) if heads else ("accuracy", "points")
+    reference = value_text(unit, heads[0].reference if heads else report.reference_accuracy)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ("artifact", "size", name, f"Δ {unit}", "agreement", "SQNR dB",
+                                                          "max abs err", "p50 µs", "p99 µs", "gate", "evaluated with"))
+    rows = [f"<tr><td>float reference</td><td></td><td>{html.escape(reference)}</td><td colspan=8></td></tr>"]
     for e in report.artifacts:
         v, b = e.validation, e.benchmark
+        h = v.headline if v else None
         cells = [e.name, f"{e.size_bytes / 1024:.1f} KiB"]
-        cells += [f"{v.accuracy * 100:.2f}%", f"{v.accuracy_delta_pts:+.2f}", f"{v.agreement * 100:.1f}%",
+        cells += [value_text(h.unit, h.value) if h else "—", f"{h.delta:+.2f}" if h else "—",
+                  f"{v.agreement * 100:.1f}%" if v.agreement is not None else "—",
                   f"{v.sqnr_db:.1f}", f"{v.max_abs_error:.2g}"] if v else ["—"] * 5
         cells += [f"{b.p50_ms * 1000:.0f}", f"{b.p99_ms * 1000:.0f}"] if b else ["—", "—"]
         cells.append("" if e.passed is None else "pass" if e.passed else "FAIL")
@@ -175,6 +188,13 @@ def _table(report: Report) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _reference_text(report: Report) -> str:
+    heads = [e.validation.headline for e in _headlined(report)]
+    if heads:
+        return f"{heads[0].name} {value_text(heads[0].unit, heads[0].reference)}"
+    return "accuracy " + value_text("points", report.reference_accuracy)
+
+
 def _figure(title: str, png: str, note: str = "") -> str:
     caption = f"<p class=note>{html.escape(note)}</p>" if note else ""
     return f'<section><h2>{html.escape(title)}</h2><img class=plot alt="{html.escape(title)}" src="data:image/png;base64,{png}">{caption}</section>'
@@ -182,26 +202,32 @@ def _figure(title: str, png: str, note: str = "") -> str:
 
 def render(report: Report) -> str:
     """The page for ``report`` as one HTML string."""
-    sections = [_figure("Accuracy against float", _png(_accuracy_plot(report)))] if _measured(report) else []
+    headlined = _headlined(report)
+    title = f"{headlined[0].validation.headline.name} against float" if headlined else ""
+    sections = [_figure(title[:1].upper() + title[1:], _png(_headline_plot(report)))] if headlined else []
     if any(e.benchmark for e in report.artifacts):
         sections.append(_figure("Latency distribution", _png(_latency_plot(report)),
                                 "Measured with edgeship's thin runtime on " + str(report.host.get("cpu", "this host"))))
     sections.append(_figure("Size", _png(_size_plot(report), height=2.6)))
     if report.reference_per_class and _measured(report):
         sections.append(_figure("Per-class F1: float and each artifact", _png(_f1_plot(report))))
-        worst = min(_measured(report), key=lambda e: (e.accuracy, e.validation.agreement, e.validation.sqnr_db))
+    confused = [e for e in _measured(report) if e.validation.confusion_matrix]
+    if confused:
+        worst = min(confused, key=lambda e: (e.accuracy or 0.0, e.validation.agreement or 0.0, e.validation.sqnr_db))
         sections.append(_figure(f"Confusion matrix of the worst artifact ({worst.name})",
                                 _png(_confusion_plot(report, worst), width=4.6, height=4.2)))
     if report.training and report.training.get("history"):
         sections.append(_figure(f"Training curves ({report.training.get('recipe', '')})",
                                 _png(_training_plot(report.training["history"]))))
     skipped = [e for e in report.artifacts if e.validation is None]
-    notes = "".join(f"<li>{html.escape(e.name)}: {html.escape(e.status)}</li>" for e in skipped)
+    notes = "".join(f"<li>{html.escape(note)}</li>" for note in report.notes)
+    notes += "".join(f"<li>{html.escape(e.name)}: {html.escape(e.status)}</li>" for e in skipped)
     verdict = {True: "passed", False: "FAILED", None: "no gate set"}[report.passed]
     return _PAGE.format(
         title=html.escape(f"edgeship report: {report.model} on {report.dataset}"),
-        summary=html.escape(f"{len(report.artifacts)} artifacts · float accuracy {report.reference_accuracy * 100:.2f}% · "
-                            f"gate {verdict} · {report.created} · edgeship {report.edgeship_version}"),
+        summary=html.escape(f"{len(report.artifacts)} artifacts · {report.task or 'classification'} · float "
+                            f"{_reference_text(report)} · preprocessing {report.preprocess or 'as the dataset documents'}"
+                            f" · gate {verdict} · {report.created} · edgeship {report.edgeship_version}"),
         table=_table(report), notes=f"<ul class=note>{notes}</ul>" if notes else "", sections="".join(sections),
     )
 

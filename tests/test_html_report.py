@@ -55,7 +55,7 @@ def test_page_renders_in_headless_chromium(quickstart_dir, tmp_path):
 def test_unmeasured_artifacts_are_explained_not_drawn(quickstart_dir, tmp_path):
     report = Report.load(quickstart_dir)
     stripped = Report.from_dict(report.to_dict() | {"artifacts": [
-        {**e.to_dict(), **{k: None for k in ("accuracy", "accuracy_delta_pts", "agreement", "passed")},
+        {**e.to_dict(), **{k: None for k in ("samples", "accuracy", "accuracy_delta_pts", "agreement", "passed")},
          "status": "not run: needs macOS", "benchmark": None}
         if e.format == "coreml" else e.to_dict() for e in report.artifacts]})
     page = html.render(stripped)

@@ -89,6 +89,14 @@ def _run(fn: Callable[[], Any]) -> Any:
             raise
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(EXIT_ERROR)
+    except Exception as exc:  # not one of edgeship's errors: still one line, and the way to the traceback
+        if State.debug:
+            raise
+        _progress.stop()
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {first} (this is a bug in edgeship; "
+                          "--debug shows the traceback)", highlight=False)
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         _progress.stop()
         err_console.print("[bold red]interrupted[/]: nothing half-written was kept")
@@ -102,19 +110,27 @@ def _size(n: int) -> str:
 
 
 def report_table(report: Report) -> Any:
-    table = rich_table.Table(title=f"{report.model} on {report.dataset}: float reference accuracy "
-                             f"{(report.reference_accuracy or 0) * 100:.2f}%")
-    for column in ("artifact", "size", "accuracy", "Δ pts", "agree", "max err", "p50", "evaluated with"):
+    from edgeship.tasks import value_text
+
+    heads = [e.validation.headline for e in report.artifacts if e.validation and e.validation.headline]
+    head = heads[0] if heads else None
+    name, unit = (head.name, head.unit) if head else ("accuracy", "points")
+    reference = value_text(unit, head.reference if head else report.reference_accuracy)
+    task = f", {report.task}" if report.task else ""
+    table = rich_table.Table(title=f"{report.model} on {report.dataset}{task}: float reference {name} {reference}")
+    delta_column = "Δ pts" if unit == "points" else f"Δ ({unit})"
+    for column in ("artifact", "size", name, delta_column, "agree", "max err", "p50", "evaluated with"):
         table.add_column(column, justify="left" if column in ("artifact", "evaluated with") else "right",
                          no_wrap=column != "evaluated with")
     for e in report.artifacts:
         v, b = e.validation, e.benchmark
+        h = v.headline if v else None
         verdict = "" if e.passed is None else (" [green]pass[/]" if e.passed else " [red]FAIL[/]")
         table.add_row(
             e.name, _size(e.size_bytes),
-            f"{v.accuracy * 100:.2f}%" if v else "—",
-            f"{v.accuracy_delta_pts:+.2f}{verdict}" if v else "—",
-            f"{v.agreement * 100:.1f}%" if v else "—",
+            value_text(h.unit, h.value) if h else "—",
+            f"{h.delta:+.2f}{verdict}" if h else (verdict.strip() or "—"),
+            f"{v.agreement * 100:.1f}%" if v and v.agreement is not None else "—",
             f"{v.max_abs_error:.2g}" if v else "—",
             f"{b.p50_ms * 1000:.0f} µs" if b else "—",
             e.evaluated_with if v else e.status,
@@ -127,6 +143,8 @@ def _show_report(report: Report) -> None:
         _emit(report.to_dict())
     elif not State.quiet:
         out_console.print(report_table(report))
+        for note in report.notes:
+            err_console.print(f"[bold yellow]note:[/] {note}", highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -67,7 +67,7 @@ def _device_table(report: Any) -> None:
         ok = a.status == "ok"
         table.add_row(a.name, "[green]ok[/]" if ok else f"[red]{a.status}[/]" if a.status == "failed" else a.status,
                       "—" if a.max_abs_error is None else f"{a.max_abs_error:.2g}", f"{a.tolerance:.2g}" if a.tolerance else "—",
-                      "—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%", f"{(a.min_accuracy or 0) * 100:.2f}%",
+                      "—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%", "—" if a.min_accuracy is None else f"{a.min_accuracy * 100:.2f}%",
                       f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—", a.runtime)
     out_console.print(table)
     installed = ", ".join(f"{k} {v}" for k, v in report.installed.items())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from edgeship.records._base import MANIFEST_NAME, REPORT_NAME, SCHEMA_VERSION, Record, VersionedFile
 from edgeship.records.artifacts import Artifact, Manifest, TensorSpec, TrainingRecord, verified_path, vouched
-from edgeship.records.results import AccuracyDelta, BenchmarkResult, Gate, Report, ReportEntry
+from edgeship.records.results import AccuracyDelta, BenchmarkResult, Gate, Headline, Report, ReportEntry
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -27,6 +27,7 @@ __all__ = [
     "Artifact",
     "Manifest",
     "AccuracyDelta",
+    "Headline",
     "BenchmarkResult",
     "ReportEntry",
     "Gate",

@@ -56,7 +56,13 @@ class Artifact(Record):
 
 @dataclass(frozen=True)
 class Manifest(VersionedFile):
-    """The artifacts of one output folder (``manifest.json``)."""
+    """The artifacts of one output folder (``manifest.json``).
+
+    ``dataset`` names the data the artifacts were converted with: a built-in name, or with
+    ``data_path`` (relative to the folder when inside it) a user's file, which ``data_options``
+    (seed, split fractions, the preprocess spec) load again exactly; ``dataset_fingerprint``
+    says whether it is still the same. ``task`` is the task the caller fixed, if any.
+    """
 
     file_name: ClassVar[str] = MANIFEST_NAME
 
@@ -66,6 +72,9 @@ class Manifest(VersionedFile):
     dataset_fingerprint: str = ""
     reference: Artifact | None = None
     artifacts: tuple[Artifact, ...] = ()
+    data_path: str = ""
+    data_options: dict[str, Any] = field(default_factory=dict)
+    task: str = ""
 
     def with_artifact(self, artifact: Artifact) -> Manifest:
         """A copy with ``artifact`` added, replacing one of the same name."""

@@ -13,14 +13,36 @@ __all__ = ["AccuracyDelta", "BenchmarkResult", "ReportEntry", "Gate", "Report"]
 
 
 @dataclass(frozen=True)
+class Headline(Record):
+    """The one figure a task is judged by, against the float reference's, in ``unit``.
+
+    ``delta`` is signed so that negative is worse: accuracy points lost (classification), AUC
+    points lost (anomaly detection), or the error's relative growth in percent (regression,
+    reconstruction). The gate's ``max_drop`` is in this unit.
+    """
+
+    name: str
+    value: float
+    reference: float
+    delta: float
+    unit: str
+
+
+@dataclass(frozen=True)
 class AccuracyDelta(Record):
-    """An artifact measured against its float reference on the same held-out split."""
+    """An artifact measured against its float reference on the same held-out split.
+
+    ``task`` says what the outputs mean (multiclass, binary, multilabel, regression, autoencoder);
+    figures that do not apply to it are None (accuracy for regression) or empty (per-class figures
+    where there are no classes). ``headline`` is the task's figure; ``outputs`` holds the same
+    figures per output of a model with several (the flat fields are output 0's).
+    """
 
     samples: int
-    accuracy: float
-    reference_accuracy: float
-    accuracy_delta_pts: float
-    agreement: float
+    accuracy: float | None
+    reference_accuracy: float | None
+    accuracy_delta_pts: float | None
+    agreement: float | None
     max_abs_error: float
     mean_abs_error: float
     sqnr_db: float
@@ -30,6 +52,10 @@ class AccuracyDelta(Record):
     roc_auc: float | None = None
     passed: bool | None = None
     failures: tuple[str, ...] = ()
+    task: str = "multiclass"
+    headline: Headline | None = None
+    output: str = ""
+    outputs: tuple[AccuracyDelta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,7 +120,7 @@ class ReportEntry(Record):
             raise BadInputError(f"ReportEntry: expected an object, received {type(data).__name__}")
         flat = {k: v for k, v in data.items() if k in cls._accuracy_keys}
         rest = {k: v for k, v in data.items() if k not in cls._accuracy_keys}
-        measured = flat.get("accuracy") is not None
+        measured = flat.get("samples") is not None
         if measured:
             rest["validation"] = flat
         return super().from_dict(rest)
@@ -114,8 +140,10 @@ class ReportEntry(Record):
 
 @dataclass(frozen=True)
 class Gate(Record):
-    """The accuracy gate: an artifact fails when it drops more than ``max_drop`` points below the
-    float reference, or agrees with the reference's predictions on less than ``min_agreement``."""
+    """The accuracy gate: an artifact fails when its headline figure falls more than ``max_drop``
+    below the float reference's (accuracy points for classification, AUC points for anomaly
+    detection, percent error growth for regression), or agrees with the reference's predictions
+    on less than ``min_agreement``."""
 
     max_drop: float | None = None
     min_agreement: float | None = None
@@ -131,14 +159,20 @@ class Gate(Record):
         return self.max_drop is not None or self.min_agreement is not None
 
     def check(self, delta: AccuracyDelta) -> tuple[str, ...]:
-        """The reasons ``delta`` fails this gate (empty when it passes)."""
+        """The reasons ``delta`` fails this gate (empty when it passes): ``max_drop`` is in each
+        output's headline unit; ``min_agreement`` applies where agreement does."""
         failures = []
-        if self.max_drop is not None and -delta.accuracy_delta_pts > self.max_drop:
-            failures.append(
-                f"accuracy dropped {-delta.accuracy_delta_pts:.2f} points (max {self.max_drop:g})"
-            )
-        if self.min_agreement is not None and delta.agreement < self.min_agreement:
-            failures.append(f"agreement {delta.agreement:.4f} is below {self.min_agreement:g}")
+        for one in delta.outputs or (delta,):
+            where = f"{one.output}: " if delta.outputs else ""
+            head = one.headline
+            if self.max_drop is not None and head is not None and -head.delta > self.max_drop:
+                what = "rose" if head.unit.startswith("%") else "dropped"
+                failures.append(f"{where}{head.name} {what} {-head.delta:.2f} {head.unit} (max {self.max_drop:g})")
+            elif self.max_drop is not None and head is None and one.accuracy_delta_pts is not None \
+                    and -one.accuracy_delta_pts > self.max_drop:
+                failures.append(f"{where}accuracy dropped {-one.accuracy_delta_pts:.2f} points (max {self.max_drop:g})")
+            if self.min_agreement is not None and one.agreement is not None and one.agreement < self.min_agreement:
+                failures.append(f"{where}agreement {one.agreement:.4f} is below {self.min_agreement:g}")
         return tuple(failures)
 
 
@@ -156,6 +190,8 @@ class Report(VersionedFile):
     dataset_fingerprint: str = ""
     split: str = "test"
     reference_accuracy: float | None = None
+    task: str = ""
+    preprocess: str = ""
     reference_per_class: dict[str, tuple[float, ...]] = field(default_factory=dict)
     classes: tuple[str, ...] = ()
     gate: Gate = field(default_factory=Gate)
@@ -163,6 +199,7 @@ class Report(VersionedFile):
     host: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] | None = None
     artifacts: tuple[ReportEntry, ...] = ()
+    notes: tuple[str, ...] = ()
 
     def entry(self, name: str) -> ReportEntry:
         for entry in self.artifacts:
