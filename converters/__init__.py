@@ -15,7 +15,7 @@ import importlib
 import logging
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from edgeship.converters import _notes
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
@@ -73,6 +73,9 @@ def convert(
     options: dict[str, dict[str, Any]] | None = None,
     on_artifact: Callable[[Artifact], None] | None = None,
     trust_code: bool = False,
+    preprocess: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    task: str | None = None,
 ) -> Manifest:
     """Convert ``model`` to every target and record each Artifact in ``out/manifest.json``.
 
@@ -83,36 +86,48 @@ def convert(
     ``calibration`` overrides the samples. ``options`` maps a target (``"onnx:int8"``) or a format
     (``"onnx"``) to backend keyword options, e.g. ``{"onnx:int8": {"calibrate_method": "entropy"}}``.
     ``trust_code`` allows loading model files with Lambda layers (their stored Python code runs).
+    ``preprocess`` is the spec that turns the stored arrays of ``data`` into model inputs
+    (``edgeship.preprocess``; default: ``unit`` for integer images, else ``none``); it is recorded
+    with the data's path, so validate, doctor and report find the same data again.
+    ``input_shape`` fixes dimensions the model leaves open (default: the data's sample shape).
+    ``task`` fixes what the outputs mean (``edgeship.tasks``) where detection would guess.
     Each artifact is written under a temporary name and renamed, and the manifest is rewritten
     after each one, so an interruption leaves only complete artifacts.
     """
     from edgeship.converters._source import resolve
     from edgeship.datasets import Dataset, load_dataset
 
+    from edgeship.tasks import parse_task
+
     parsed = parse_targets(targets)
+    task = parse_task(task)
     out = Path(out)
-    dataset = load_dataset(data) if isinstance(data, str) else data
+    if isinstance(data, Dataset) and preprocess is not None:
+        raise BadInputError("preprocess applies to data loaded by name or path; a Dataset is already preprocessed: "
+                            "pass preprocess= to load_dataset instead")
+    dataset = load_dataset(data, preprocess=preprocess) if isinstance(data, (str, Path)) else data
     source = resolve(model, name, trust_code=trust_code)
-    if dataset is not None and isinstance(dataset, Dataset) and tuple(dataset.input_shape) != source.input_shape:
-        raise BadInputError(
-            f"the model takes inputs of shape {source.input_shape} but dataset '{dataset.name}' has samples of "
-            f"shape {tuple(dataset.input_shape)}; convert with the dataset the model was trained on"
-        )
+    source, dataset = _fit(source, dataset if isinstance(dataset, Dataset) else None, input_shape) \
+        if isinstance(dataset, Dataset) or dataset is None else (source, dataset)
     _remove_partials(out)
-    manifest = _start_manifest(out, source, dataset)
+    manifest = _start_manifest(out, source, dataset, task)
     calibration = calibration if calibration is not None else dataset
+    refused: list[str] = []
     for fmt, precision in parsed:
         opts = {**(options or {}).get(fmt, {}), **(options or {}).get(f"{fmt}:{precision}", {})}
         log.info("converting %s to %s:%s", source.name, fmt, precision)
         try:
             with _notes.collect() as notes:  # warnings about the model; C++ chatter ("fully_quantize: 0, …")
                 artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
-        except UnsupportedModelError as exc:
-            raise UnsupportedModelError(f"{exc}. {_formats_that_take(source, fmt)}") from exc
+        except UnsupportedModelError as exc:  # this format cannot take the model; the others may
+            log.warning("%s:%s refused: %s", fmt, precision, exc)
+            refused.append(f"{fmt}:{precision}: {exc}")
+            continue
         except EdgeshipError:
             raise
         except Exception as exc:  # a converter's own exception: wrap it, keep the cause
             raise ConversionError(f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}") from exc
+        artifact = _with_metadata(out, artifact, dataset, task)
         if notes:
             artifact = dataclasses.replace(artifact, notes=tuple(notes))
             for note in notes:
@@ -121,7 +136,27 @@ def convert(
         manifest.save(out)
         if on_artifact:
             on_artifact(artifact)
+    if refused:
+        made = [f"{f}:{p}" for f, p in parsed if any(a.name == f"{f}:{p}" for a in manifest.artifacts)]
+        done = f"made {', '.join(made)} in {out}; " if made else ""
+        raise UnsupportedModelError(f"{done}refused {'; '.join(refused)}. {_formats_that_take(source, refused)}")
     return manifest
+
+
+def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None) -> Artifact:
+    """Write the preprocessing spec, class names and task into the artifact file itself."""
+    from edgeship import _io
+    from edgeship.converters import _metadata
+
+    if dataset is None or not hasattr(dataset, "options"):
+        return artifact
+    meta = {"preprocess": dataset.options.get("preprocess", ""),
+            "preprocessing": {k: v for k, v in dataset.preprocessing.items() if k != "standardize"},
+            "classes": list(dataset.classes), "task": task or "", "dataset": dataset.name}
+    path = out / artifact.path
+    _metadata.embed(path, artifact.format, meta)
+    return dataclasses.replace(artifact, sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path),
+                               settings={**artifact.settings, "metadata": meta})
 
 
 def _remove_partials(out: Path) -> None:
@@ -133,18 +168,20 @@ def _remove_partials(out: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
-def _formats_that_take(source: Any, failed: str) -> str:
+def _formats_that_take(source: Any, refused: list[str]) -> str:
     """Try the other formats' float conversion in a scratch folder and say which take the model."""
     import tempfile
 
+    failed = {item.split(":")[0] for item in refused}
     takes = []
     with tempfile.TemporaryDirectory(prefix="edgeship-probe-") as tmp:
         for fmt in FORMATS:
-            if fmt == failed or source.kind == "onnx":
+            if fmt in failed or (source.kind == "onnx" and fmt != "onnx"):
                 continue
             precision = next(iter(precisions(fmt)))
             try:
-                backend(fmt).convert(source, Path(tmp), precision=precision)
+                with _notes.collect():
+                    backend(fmt).convert(source, Path(tmp), precision=precision)
                 takes.append(f"{fmt}:{precision}")
             except Exception:  # a probe: any failure means "does not take it"
                 continue
@@ -153,7 +190,31 @@ def _formats_that_take(source: Any, failed: str) -> str:
     return "No other format takes this model either: replace the op with supported layers"
 
 
-def _start_manifest(out: Path, source: Any, dataset: Any) -> Manifest:
+def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[Any, Any]:
+    """The model with open dimensions fixed and the data shaped as the model takes it, or a
+    BadInputError saying how they differ."""
+    if input_shape is not None:
+        source = source.with_input_shape(tuple(input_shape), "--input-shape")
+    if dataset is None:
+        if source.dynamic:
+            raise BadInputError(f"{source.name} leaves input dimensions open {source.input_shape}: pass data (its "
+                                "samples fix them) or input_shape (--input-shape H,W,C)")
+        return source, dataset
+    data_shape = tuple(dataset.input_shape)
+    if source.dynamic:
+        return source.with_input_shape(data_shape, f"the samples of '{dataset.name}'"), dataset
+    if data_shape + (1,) == tuple(source.input_shape):
+        return source, dataset.with_channel_axis()
+    if data_shape != tuple(source.input_shape):
+        hint = (" The model takes channels first: add --preprocess layout=nchw (and the scaling it was trained with)"
+                if sorted(data_shape) == sorted(source.input_shape) and data_shape[-1:] == source.input_shape[:1]
+                else " Convert with the data the model was trained on")
+        raise BadInputError(f"the model takes inputs of shape {tuple(source.input_shape)} but dataset "
+                            f"'{dataset.name}' has samples of shape {data_shape}.{hint}")
+    return source, dataset
+
+
+def _start_manifest(out: Path, source: Any, dataset: Any, task: str | None) -> Manifest:
     from edgeship.converters import reference
 
     fingerprint = dataset.fingerprint if dataset is not None and hasattr(dataset, "fingerprint") else ""
@@ -166,12 +227,18 @@ def _start_manifest(out: Path, source: Any, dataset: Any) -> Manifest:
             )
     else:
         manifest = Manifest(model=source.name)
+    path = getattr(dataset, "path", "")
+    if path and Path(path).resolve().is_relative_to(out.resolve()):
+        path = Path(path).resolve().relative_to(out.resolve()).as_posix()
     manifest = Manifest(
         model=source.name,
         dataset=getattr(dataset, "name", manifest.dataset),
         dataset_fingerprint=fingerprint or manifest.dataset_fingerprint,
         reference=reference.write(source, out),
         artifacts=manifest.artifacts,
+        data_path=path if dataset is not None else manifest.data_path,
+        data_options=dict(getattr(dataset, "options", {})) if dataset is not None else manifest.data_options,
+        task=task or manifest.task,
     )
     manifest.save(out)
     return manifest

@@ -52,8 +52,14 @@ def collect() -> Iterator[list[str]]:
     notes: list[str] = []
     handler = _Records(raw)
     loggers = [logging.getLogger(name) for name in LOGGERS]
+    # the records are the artifact's now: let warnings through a level the CLI raised, and keep
+    # them off the console (convert prints them as notes)
+    saved_state = [(logger.level, logger.propagate) for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
+        logger.propagate = False
+        if logger.getEffectiveLevel() > logging.WARNING:
+            logger.setLevel(logging.WARNING)
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as native, warnings.catch_warnings(record=True) as caught:
@@ -65,8 +71,10 @@ def collect() -> Iterator[list[str]]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            for logger in loggers:
+            for logger, (level, propagate) in zip(loggers, saved_state):
                 logger.removeHandler(handler)
+                logger.setLevel(level)
+                logger.propagate = propagate
             native.seek(0)
             text = native.read().decode("utf-8", "replace")
             if text and os.environ.get("EDGESHIP_QUIET_NATIVE") != "1":

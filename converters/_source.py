@@ -7,15 +7,17 @@ coremltools take Keras 2 only) and, for ONNX Runtime quantization, a .onnx file.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeship._deps import keras as _keras
 from edgeship._deps import tensorflow as _tf
 from edgeship._keras import is_qat
-from edgeship.errors import BadArtifactError, BadInputError
+from edgeship.errors import BadArtifactError, BadInputError, UnsupportedModelError
 from edgeship.records import TrainingRecord
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,8 @@ class SourceModel:
 
     ``keras`` is the model to convert (QAT-wrapped when ``qat``); ``reference`` is its float
     counterpart (the same object for a float model). ``saved_model`` is set for SavedModel and
-    Keras 3 inputs, ``onnx`` for .onnx inputs; then ``keras`` is None.
+    Keras 3 inputs, ``onnx`` for .onnx inputs; then ``keras`` is None. ``input_shape`` holds -1
+    for a dimension the model leaves open until ``with_input_shape`` fixes it.
     """
 
     name: str
@@ -39,6 +42,7 @@ class SourceModel:
     saved_model: Path | None = None
     onnx: Path | None = None
     record: TrainingRecord | None = None
+    input_dtype: str = "float32"
     _tmp: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -48,17 +52,54 @@ class SourceModel:
     def float_keras(self) -> Any:
         return self.reference if self.reference is not None else self.keras
 
+    @property
+    def dynamic(self) -> bool:
+        """Whether a dimension besides the batch is left open (e.g. a fully convolutional net)."""
+        return any(d < 0 for d in self.input_shape)
 
-def _input_shape_keras(model: Any) -> tuple[int, ...]:
+    def with_input_shape(self, shape: tuple[int, ...], why: str) -> SourceModel:
+        """This model with its open dimensions fixed to ``shape`` (a Keras model is wrapped behind
+        an Input of that shape; every format then sees static shapes)."""
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != len(self.input_shape) or any(a >= 0 and a != b for a, b in zip(self.input_shape, shape)):
+            raise BadInputError(f"{self.name} takes inputs of shape {_text(self.input_shape)}; {why} gives "
+                                f"{_text(shape)}, which does not fit")
+        if self.kind != "keras":
+            raise BadInputError(f"{self.name} ({self.kind}) has open input dimensions {_text(self.input_shape)}; "
+                                "edgeship fixes them for Keras models only: export it with a fixed input shape")
+        keras = _keras()
+        log.info("fixing the open input dimensions of %s to %s (%s)", self.name, shape, why)
+
+        def fixed(model: Any) -> Any:
+            inp = keras.Input(shape=shape, dtype=model.inputs[0].dtype, name="input")
+            return keras.Model(inp, model(inp), name=model.name)
+
+        reference = None if self.reference is None else (
+            fixed(self.reference) if self.reference is not self.keras else None)
+        wrapped = fixed(self.keras)
+        return dataclasses.replace(self, input_shape=shape, keras=wrapped,
+                                   reference=reference if reference is not None else (None if self.qat else wrapped))
+
+
+def _text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join("None" if d < 0 else str(d) for d in shape) + ")"
+
+
+def _input_keras(model: Any) -> tuple[tuple[int, ...], str]:
     if len(model.inputs) != 1:
-        raise BadInputError(f"edgeship converts single-input models; this one has {len(model.inputs)} inputs")
-    return tuple(int(d) for d in model.inputs[0].shape[1:])
+        names = [t.name.split(":")[0] for t in model.inputs]
+        raise UnsupportedModelError(
+            f"edgeship converts single-input models; this one has {len(model.inputs)} inputs {names}. "
+            "Wrap the preprocessing that joins them into the model, or convert each branch on its own")
+    tensor = model.inputs[0]
+    return tuple(-1 if d is None else int(d) for d in tensor.shape[1:]), tensor.dtype.name
 
 
 def _from_keras(model: Any, name: str, origin: str, reference: Any = None, record: TrainingRecord | None = None) -> SourceModel:
     qat = is_qat(model)
+    shape, dtype = _input_keras(model)
     return SourceModel(
-        name=name, origin=origin, input_shape=_input_shape_keras(model), keras=model,
+        name=name, origin=origin, input_shape=shape, keras=model, input_dtype=dtype,
         reference=reference if reference is not None else (None if qat else model), qat=qat, record=record,
     )
 
@@ -72,8 +113,8 @@ def _saved_model_shape(folder: Path) -> tuple[int, ...]:
         raise BadArtifactError(f"{folder} is not a loadable SavedModel with a 'serving_default' signature: {exc}") from exc
     specs = list(fn.structured_input_signature[1].values())
     if len(specs) != 1:
-        raise BadInputError(f"edgeship converts single-input models; {folder} has inputs {[s.name for s in specs]}")
-    return tuple(int(d) for d in specs[0].shape[1:])
+        raise UnsupportedModelError(f"edgeship converts single-input models; {folder} has inputs {[s.name for s in specs]}")
+    return tuple(-1 if d is None else int(d) for d in specs[0].shape[1:])
 
 
 def _from_keras3(model: Any, name: str) -> SourceModel:
@@ -131,6 +172,7 @@ def _from_onnx(path: Path, name: str | None) -> SourceModel:
 
     session = load(path)
     if len(session.inputs) != 1:
-        raise BadInputError(f"edgeship converts single-input models; {path.name} has {len(session.inputs)}")
+        raise UnsupportedModelError(f"edgeship converts single-input models; {path.name} has {len(session.inputs)}")
     shape = tuple(max(d, 1) for d in session.inputs[0].shape[1:])
-    return SourceModel(name=name or path.stem, origin=str(path), input_shape=shape, onnx=path)
+    return SourceModel(name=name or path.stem, origin=str(path), input_shape=shape, onnx=path,
+                       input_dtype=session.inputs[0].dtype)

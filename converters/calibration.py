@@ -12,8 +12,10 @@ DEFAULT_SAMPLES = 200
 MAX_SAMPLES = 500
 
 
-def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samples: int = DEFAULT_SAMPLES) -> np.ndarray:
-    """Return float32 calibration samples shaped ``(n,) + input_shape`` or say what is wrong.
+def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samples: int = DEFAULT_SAMPLES,
+            dtype: str = "float32") -> np.ndarray:
+    """Return calibration samples shaped ``(n,) + input_shape`` in the model's input ``dtype``
+    (float32, or integer ids for an Embedding) or say what is wrong.
 
     ``calibration`` is a Dataset (its calibration subset is used) or an array of samples.
     """
@@ -36,6 +38,11 @@ def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samp
         )
     if len(x) == 0:
         raise BadInputError(f"calibration data for {target} is empty; give 100-500 samples from the training split")
+    if np.dtype(dtype).kind in "iu":
+        if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
+            raise BadInputError(f"{target}: the model takes {dtype} ids but the calibration samples are fractional "
+                                f"floats; pass the ids as stored (--preprocess none)")
+        return x[:MAX_SAMPLES].astype(dtype)
     x = x[:MAX_SAMPLES].astype(np.float32)
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))

@@ -60,7 +60,7 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
     inputs = None  # a SavedModel keeps its own input name and shape
     if source.kind == "keras":
         name = model.inputs[0].name.split(":")[0]
-        inputs = [ct.TensorType(name=name, shape=(batch,) + tuple(source.input_shape), dtype=np.float32)]
+        inputs = [ct.TensorType(name=name, shape=(batch,) + tuple(source.input_shape), dtype=getattr(np, source.input_dtype))]
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     try:
         return ct.convert(
@@ -71,6 +71,10 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
         ops = re.findall(r"TF op '(\w+)'", str(exc))
         what = f"the TensorFlow op(s) {', '.join(ops)}" if ops else f"part of the model ({exc})"
         raise UnsupportedModelError(f"coremltools cannot convert {what} to Core ML") from exc
+    except (ValueError, TypeError, AssertionError, KeyError) as exc:  # its frontend fails on graphs it cannot map
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(f"coremltools {ct.__version__} cannot convert this model to Core ML "
+                                    f"({type(exc).__name__}: {first[:200]})") from exc
 
 
 def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def float_model(source: Any, opset: int) -> Any:
     """The float model as an onnx ModelProto with input 'input' (dynamic batch)."""
     tf = _tf()
     tf2onnx = require("tf2onnx", "convert to ONNX")
-    spec = (tf.TensorSpec((None,) + tuple(source.input_shape), tf.float32, name="input"),)
+    spec = (tf.TensorSpec((None,) + tuple(source.input_shape), tf.as_dtype(source.input_dtype), name="input"),)
     if source.kind == "onnx":
         return require("onnx").load(str(source.onnx))
     if source.kind == "saved_model":
@@ -182,7 +182,8 @@ def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, s
     samples = None
     if precision == "int8":
         samples = _calibration.prepare(calibration, source.input_shape, target="onnx:int8",
-                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES),
+                                       dtype=source.input_dtype)
     return {**settings, **quantize(prepared, staged, precision, samples, options)}
 
 

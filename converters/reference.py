@@ -36,7 +36,7 @@ def write(source: Any, out: Path) -> Artifact:
 
         path = save_keras(source.float_keras(), out / FOLDER / "model.keras")
         fmt = "keras"
-    spec = TensorSpec(name="input", shape=(-1,) + tuple(source.input_shape), dtype="float32")
+    spec = TensorSpec(name="input", shape=(-1,) + tuple(source.input_shape), dtype=source.input_dtype)
     return Artifact(
         name="reference", path=path.relative_to(out).as_posix(), format=fmt, precision="fp32",
         sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path), inputs=(spec,), outputs=(),
@@ -44,8 +44,9 @@ def write(source: Any, out: Path) -> Artifact:
     )
 
 
-def predictor(folder: Path, manifest: Manifest, *, trust_code: bool = False) -> Callable[[np.ndarray], np.ndarray]:
-    """A function mapping a batch of inputs to the reference model's outputs."""
+def predictor(folder: Path, manifest: Manifest, *, trust_code: bool = False) -> Callable[[Any], list[np.ndarray]]:
+    """A function mapping a batch of inputs (one array, or one per input) to the reference
+    model's outputs, one array per output in the model's order."""
     ref = manifest.reference
     if ref is None:
         raise BadArtifactError(f"{folder}/manifest.json names no float reference; convert again to write one")
@@ -54,16 +55,27 @@ def predictor(folder: Path, manifest: Manifest, *, trust_code: bool = False) -> 
         from edgeship.runtimes import load
 
         session = load(path)
-        return lambda x: session.predict(x)
+        return lambda x: session.predict_outputs(x)
     if ref.format == "saved_model":
         tf = _tf()
         fn = tf.saved_model.load(str(path)).signatures["serving_default"]
-        return lambda x: _batched(lambda b: next(iter(fn(tf.constant(b)).values())).numpy(), x)
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            result = fn(tf.constant(batch))
+            return [result[k].numpy() for k in sorted(result)]
+
+        return lambda x: _batched(run, x)
     from edgeship.trainers.saving import load_keras
 
     model = load_keras(path, trust_code=trust_code)
-    return lambda x: model.predict(x, batch_size=256, verbose=0)
+
+    def predict(x: Any) -> list[np.ndarray]:
+        out = model.predict(list(x) if isinstance(x, tuple) else x, batch_size=256, verbose=0)
+        return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+    return predict
 
 
-def _batched(fn: Callable[[np.ndarray], np.ndarray], x: np.ndarray, size: int = 256) -> np.ndarray:
-    return np.concatenate([fn(x[i : i + size]) for i in range(0, len(x), size)])
+def _batched(fn: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, size: int = 256) -> list[np.ndarray]:
+    parts = [fn(x[i : i + size]) for i in range(0, len(x), size)]
+    return [np.concatenate(outputs) for outputs in zip(*parts)]

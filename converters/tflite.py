@@ -77,7 +77,8 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     samples = None
     if precision in _CALIBRATED and not (from_qat and calibration is None):
         samples = _calibration.prepare(calibration, source.input_shape, target=f"tflite:{precision}",
-                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES),
+                                       dtype=source.input_dtype)
     converter = tf_converter(source, use_float=not from_qat)
     settings = configure(converter, precision, samples, qat=from_qat)
     for key, value in options.get("converter_flags", {}).items():
@@ -92,6 +93,11 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
 def _explain(exc: Exception, precision: str) -> Exception:
     """An UnsupportedModelError naming the ops TFLite has no kernel for, else a ConversionError."""
     text = str(exc)
+    if "TensorListReserve" in text or "Lowering tensor list ops is failed" in text:
+        return UnsupportedModelError(
+            f"TFLite cannot take this recurrent layer (LSTM/GRU/RNN) as built for tflite:{precision}: its loop keeps "
+            "a tensor list of unknown shape. Rebuild the layer with unroll=True (or a fixed batch size), or convert "
+            "to onnx:int8 / onnx:dynamic, which take it")
     ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
     if ops:
         return UnsupportedModelError(

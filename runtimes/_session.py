@@ -68,13 +68,28 @@ class Session:
             return {self._output_names[0]: results[0]} if len(results) == 1 else dict(zip(self._output_names, results))
         return {name: _dequantize(r, q) for name, r, q in zip(self._output_names, results, self._dq_params)}
 
-    def predict(self, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
-        """The first output for ``x`` (a single-input model), run in batches; float in, float out."""
-        if len(self.inputs) != 1:
-            raise BadInputError(f"predict() takes single-input models; this one has inputs {self._input_names}")
+    def predict(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
+        """The first output for ``x``, run in batches; float in, float out. ``x`` is one array, or
+        one per input (in the model's input order) for a model with several."""
+        return self.predict_outputs(x, batch_size=batch_size)[0]
+
+    def predict_outputs(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:
+        """Every output for ``x`` (one array, or one per input), run in batches; float in, float out."""
+        arrays = [x] if isinstance(x, np.ndarray) else list(x)
+        if len(arrays) != len(self.inputs):
+            raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
+                                f"received {len(arrays)} array(s)")
+        n = len(arrays[0])
+        if any(len(a) != n for a in arrays):
+            raise BadInputError(f"every input needs the same number of samples; received {[len(a) for a in arrays]}")
         step = batch_size if self.dynamic_batch else max(1, self.inputs[0].shape[0])
-        parts = [self.run({self._input_names[0]: x[i : i + step]})[self.outputs[0].name] for i in range(0, len(x), step)]
-        return np.concatenate(parts) if parts else np.zeros((0,) + tuple(self.outputs[0].shape[1:]), np.float32)
+        parts: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for i in range(0, n, step):
+            results = self.run(dict(zip(self._input_names, (a[i : i + step] for a in arrays))))
+            for part, name in zip(parts, self._output_names):
+                part.append(results[name])
+        return [np.concatenate(p) if p else np.zeros((0,) + tuple(max(d, 0) for d in s.shape[1:]), np.float32)
+                for p, s in zip(parts, self.outputs)]
 
     def sample_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random float inputs of the right shape, for benchmarks and smoke tests."""
@@ -162,8 +177,8 @@ class Session:
                 f"{' (raw mode: pass the model dtype, already quantized)' if raw else ''}; "
                 f"received {value.dtype}"
             )
-        if self._qparams[i] is not None and value.dtype.kind == "f":
-            return _quantize(value, self._qparams[i], dtype)
+        if self._qparams[i] is not None and value.dtype.kind in "fiu":  # real values, e.g. uint8 pixels
+            return _quantize(value if value.dtype.kind == "f" else value.astype(np.float32), self._qparams[i], dtype)
         if dtype.kind == "f":
             return value.astype(dtype)
         raise BadInputError(

@@ -3,7 +3,7 @@
     train ──► convert ──► [validate] ──► benchmark ──► report
 
 ``validate`` runs the float reference and each artifact on the same test split, scores each with
-``edgeship.metrics.compare``, applies the gate, writes report.json, report.html and the validation
+the task's figures (``edgeship.tasks``), applies the gate, writes report.json, report.html and the validation
 bundle, and raises AccuracyGateError (carrying the report) when an artifact fails the gate.
 """
 
@@ -13,35 +13,67 @@ import dataclasses
 import datetime
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from edgeship import bundle, metrics
-from edgeship.errors import AccuracyGateError, BadInputError, UnsupportedModelError
+from edgeship import bundle
+from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, UnsupportedModelError
 from edgeship.progress import Progress, log_progress
 from edgeship.records import (Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord,
                               verified_path)
+from edgeship.tasks import Scorer, parse_task
 
 log = logging.getLogger(__name__)
 
 BUNDLE_SAMPLES = 64
 
 
-def dataset_for(folder: Path, manifest: Manifest, data: Any) -> Any:
-    """The Dataset to measure ``folder`` on: ``data`` (a Dataset or a name/path) or the manifest's own.
+def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None = None) -> Any:
+    """The Dataset to measure ``folder`` on: ``data`` (a Dataset, a name or a path) as given, else
+    the data the conversion used, found through the manifest.
 
-    Data whose fingerprint differs from the one the artifacts were converted with is used, with a
-    warning: the caller asked for it.
+    Given data whose fingerprint differs from the conversion's is used with a warning: the caller
+    asked for it. The conversion's own file, found through the manifest and changed since, is
+    refused: the figures would describe other data than the artifacts were made with.
     """
-    from edgeship.datasets import Dataset, load_dataset
+    from edgeship.datasets import Dataset
 
+    options = dict(manifest.data_options)
     if isinstance(data, Dataset):
-        dataset = data
-    elif data or manifest.dataset:
-        dataset = load_dataset(data or manifest.dataset)
-    else:
-        raise BadInputError(f"{folder}/manifest.json names no dataset; pass data= (e.g. 'digits' or a .npz file)")
+        return _warn_if_other(data, manifest)
+    if data:
+        return _warn_if_other(_load(data, options, preprocess), manifest)
+    if manifest.data_path:
+        path = Path(manifest.data_path)
+        path = path if path.is_absolute() else folder / path
+        if not path.exists():
+            raise BadArtifactError(f"the data the artifacts were converted with, {path}, is gone; pass --data "
+                                   "(and --preprocess) to validate on other data")
+        dataset = _load(path, options, preprocess)
+        if manifest.dataset_fingerprint and dataset.fingerprint != manifest.dataset_fingerprint:
+            raise BadArtifactError(
+                f"{path} changed since the artifacts were converted with it (fingerprint {dataset.fingerprint[:12]}… "
+                f"against {manifest.dataset_fingerprint[:12]}… in manifest.json); pass --data {path} to validate "
+                "on it as it is now, or convert again")
+        return dataset
+    if manifest.dataset:
+        return _warn_if_other(_load(manifest.dataset, options, preprocess), manifest)
+    raise BadInputError(f"{folder}/manifest.json names no dataset; pass data= (e.g. 'digits' or a .npz file)")
+
+
+def _load(data: Any, options: dict[str, Any], preprocess: str | None) -> Any:
+    """Load ``data`` with the loader options the conversion recorded (a spec given now wins)."""
+    from edgeship.datasets import load_dataset
+
+    keys = ("seed", "val_fraction", "test_fraction", "label_column", "samples")
+    kwargs = {k: options[k] for k in keys if k in options}
+    spec = preprocess if preprocess is not None else options.get("preprocess")
+    dataset = load_dataset(data, preprocess=spec, **kwargs)
+    return dataset.with_channel_axis() if options.get("channel_axis") else dataset
+
+
+def _warn_if_other(dataset: Any, manifest: Manifest) -> Any:
     if manifest.dataset_fingerprint and dataset.fingerprint != manifest.dataset_fingerprint:
         log.warning("using %s, whose fingerprint differs from the one the artifacts were converted with",
                     dataset.name)
@@ -54,31 +86,28 @@ def _host() -> dict[str, Any]:
     return environment()
 
 
-def _evaluate(folder: Path, artifact: Artifact, x: np.ndarray, reference: np.ndarray, labels: np.ndarray,
-              gate: Gate, bench: dict[str, Any] | None) -> tuple[ReportEntry, np.ndarray | None]:
+def _evaluate(path: Path, entry: ReportEntry, x: tuple[np.ndarray, ...], scorer: Scorer, gate: Gate,
+              bench: dict[str, Any] | None) -> tuple[ReportEntry, list[np.ndarray] | None]:
     from edgeship.runtimes import can_run, load
     from edgeship.runtimes.benchmark import benchmark
 
-    path = verified_path(folder, artifact)
-    entry = ReportEntry(name=artifact.name, format=artifact.format, precision=artifact.precision,
-                        path=artifact.path, size_bytes=artifact.size_bytes)
     runnable, why = can_run(path)
     if not runnable:
         return dataclasses.replace(entry, status=why, evaluated_with="not evaluated"), None
     try:
         session = load(path)
-        outputs = session.predict(x)
+        outputs = session.predict_outputs(x)
     except UnsupportedModelError as exc:  # e.g. an op the Core ML evaluator lacks: the other artifacts go on
-        log.warning("%s not evaluated: %s", artifact.name, exc)
+        log.warning("%s not evaluated: %s", entry.name, exc)
         return dataclasses.replace(entry, status=f"not evaluated: {exc}", evaluated_with="not evaluated"), None
-    delta = metrics.compare(reference, outputs, labels)
+    delta = scorer(outputs)
     failures = gate.check(delta)
     delta = dataclasses.replace(delta, passed=not failures if gate.active else None, failures=failures)
     result: BenchmarkResult | None = None
     # A reference evaluator (numpy standing in for a runtime this host lacks) is never timed:
     # its latency says nothing about the device's.
     if bench is not None and not session.reference_only:
-        result = benchmark(path, feeds={session.inputs[0].name: x[:1]}, **bench)
+        result = benchmark(path, feeds={s.name: a[:1] for s, a in zip(session.inputs, x)}, **bench)
     entry = dataclasses.replace(entry, evaluated_with=f"{session.runtime} {session.runtime_version}",
                                 validation=delta, benchmark=result)
     return entry, outputs
@@ -94,6 +123,8 @@ def validate(
     benchmark: dict[str, Any] | None = None,
     write_bundle: bool = True,
     trust_code: bool = False,
+    preprocess: str | None = None,
+    task: str | None = None,
     progress: Progress = log_progress,
 ) -> Report:
     """Run the float reference and every artifact of ``folder`` on the same held-out test split.
@@ -101,8 +132,14 @@ def validate(
         >>> report = validate("out", data="digits", max_drop=1.0)          # doctest: +SKIP
         >>> [(e.name, e.accuracy_delta_pts) for e in report.artifacts]       # doctest: +SKIP
 
+    Without ``data`` the conversion's own data is used (found through the manifest, with the
+    preprocessing it recorded; ``preprocess`` replaces that spec). ``task`` fixes what the outputs
+    mean (default: the one recorded at conversion, else detected: ``edgeship.tasks``).
+
     Writes ``folder/report.json`` (and ``folder/bundle``) and returns the Report. With a gate
-    (``max_drop`` points, ``min_agreement`` fraction) a failing artifact raises AccuracyGateError,
+    (``max_drop`` in the task's headline unit: accuracy points for classification, AUC points for
+    anomaly detection, percent error growth for regression; ``min_agreement`` a fraction) a
+    failing artifact raises AccuracyGateError,
     which carries the report; so does a gate with no artifact evaluated at all. ``benchmark``
     (keyword options of ``edgeship.benchmark``) adds latency. An artifact that cannot run here, or
     holds an op the runtime lacks, is listed with the reason and not evaluated.
@@ -112,27 +149,83 @@ def validate(
     folder = Path(folder)
     gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
     manifest = Manifest.load(folder)
-    dataset = dataset_for(folder, manifest, data)
+    dataset = dataset_for(folder, manifest, data, preprocess=preprocess)
     chosen = _select(manifest, artifacts)
-    x, labels = dataset.x_test, dataset.y_test
-    progress("validate", f"float reference on {len(x)} test samples")
-    reference = _reference.predictor(folder, manifest, trust_code=trust_code)(x)
+    x = dataset.inputs("test")
+    progress("validate", f"float reference on {len(x[0])} test samples")
+    reference = _reference.predictor(folder, manifest, trust_code=trust_code)(x[0] if len(x) == 1 else x)
+    scorer = Scorer.for_split(dataset, reference, task=parse_task(task) or parse_task(manifest.task))
     entries, outputs = [], {}
     for i, artifact in enumerate(chosen):
         progress("validate", artifact.name + (" and benchmark" if benchmark else ""), i, len(chosen))
-        entry, out = _evaluate(folder, artifact, x, reference, labels, gate, benchmark)
+        row = ReportEntry(name=artifact.name, format=artifact.format, precision=artifact.precision,
+                          path=artifact.path, size_bytes=artifact.size_bytes)
+        entry, out = _evaluate(verified_path(folder, artifact), row, x, scorer, gate, benchmark)
         entries.append(entry)
         if out is not None:
-            outputs[artifact.name] = (artifact, out, entry.accuracy)
+            outputs[artifact.name] = (artifact, out[0], entry.accuracy)
         progress("validate", f"{artifact.name}: {_summary(entry)}", i + 1, len(chosen))
-    report = _report(manifest, dataset, gate, entries, reference, labels, folder)
+    report = _report(manifest, dataset, gate, entries, scorer, folder)
     report.save(folder)
     _write_page(folder, report)
-    if write_bundle and outputs:
-        n = min(BUNDLE_SAMPLES, len(x))
+    if write_bundle and outputs and len(x) == 1:
+        n = min(BUNDLE_SAMPLES, len(x[0]))
+        labels = dataset.labels("test")
         bundle.write(folder / bundle.FOLDER, model=manifest.model, dataset=dataset.name,
-                     fingerprint=dataset.fingerprint, inputs=x[:n], labels=labels[:n],
-                     results=[(a, o[:n], acc) for a, o, acc in outputs.values()], source=folder)
+                     fingerprint=dataset.fingerprint, inputs=x[0][:n], labels=labels[0][:n] if labels else None,
+                     results=[(a, o[:n], acc) for a, o, acc in outputs.values()], source=folder,
+                     task=scorer.task, preprocess=dataset.options.get("preprocess", ""))
+    _raise_if_failed(report, entries)
+    return report
+
+
+def validate_files(
+    reference: str | Path,
+    artifacts: Sequence[str | Path],
+    *,
+    data: Any,
+    preprocess: str | None = None,
+    task: str | None = None,
+    max_drop: float | None = None,
+    min_agreement: float | None = None,
+    progress: Progress = log_progress,
+) -> Report:
+    """Measure model files made elsewhere against their float model, without a manifest.
+
+        >>> report = validate_files("model.tflite", ["vendor.int8.tflite"], data="images.npz")  # doctest: +SKIP
+
+    ``reference`` is the float ``.tflite`` or ``.onnx`` file the others were made from; each file
+    runs in the thin runtime on the test split of ``data`` (loaded with ``preprocess``). Nothing is
+    written; the Report carries every figure, and a failed gate raises AccuracyGateError.
+    """
+    from edgeship import _io
+    from edgeship.datasets import load_dataset
+    from edgeship.runtimes import load
+
+    gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
+    if data is None:
+        raise BadInputError("validating files against a reference needs data (--data): the test split they run on")
+    dataset = load_dataset(data, preprocess=preprocess) if isinstance(data, (str, Path)) else data
+    x = dataset.inputs("test")
+    progress("validate", f"float reference {Path(reference).name} on {len(x[0])} test samples")
+    with load(reference) as session:
+        scorer = Scorer.for_split(dataset, session.predict_outputs(x), task=parse_task(task))
+    entries = []
+    for i, file in enumerate(Path(a) for a in artifacts):
+        if not file.exists():
+            raise BadInputError(f"no model file at {file}")
+        row = ReportEntry(name=file.name, format=file.suffix.lstrip(".").replace("mlpackage", "coreml"),
+                          precision="", path=str(file), size_bytes=_io.size_bytes(file))
+        entry, _ = _evaluate(file, row, x, scorer, gate, None)
+        entries.append(entry)
+        progress("validate", f"{file.name}: {_summary(entry)}", i + 1, len(artifacts))
+    manifest = Manifest(model=Path(reference).stem, dataset=dataset.name)
+    report = _report(manifest, dataset, gate, entries, scorer, Path(reference).parent)
+    _raise_if_failed(report, entries)
+    return report
+
+
+def _raise_if_failed(report: Report, entries: list[ReportEntry]) -> None:
     if report.passed is False and not report.failed:
         raise AccuracyGateError(
             f"accuracy gate failed: none of the {len(entries)} artifact(s) could be evaluated here "
@@ -140,13 +233,14 @@ def validate(
     if report.passed is False:
         failed = "; ".join(f"{e.name}: {', '.join(e.validation.failures)}" for e in report.failed)
         raise AccuracyGateError(f"accuracy gate failed for {len(report.failed)} artifact(s): {failed}", report)
-    return report
 
 
 def _summary(entry: ReportEntry) -> str:
     if entry.validation is None:
         return entry.status
-    text = f"accuracy {entry.accuracy * 100:.2f}% ({entry.accuracy_delta_pts:+.2f} pts)"
+    head = entry.validation.headline
+    text = (f"{head.name} {head.value:.4g} ({head.delta:+.2f} {head.unit})" if head is not None else
+            f"SQNR {entry.validation.sqnr_db:.1f} dB")
     return text + (f", p50 {entry.benchmark.p50_ms * 1000:.0f} µs" if entry.benchmark else "")
 
 
@@ -166,8 +260,8 @@ def _select(manifest: Manifest, names: Iterable[str] | None) -> tuple[Artifact, 
     return tuple(manifest.get(n) for n in names)
 
 
-def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], reference: np.ndarray,
-            labels: np.ndarray, folder: Path) -> Report:
+def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], scorer: Scorer,
+            folder: Path) -> Report:
     from edgeship import __version__
 
     training = None
@@ -175,19 +269,44 @@ def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEn
     if record_path.exists():
         training = TrainingRecord.load(record_path).to_dict()
     verdicts = [e.passed for e in entries if e.passed is not None]
+    own = scorer(scorer.reference)  # the float model scored against itself: its own figures on the split
+    reference_figures = own.outputs[0] if own.outputs else own
     return Report(
         edgeship_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model=manifest.model,
         dataset=dataset.name,
         dataset_fingerprint=dataset.fingerprint,
-        reference_accuracy=float(np.mean(reference.argmax(1) == labels)),
-        reference_per_class=metrics.per_class(metrics.confusion_matrix(labels, reference.argmax(1), reference.shape[1])),
-        classes=tuple(dataset.classes),
+        reference_accuracy=own.reference_accuracy,
+        task=scorer.task,
+        preprocess=dataset.options.get("preprocess", "") or dataset.preprocessing.get("preprocess", ""),
+        reference_per_class=reference_figures.per_class if scorer.task in ("multiclass", "binary") else {},
+        classes=tuple(dataset.classes) if scorer.task in ("multiclass", "binary", "multilabel") else (),
         gate=gate,
         # an active gate with nothing evaluated has vouched for nothing: it fails
         passed=(all(verdicts) and bool(verdicts)) if gate.active else None,
         host=_host(),
         training=training,
         artifacts=tuple(entries),
+        notes=_suspects(dataset, scorer, own),
     )
+
+
+def _suspects(dataset: Any, scorer: Scorer, own: Any) -> tuple[str, ...]:
+    """What the figures suggest is wrong before any artifact is to blame: a float reference that
+    scores about what always answering the most common class would points at the preprocessing."""
+    figures = own.outputs[0] if own.outputs else own
+    labels = dataset.labels("test")
+    if scorer.task not in ("multiclass", "binary") or figures.reference_accuracy is None or not labels:
+        return ()
+    counts = np.bincount(np.asarray(labels[0]).reshape(-1).astype(np.int64))
+    majority = float(counts.max() / counts.sum())
+    if figures.reference_accuracy > majority + 0.05:
+        return ()
+    spec = dataset.options.get("preprocess") or dataset.preprocessing.get("preprocess") or "the dataset's own"
+    steps = dataset.preprocessing.get("preprocess_steps", "")
+    return (f"the float reference scores {figures.reference_accuracy * 100:.1f}% on '{dataset.name}', about what "
+            f"always answering its most common class scores ({majority * 100:.1f}%): check the preprocessing first. "
+            f"Applied: {spec}{f' ({steps})' if steps else ''}. A model trained on x/255 needs --preprocess unit, "
+            "one that takes 0..255 pixels (e.g. behind a Rescaling layer) needs --preprocess none, a channels-first "
+            "model layout=nchw",)

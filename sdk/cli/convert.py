@@ -4,13 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeship.cli._app import State, _emit, _given, _progress, _run, _size, cli, click, json_option, out_console
+from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run, _size, cli, click, json_option,
+                               out_console)
 
 
 @cli.command()
 @click.argument("model", type=click.Path(exists=True))
 @click.option("--to", "targets", required=True, help="Comma-separated format:precision, e.g. tflite:int8,onnx:fp32,coreml:fp16.")
-@click.option("--data", default=None, help="Dataset for calibration and the input check.")
+@click.option("--data", default=None, help="Data for calibration and validation: a built-in name or a .npz/.csv "
+              "file or image folder (recorded, so validate finds it again).")
+@click.option("--preprocess", default=None, help="How stored arrays become model inputs: none, unit (x/255), imagenet, "
+              "symmetric, or items like scale=0.003921,mean=0.5/0.5/0.5,std=0.25/0.25/0.25,layout=nchw "
+              "(default: unit for integer images, else none).")
+@click.option("--input-shape", default=None, help="Fix the model's open input dimensions, e.g. 96,96,3 "
+              "(default: the data's sample shape).")
+@click.option("--task", type=click.Choice(["auto", "multiclass", "binary", "multilabel", "regression", "autoencoder"]),
+              default=None, help="What the outputs mean (default: detected from the outputs and the data).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration (100-500).")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
@@ -20,8 +29,9 @@ from edgeship.cli._app import State, _emit, _given, _progress, _run, _size, cli,
 @click.option("--opset", type=int, default=None, help="ONNX opset (<= 18; default 17).")
 @click.option("--trust-code", is_flag=True, help="Load model files with Lambda layers: their stored Python code runs.")
 @json_option
-def convert(model: str, targets: str, data: str | None, out: str, calibration_samples: int | None,
-            calibrate_method: str | None, reduce_range: bool | None, opset: int | None, trust_code: bool) -> None:
+def convert(model: str, targets: str, data: str | None, preprocess: str | None, input_shape: str | None,
+            task: str | None, out: str, calibration_samples: int | None, calibrate_method: str | None,
+            reduce_range: bool | None, opset: int | None, trust_code: bool) -> None:
     """Convert a trained model to TFLite, ONNX and Core ML artifacts.
 
     MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
@@ -33,6 +43,8 @@ def convert(model: str, targets: str, data: str | None, out: str, calibration_sa
     onnx = {"calibrate_method": calibrate_method, "reduce_range": reduce_range, "opset": opset}
     options = {"tflite": _given(common), "onnx": _given({**common, **onnx}), "coreml": {}}
     manifest = _run(lambda: run(model, targets, data=data, out=out, options=options, trust_code=trust_code,
+                                preprocess=preprocess, task=task,
+                                input_shape=_int_list(input_shape, "--input-shape") if input_shape else None,
                                 on_artifact=lambda a: _progress("convert", f"{a.name} -> {a.path}")))
     if State.json:
         _emit(manifest.to_dict())

@@ -3,33 +3,55 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 from edgeship.records import Report
+from edgeship.tasks import delta_of, said
 from edgeship.cli._app import (EXIT_GATE, State, _emit, _progress, _run, _show_report, _size, cli, click,
                                err_console, json_option, out_console, rich_table)
 
 
 @cli.command()
-@click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--data", default=None, help="Dataset to validate on (default: the one in manifest.json).")
-@click.option("--max-drop", type=float, default=None, help="Fail (exit 2) when accuracy drops more points than this.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--reference", type=click.Path(exists=True), default=None,
+              help="A float .tflite/.onnx model: measure the PATHS (model files made elsewhere) against it, "
+                   "without a manifest (needs --data).")
+@click.option("--data", default=None, help="Data to validate on (default: the data the conversion used, "
+              "found through manifest.json).")
+@click.option("--preprocess", default=None, help="Preprocessing spec for --data (default: the one recorded at conversion).")
+@click.option("--task", type=click.Choice(["auto", "multiclass", "binary", "multilabel", "regression", "autoencoder"]),
+              default=None, help="What the outputs mean (default: recorded at conversion, else detected).")
+@click.option("--max-drop", type=float, default=None, help="Fail (exit 2) when the headline figure falls more than this: "
+              "accuracy points (classification), AUC points (anomaly detection), percent error growth (regression).")
 @click.option("--min-agreement", type=float, default=None, help="Fail (exit 2) when agreement with float is below this fraction.")
 @click.option("--bench", "bench_runs", type=int, default=0, help="Also benchmark each artifact with this many runs.")
 @click.option("--trust-code", is_flag=True, help="Load a float reference with Lambda layers: its stored Python code runs.")
 @json_option
-def validate(folder: str, data: str | None, max_drop: float | None, min_agreement: float | None, bench_runs: int,
-             trust_code: bool) -> None:
-    """Measure every artifact in FOLDER against the float reference.
+def validate(paths: tuple[str, ...], reference: str | None, data: str | None, preprocess: str | None, task: str | None,
+             max_drop: float | None, min_agreement: float | None, bench_runs: int, trust_code: bool) -> None:
+    """Measure every artifact in a converted folder against the float reference, or (with
+    --reference) model files made elsewhere against their float model.
 
-    Writes FOLDER/report.json, FOLDER/report.html and the validation bundle FOLDER/bundle.
+    edgeship validate OUT                                      (writes OUT/report.json, report.html, bundle/)
+    edgeship validate --reference float.tflite vendor.int8.tflite --data images.npz
     """
+    from edgeship.errors import BadInputError
     from edgeship.validation import validate as run
+    from edgeship.validation import validate_files
 
-    bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
-    report = _run(lambda: run(folder, data=data, max_drop=max_drop, min_agreement=min_agreement,
-                              benchmark=bench, trust_code=trust_code, progress=_progress))
-    _show_report(report)
+    def body() -> Any:
+        if reference is not None:
+            return validate_files(reference, paths, data=data, preprocess=preprocess, task=task, max_drop=max_drop,
+                                  min_agreement=min_agreement, progress=_progress)
+        if len(paths) != 1 or not Path(paths[0]).is_dir():
+            raise BadInputError(f"validate takes one converted folder, or model files with --reference FLOAT_MODEL; "
+                                f"received {list(paths)}")
+        bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
+        return run(paths[0], data=data, max_drop=max_drop, min_agreement=min_agreement, preprocess=preprocess,
+                   task=task, benchmark=bench, trust_code=trust_code, progress=_progress)
+
+    _show_report(_run(body))
 
 
 @cli.command()
@@ -53,7 +75,7 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
                                    max_layers=max_layers, runs=runs, progress=_progress))
     if State.json:
         # doctor.json keeps layers per artifact; `layers` up front are the worst-hit artifact's, worst first
-        worst = min(result.artifacts, key=lambda d: d.accuracy_delta_pts, default=None)
+        worst = min(result.artifacts, key=delta_of, default=None)
         layers = [{"artifact": worst.artifact, **layer.to_dict()} for layer in worst.layers] if worst else []
         _emit({"layers": layers, **result.to_dict()})
     elif not State.quiet:
@@ -66,7 +88,7 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
 
 
 def _show_diagnosis(d: Any, top: int = 10) -> None:
-    table = rich_table.Table(title=f"{d.artifact}: {d.accuracy * 100:.2f}% ({d.accuracy_delta_pts:+.2f} pts vs float), "
+    table = rich_table.Table(title=f"{d.artifact}: {said(d)} vs float, "
                              "layers worst first",
                              caption="SQNR dB: median channel, whole tensor, whole tensor against the all-float model")
     for column in ("layer", "op", "SQNR", "tensor", "vs float", "range", "max/p99.9", "spread"):
@@ -85,8 +107,7 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
     for step in r.steps:
         verdict = "[green]fits[/]" if step.within_drop else "[red]too far[/]"
         kept = f"float {', '.join(step.float_layers)}" if step.float_layers else "all int8 (rebuilt)"
-        out_console.print(f"  {kept}: {step.accuracy * 100:.2f}% "
-                          f"({step.accuracy_delta_pts:+.2f} pts), {_size(step.size_bytes)} {verdict}", highlight=False)
+        out_console.print(f"  {kept}: {said(step)}, {_size(step.size_bytes)} {verdict}", highlight=False)
     if r.artifact is not None:
         p50 = f", p50 x{r.p50_ratio:.2f}" if r.p50_ratio is not None else ""
         out_console.print(f"  [bold]{r.artifact.name}[/] -> {r.artifact.path}: size x{r.size_ratio:.2f}{p50} vs "

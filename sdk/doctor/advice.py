@@ -118,7 +118,8 @@ def _moments(calibration: np.ndarray, x: np.ndarray, name: str) -> list[Advice]:
 
 def _rebuild_gap(artifact: Artifact, score: AccuracyDelta, recovery: Recovery | None, dataset: Any) -> list[Advice]:
     """The doctor's all-int8 rebuild (same settings, the dataset's samples) far better than the artifact."""
-    if recovery is None or not recovery.steps:
+    if recovery is None or not recovery.steps or score.accuracy_delta_pts is None \
+            or recovery.steps[0].accuracy_delta_pts is None:
         return []
     gain = recovery.steps[0].accuracy_delta_pts - score.accuracy_delta_pts
     if gain < max(1.0, recovery.max_drop):

@@ -145,7 +145,7 @@ class Context:
     folder: Path
     manifest: Manifest
     dataset: Any
-    reference_out: np.ndarray
+    scorer: Any  # edgeship.tasks.Scorer: the float outputs on the test split, the targets, the task
     gate: Gate
     calibration: np.ndarray | None
     samples: int

@@ -207,7 +207,8 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     float_proto = _onnx.float_model(source, int(settings.get("opset", _onnx.DEFAULT_OPSET)))
     prepared, _ = _onnx.prepare_for_quantization(float_proto, tmp)
     n = int(settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
-    samples = _calibration.prepare(dataset, source.input_shape, target="onnx:int8", samples=n)
+    samples = _calibration.prepare(dataset, source.input_shape, target="onnx:int8", samples=n,
+                                   dtype=source.input_dtype)
     groups: dict[str, list[str]] = {}  # filled once the layers are known
 
     def build(float_layers: Sequence[str]) -> bytes:

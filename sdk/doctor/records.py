@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from edgeship.errors import BadInputError
-from edgeship.records import SCHEMA_VERSION, Artifact, Record, VersionedFile
+from edgeship.records import SCHEMA_VERSION, Artifact, Headline, Record, VersionedFile
 
 __all__ = ["LayerError", "Advice", "RecoveryStep", "Recovery", "Diagnosis", "DoctorReport"]
 
@@ -60,12 +60,13 @@ class RecoveryStep(Record):
     """One model tried: these layers in float, the rest int8, scored on the test split."""
 
     float_layers: tuple[str, ...]
-    accuracy: float
-    accuracy_delta_pts: float
-    agreement: float
+    accuracy: float | None
+    accuracy_delta_pts: float | None
+    agreement: float | None
     sqnr_db: float
     size_bytes: int
     within_drop: bool
+    headline: Headline | None = None
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,15 @@ class Diagnosis(Record):
     path: str
     analysed_with: str
     samples: int
-    accuracy: float
-    reference_accuracy: float
-    accuracy_delta_pts: float
-    agreement: float
+    accuracy: float | None
+    reference_accuracy: float | None
+    accuracy_delta_pts: float | None
+    agreement: float | None
     sqnr_db: float
     layers: tuple[LayerError, ...] = ()
     advice: tuple[Advice, ...] = ()
     recovery: Recovery | None = None
+    headline: Headline | None = None
 
 
 @dataclass(frozen=True)

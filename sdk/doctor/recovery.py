@@ -1,7 +1,7 @@
 """The doctor's recovery: keep the most harmful layers in float until the accuracy drop fits.
 
 Each model tried is built by the backend's Probe, run on the whole test split and scored against
-the float reference's outputs (``edgeship.metrics.compare``, the same figures ``validate`` gives);
+the float reference's outputs (``edgeship.tasks.Scorer``, the same figures ``validate`` gives);
 the first within the drop is written as ``<model>.<precision>-mixed<suffix>``, registered in
 manifest.json, and timed against the int8 artifact it replaces.
 """
@@ -13,11 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from edgeship import _io, metrics
+from edgeship import _io
 from edgeship._deps import quiet_native_stderr
 from edgeship.doctor.layers import Context, Probe
 from edgeship.doctor.records import LayerError, Recovery, RecoveryStep
 from edgeship.records import Artifact, Manifest
+from edgeship.tasks import delta_of, said
 
 #: the suffix of a recovered artifact's precision: ``int8`` -> ``int8-mixed``
 MIXED = "-mixed"
@@ -38,13 +39,13 @@ class _Trials:
         path = self.tmp / f"trial-{len(self.steps)}{self.probe.suffix}"
         path.write_bytes(blob)
         with quiet_native_stderr():
-            outputs = load(path).predict(self.ctx.dataset.x_test)
-        delta = metrics.compare(self.ctx.reference_out, outputs, self.ctx.dataset.y_test)
+            outputs = load(path).predict_outputs(self.ctx.dataset.inputs("test"))
+        delta = self.ctx.scorer(outputs)
         step = RecoveryStep(float_layers=float_layers, accuracy=delta.accuracy,
                             accuracy_delta_pts=delta.accuracy_delta_pts, agreement=delta.agreement,
                             sqnr_db=delta.sqnr_db, size_bytes=len(blob),
-                            within_drop=not self.ctx.gate.check(delta))
-        self.ctx.progress("doctor", f"float {list(float_layers) or 'nothing'}: {delta.accuracy_delta_pts:+.2f} points")
+                            within_drop=not self.ctx.gate.check(delta), headline=delta.headline)
+        self.ctx.progress("doctor", f"float {list(float_layers) or 'nothing'}: {said(delta)}")
         self.steps.append(step)
         if step.within_drop and self.winner is None:
             self.winner = blob
@@ -73,7 +74,7 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             widened = alone + tuple(r for r in layer.readers if r not in alone)
             if widened != alone and not options[0].within_drop:
                 options.append(trials.score(widened))
-            best = max(options, key=lambda s: (s.within_drop, s.accuracy, -len(s.float_layers)))
+            best = max(options, key=lambda s: (s.within_drop, delta_of(s), -len(s.float_layers)))
             kept = best.float_layers
         note = _note(best, trials.steps, ctx.gate.max_drop, min(len(layers), ctx.max_layers))
         recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,

@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeship import metrics
 from edgeship._deps import quiet_native_stderr
 from edgeship.doctor import onnx as _onnx
 from edgeship.doctor import tflite as _tflite
@@ -16,9 +15,10 @@ from edgeship.doctor.advice import advise
 from edgeship.doctor.layers import Context, Probe, ranked
 from edgeship.doctor.records import Diagnosis, DoctorReport, Recovery
 from edgeship.doctor.recovery import recover
-from edgeship.errors import BadInputError
+from edgeship.errors import BadInputError, ConversionError, EdgeshipError
 from edgeship.progress import Progress, log_progress
 from edgeship.records import Artifact, Gate, Manifest, verified_path
+from edgeship.tasks import Scorer, parse_task, said
 from edgeship.validation import dataset_for
 
 __all__ = ["diagnose", "DOCTORED", "PROBES"]
@@ -61,9 +61,11 @@ def diagnose(
     manifest = Manifest.load(folder)
     chosen = _choose(manifest, artifact)
     dataset = dataset_for(folder, manifest, data)
-    progress("doctor", f"float reference on {len(dataset.x_test)} test samples")
-    reference_out = _reference.predictor(folder, manifest)(dataset.x_test)
-    context = Context(folder, manifest, dataset, reference_out, gate, calibration, samples, max_layers, runs, progress)
+    x = dataset.inputs("test")
+    progress("doctor", f"float reference on {len(x[0])} test samples")
+    reference_out = _reference.predictor(folder, manifest)(x[0] if len(x) == 1 else x)
+    scorer = Scorer.for_split(dataset, reference_out, task=parse_task(manifest.task))
+    context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress)
     diagnoses = tuple(_diagnose_one(context, a) for a in chosen)
     report = DoctorReport(
         edgeship_version=__version__,
@@ -106,12 +108,18 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
 
     path = verified_path(ctx.folder, artifact)
     with quiet_native_stderr():
-        outputs = load(path).predict(ctx.dataset.x_test)
-    score = metrics.compare(ctx.reference_out, outputs, ctx.dataset.y_test)
-    ctx.progress("doctor", f"{artifact.name}: {score.accuracy_delta_pts:+.2f} points; comparing layers")
+        outputs = load(path).predict_outputs(ctx.dataset.inputs("test"))
+    score = ctx.scorer(outputs)
+    ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
     source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
-    x = ctx.dataset.x_test[: ctx.samples]
-    probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
+    x = ctx.dataset.inputs("test")[0][: ctx.samples]
+    try:
+        probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
+    except EdgeshipError:
+        raise
+    except Exception as exc:  # the debuggers raise their own types on models they cannot instrument
+        raise ConversionError(f"the doctor could not compare {artifact.name} layer by layer: "
+                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}") from exc
     try:
         layers = ranked(probe.layers)
         recovery = None
@@ -127,5 +135,5 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
         artifact=artifact.name, path=artifact.path, analysed_with=probe.analysed_with, samples=len(x),
         accuracy=score.accuracy, reference_accuracy=score.reference_accuracy,
         accuracy_delta_pts=score.accuracy_delta_pts, agreement=score.agreement, sqnr_db=score.sqnr_db,
-        layers=layers, advice=advice, recovery=recovery,
+        layers=layers, advice=advice, recovery=recovery, headline=score.headline,
     )

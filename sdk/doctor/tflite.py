@@ -136,7 +136,8 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
                                     "converts Keras and SavedModel models")
     precision = artifact.precision
     n = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
-    samples = _calibration.prepare(dataset, source.input_shape, target=f"tflite:{precision}", samples=n)
+    samples = _calibration.prepare(dataset, source.input_shape, target=f"tflite:{precision}", samples=n,
+                                   dtype=source.input_dtype)
     converter = _tflite.tf_converter(source, use_float=True)
     _tflite.configure(converter, precision, samples, qat=False)
     with _quiet():
