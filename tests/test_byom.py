@@ -1,0 +1,220 @@
+"""Bring your own model: fourteen models built the way their owners build them, each through
+convert -> validate (without --data) -> doctor -> bench -> a local device run, in one process."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgeship as es
+from edgeship.errors import UnsupportedModelError
+
+sys.path.insert(0, str(Path(__file__).parent))
+import byom_models  # noqa: E402
+
+CASES = [b.__name__ for b in byom_models.BUILDERS]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> dict[str, tuple[byom_models.Case, Path, str]]:
+    """Every case built, converted (refusals recorded) and validated once; read-only."""
+    work = tmp_path_factory.mktemp("byom")
+    done = {}
+    for build in byom_models.BUILDERS:
+        case = build(work)
+        out = work / f"out-{case.name}"
+        refusal = ""
+        try:
+            es.convert(case.model, case.targets, data=case.data, preprocess=case.preprocess, out=out)
+        except UnsupportedModelError as exc:
+            refusal = str(exc)
+        done[case.name] = (case, out, refusal)
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CASES)
+def test_convert_makes_every_format_that_takes_the_model_and_names_the_rest(converted, name):
+    case, out, refusal = converted[name]
+    made = {a.name for a in es.Manifest.load(out).artifacts} if (out / "manifest.json").exists() else set()
+    assert made == set(case.targets) - set(case.refused), refusal
+    for target, words in case.refused.items():
+        named = target in refusal or set(case.refused) == set(case.targets)  # refused whole: before any format
+        assert named and words in refusal, refusal
+    assert "\n" not in refusal
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [c for c in CASES if c != "two_inputs"])
+def test_validate_finds_the_data_and_scores_the_task(converted, name):
+    from sklearn import metrics as sk
+
+    case, out, _ = converted[name]
+    report = es.validate(out)  # no data: the manifest knows the file and its preprocessing
+    assert report.task == case.task and not report.notes
+    if case.task in ("multiclass", "binary"):
+        assert report.reference_accuracy >= 0.8  # the data reached the float model as it was trained
+    from edgeship.validation import dataset_for
+
+    data = dataset_for(out, es.Manifest.load(out), None)  # as validate found it: the recorded file and options
+    assert data.path == str(Path(case.data).resolve()) or data.name == case.data
+    labels = data.labels("test")
+    for entry in report.artifacts:
+        v = entry.validation
+        if entry.name in case.not_evaluated:
+            assert v is None and entry.status.startswith("not evaluated")
+            continue
+        assert v is not None and v.task == case.task and v.headline is not None, (entry.name, entry.status)
+        assert abs(v.headline.delta) <= 5.0, (entry.name, v.headline)  # a healthy conversion of each kind
+        outputs = es.load(out / entry.path).predict_outputs(data.inputs("test"))
+        outputs.sort(key=lambda o: -o.shape[-1])  # TFLite orders outputs by name; two_outputs' class head is widest
+        _check_against_sklearn(sk, case.task, v, outputs, labels, data)
+
+
+def _check_against_sklearn(sk, task, v, outputs, labels, data) -> None:
+    first = outputs[0]
+    if task == "multiclass":
+        assert v.accuracy == pytest.approx(sk.accuracy_score(labels[0], first.argmax(1)))
+        f1 = sk.f1_score(labels[0], first.argmax(1), average=None, labels=range(first.shape[1]), zero_division=0)
+        np.testing.assert_allclose(v.per_class["f1"], f1, atol=1e-9)
+    elif task == "binary":
+        assert v.accuracy == pytest.approx(sk.accuracy_score(labels[0], first.reshape(-1) > 0.5))
+        assert v.roc_auc == pytest.approx(sk.roc_auc_score(labels[0], first.reshape(-1)))
+    elif task == "multilabel":
+        assert v.accuracy == pytest.approx(np.mean((first > 0.5) == labels[0]))
+        f1 = sk.f1_score(labels[0], first > 0.5, average=None, zero_division=0)
+        np.testing.assert_allclose(v.per_class["f1"], f1, atol=1e-9)
+    elif task == "regression":
+        assert v.headline.value == pytest.approx(sk.mean_absolute_error(labels[0], first.reshape(-1)))
+        assert v.accuracy is None and v.agreement is None
+    elif task == "autoencoder":
+        error = np.square(first - data.inputs("test")[0]).mean(1)
+        assert v.roc_auc == pytest.approx(sk.roc_auc_score(labels[0], error))
+        assert v.headline.name == "anomaly ROC AUC" and v.headline.value >= 0.9
+
+
+@pytest.mark.slow
+def test_two_outputs_are_scored_per_output(converted):
+    _, out, _ = converted["two_outputs"]
+    report = json.loads((out / "report.json").read_text())
+    entry = next(e for e in report["artifacts"] if e["name"] == "tflite:int8")
+    assert [o["task"] for o in entry["outputs"]] == ["multiclass", "binary"]
+    assert entry["accuracy"] == entry["outputs"][0]["accuracy"] and entry["outputs"][1]["roc_auc"] > 0.9
+    assert {"accuracy", "accuracy_delta_pts", "agreement", "sqnr_db", "headline", "task"} <= set(entry)
+
+
+@pytest.mark.slow
+def test_a_model_fed_the_wrong_preprocessing_scores_near_chance_and_the_report_says_so(converted, tmp_path):
+    case, _, _ = converted["nested_rescaling"]  # takes 0..255 pixels; the default for uint8 images is x/255
+    out = tmp_path / "wrong"
+    es.convert(case.model, "tflite:int8", data=case.data, out=out)
+    report = es.validate(out)
+    assert report.reference_accuracy < 0.2
+    assert report.notes and "check the preprocessing first" in report.notes[0] and "--preprocess none" in report.notes[0]
+
+
+@pytest.mark.slow
+def test_the_preprocessing_and_classes_travel_inside_each_artifact(converted):
+    from edgeship.converters import _metadata
+
+    case, out, _ = converted["nchw_onnx"]
+    artifact = es.Manifest.load(out).get("onnx:int8")
+    meta = _metadata.read(out / artifact.path, "onnx")
+    assert meta["preprocess"] == "scale=0.0625,layout=nchw" and meta["classes"] == [str(i) for i in range(10)]
+    case, out, _ = converted["multilabel"]
+    for artifact in es.Manifest.load(out).artifacts:
+        assert _metadata.read(out / artifact.path, artifact.format)["classes"] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.slow
+def test_changed_data_is_refused_and_given_data_is_used(converted, tmp_path):
+    import shutil
+
+    case, out, _ = converted["regression"]
+    data = Path(case.data)
+    moved = tmp_path / "out"
+    shutil.copytree(out, moved)
+    arrays = dict(np.load(data))
+    arrays["y_test"] = arrays["y_test"] + 1
+    np.savez(tmp_path / "changed.npz", **arrays)
+    manifest = es.Manifest.load(moved)
+    import dataclasses
+
+    dataclasses.replace(manifest, data_path=str(tmp_path / "changed.npz")).save(moved)
+    with pytest.raises(es.BadArtifactError, match="changed since the artifacts were converted"):
+        es.validate(moved)
+    report = es.validate(moved, data=str(tmp_path / "changed.npz"))  # asked for: used, with a warning
+    assert report.dataset == "changed"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["autoencoder", "regression", "two_outputs", "nchw_onnx"])
+def test_doctor_bench_and_device_run_take_every_task(converted, name):
+    from edgeship.runtimes.targets import run_targets
+
+    case, out, _ = converted[name]
+    doctor = es.diagnose(out, max_drop=5.0, samples=50, max_layers=2, runs=20)
+    assert doctor.artifacts and all(d.headline is not None for d in doctor.artifacts)
+    int8 = next(a for a in es.Manifest.load(out).artifacts if a.precision == "int8")
+    assert es.benchmark(out / int8.path, runs=20, warmup=2).p50_ms > 0
+    [device] = run_targets(["local"], out / "bundle", runs=5, warmup=1)
+    assert not device.error and device.passed is True, device
+
+
+def _plain_tflite(model_path: Path, calibration: np.ndarray, folder: Path) -> tuple[Path, Path]:
+    """A float and an int8 (int8 I/O) .tflite made with the plain TFLiteConverter, as vendors make them."""
+    from edgeship._deps import keras, tensorflow
+
+    tf, model = tensorflow(), keras().models.load_model(model_path)
+    float_path, int8_path = folder / "vendor.float.tflite", folder / "vendor.int8.tflite"
+    float_path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([calibration[i : i + 1]] for i in range(len(calibration)))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    int8_path.write_bytes(converter.convert())
+    return float_path, int8_path
+
+
+@pytest.mark.slow
+def test_third_party_files_are_measured_against_their_float_model(converted, tmp_path):
+    import subprocess
+
+    from edgeship.validation import validate_files
+
+    case, _, _ = converted["multiclass_cnn"]
+    data = es.load_dataset(case.data, preprocess=case.preprocess)
+    float_path, int8_path = _plain_tflite(case.model, data.calibration(100).astype(np.float32), tmp_path)
+    report = validate_files(float_path, [int8_path], data=case.data, preprocess=case.preprocess, max_drop=2.0)
+    [entry] = report.artifacts
+    assert entry.validation.task == "multiclass" and report.reference_accuracy >= 0.8
+    assert abs(entry.validation.headline.delta) <= 2.0 and entry.validation.agreement >= 0.95
+    result = subprocess.run([sys.executable, "-m", "edgeship.cli", "validate", "--reference", str(float_path),
+                             str(int8_path), "--data", case.data, "--preprocess", case.preprocess, "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert json.loads(result.stdout)["artifacts"][0]["accuracy"] == pytest.approx(entry.accuracy)
+
+
+@pytest.mark.slow
+def test_the_cli_converts_validates_and_refuses_in_one_line(converted, tmp_path):
+    import subprocess
+
+    cli = [sys.executable, "-m", "edgeship.cli"]
+    case, _, _ = converted["binary_sigmoid"]
+    out = tmp_path / "cli"
+    made = subprocess.run(cli + ["convert", str(case.model), "--to", "tflite:int8", "--data", case.data, "--out",
+                                 str(out)], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
+    checked = subprocess.run(cli + ["validate", str(out), "--max-drop", "2"], capture_output=True, text=True, timeout=300)
+    assert checked.returncode == 0 and "binary" in checked.stdout and "accuracy" in checked.stdout, checked.stdout
+    case, _, _ = converted["two_inputs"]
+    refused = subprocess.run(cli + ["convert", str(case.model), "--to", "tflite:int8", "--data", case.data, "--out",
+                                    str(tmp_path / "refused")], capture_output=True, text=True, timeout=300)
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 1 and len(lines) == 1 and "single-input models" in lines[0], refused.stderr
