@@ -199,3 +199,55 @@ def test_litert_logs_nothing_when_litert_is_present(quickstart_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="edgeship.runtimes.litert"):
         assert load(quickstart_dir / "tiny_cnn.int8.tflite").runtime == "litert"
     assert not caplog.records
+
+
+def _reference_quantize(x, scale, zero_point, dtype):
+    """The plain numpy conversion the buffered one replaced: same float32 steps, fresh arrays."""
+    info = np.iinfo(dtype)
+    q = np.divide(x, np.float32(scale), dtype=np.float32)
+    np.rint(q, out=q)
+    np.add(q, np.float32(zero_point), out=q)
+    np.minimum(q, np.float32(info.max), out=q)
+    np.maximum(q, np.float32(info.min), out=q)
+    return q.astype(dtype)
+
+
+def _reference_dequantize(y, scale, zero_point):
+    out = y.astype(np.float32)
+    np.subtract(out, np.float32(zero_point), out=out)
+    np.multiply(out, np.float32(scale), out=out)
+    return out
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.int8, -5), (np.int8, 0), (np.uint8, 128)])
+@pytest.mark.parametrize("scale", [0.0039, 0.02, 1.7])
+def test_buffered_io_conversion_is_bit_identical_to_plain_numpy(dtype, zero_point, scale):
+    from edgeship.runtimes._session import _Dequantizer, _Quantizer
+
+    rng = np.random.default_rng(7)
+    quantize, dequantize = _Quantizer(scale, zero_point, np.dtype(dtype)), _Dequantizer(scale, zero_point, np.dtype(dtype))
+    for shape in [(1, 8, 8, 1), (4, 8, 8, 1), (1, 8, 8, 1), (2, 3000)]:  # a shape seen again reuses its buffers
+        x = (rng.standard_normal(shape) * 300 * scale).astype(np.float32)  # far beyond the int8 range too
+        x.flat[:5] = [np.inf, -np.inf, 0.5 * scale, 2.5 * scale, -0.5 * scale]  # infinities and ties
+        for given in (x, x.astype(np.float64)):
+            np.testing.assert_array_equal(quantize(given), _reference_quantize(given, scale, zero_point, dtype))
+        info = np.iinfo(dtype)
+        y = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        out = dequantize(y)
+        assert out.dtype == np.float32 and out.shape == y.shape
+        assert np.array_equal(out.view(np.int32), _reference_dequantize(y, scale, zero_point).view(np.int32))
+
+
+def test_run_returns_fresh_outputs_and_model_inputs_are_copies(quickstart_dir):
+    session = load(quickstart_dir / "tiny_cnn.int8.tflite")
+    name = session.inputs[0].name
+    a, b = (np.random.default_rng(s).random((1, 8, 8, 1), dtype=np.float32) for s in (1, 2))
+    first = session.run({name: a})[session.outputs[0].name]
+    kept = first.copy()
+    raw = session.model_inputs({name: a})
+    session.run({name: b})
+    np.testing.assert_array_equal(first, kept)  # a later call does not write into an earlier result
+    assert raw[name].dtype == np.int8
+    np.testing.assert_array_equal(raw[name], _reference_quantize(a, session.inputs[0].scale, session.inputs[0].zero_point,
+                                                                 np.int8))
+    assert session.model_dtypes() == "int8" and load(quickstart_dir / "tiny_cnn.fp32.tflite").model_dtypes() == "float32"
