@@ -37,7 +37,7 @@ class Session:
     reference_only: bool = False
     #: True once ``close`` released the interpreter
     closed: bool = False
-    #: the hardware that runs the model (cpu, gpu, npu; "gpu+cpu" when some ops fell back to the CPU)
+    #: the hardware that runs the model: cpu, gpu or npu
     accelerator: str = "cpu"
 
     def __init__(self, path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
