@@ -189,7 +189,7 @@ def test_device_install_pulls_no_tensorflow(extra):
 
 
 def test_registry_is_complete():
-    for suffix, module in RUNTIMES.items():
+    for suffix, module in [*RUNTIMES.items(), *runtimes.ALTERNATIVES.values()]:
         backend = __import__(module, fromlist=["load"])
         assert callable(backend.load), suffix
     assert set(runtimes.__all__) <= set(dir(runtimes))
@@ -251,3 +251,47 @@ def test_run_returns_fresh_outputs_and_model_inputs_are_copies(quickstart_dir):
     np.testing.assert_array_equal(raw[name], _reference_quantize(a, session.inputs[0].scale, session.inputs[0].zero_point,
                                                                  np.int8))
     assert session.model_dtypes() == "int8" and load(quickstart_dir / "tiny_cnn.fp32.tflite").model_dtypes() == "float32"
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn.int8.tflite", "tiny_cnn.fp32.tflite"])
+def test_compiled_model_gives_the_interpreters_outputs(quickstart_dir, bundle_data, name):
+    _, inputs, _ = bundle_data
+    interpreter = load(quickstart_dir / name, threads=1)
+    compiled = load(quickstart_dir / name, threads=1, runtime="litert-compiled", accelerator="cpu")
+    assert (compiled.runtime, compiled.accelerator, interpreter.accelerator) == ("litert-compiled", "cpu", "cpu")
+    assert compiled.inputs == interpreter.inputs and compiled.outputs == interpreter.outputs  # quantization too
+    np.testing.assert_allclose(compiled.predict(inputs[:37], batch_size=16), interpreter.predict(inputs[:37]), atol=1e-6)
+    feeds = interpreter.model_inputs({interpreter.inputs[0].name: inputs[:1]})
+    (a,), (b,) = interpreter.run(feeds, raw=True).values(), compiled.run(feeds, raw=True).values()
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b) if a.dtype == np.int8 else np.testing.assert_allclose(a, b, atol=1e-6)
+    compiled.close()
+
+
+def test_a_backend_is_chosen_by_name_and_refused_where_it_does_not_apply(quickstart_dir):
+    assert runtimes.runtimes_for("m.tflite") == ["litert", "litert-compiled"]
+    assert runtimes.runtimes_for("m.onnx") == ["onnxruntime"]
+    with pytest.raises(BadInputError, match=r"runtime 'litert-compiled' does not run '.onnx' files.*\['onnxruntime'\]"):
+        load(quickstart_dir / "tiny_cnn.fp32.onnx", runtime="litert-compiled")
+    with pytest.raises(BadInputError, match="accelerator do\\(es\\) not apply.*run by litert.*runtime='litert-compiled'"):
+        load(quickstart_dir / "tiny_cnn.int8.tflite", accelerator="gpu")
+    with pytest.raises(BadInputError, match="accelerator must be one of \\['cpu', 'gpu', 'npu'\\]; received 'tpu'"):
+        load(quickstart_dir / "tiny_cnn.int8.tflite", runtime="litert-compiled", accelerator="tpu")
+
+
+def test_an_absent_accelerator_is_refused_naming_what_is_available(quickstart_dir, monkeypatch):
+    from edgeship.runtimes import litert_compiled
+
+    real = litert_compiled._compile
+
+    def cpu_only(path, accelerator, threads):  # this host's LiteRT, whatever its hardware
+        if accelerator != "cpu":
+            raise RuntimeError("ERROR: [litert/runtime/compiled_model.cc:1036]")
+        return real(path, accelerator, threads)
+
+    monkeypatch.setattr(litert_compiled, "_compile", cpu_only)
+    with pytest.raises(BadInputError) as caught:
+        load(quickstart_dir / "tiny_cnn.int8.tflite", runtime="litert-compiled", accelerator="gpu")
+    message = str(caught.value)
+    assert "\n" not in message and "for the GPU alone" in message and "available for this model here: cpu" in message
+    assert "received accelerator='gpu'" in message and "Use accelerator 'cpu'" in message
