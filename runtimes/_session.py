@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -81,6 +81,14 @@ class Session:
             >>> session.run(raw, raw=True)                                  # doctest: +SKIP
         """
         return {name: np.array(a) for name, a in zip(self._input_names, self._check(feeds, raw=False))}
+
+    def raw_call(self, feeds: Feeds) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]], list[np.ndarray]]:
+        """``(call, arrays)``: the backend's interpreter call and ``feeds`` checked once, in the
+        model's dtypes and order. ``call(arrays)`` runs the model with nothing of edgeship's in
+        between (no checks, no conversion): what benchmarks time, as benchmark_model does."""
+        if self.closed:
+            raise RuntimeFailure(f"{self.path.name}: this session was closed; load the model again to run it")
+        return self._invoke, [np.array(a) for a in self._check(feeds, raw=False)]
 
     def model_dtypes(self) -> str:
         """The dtypes the interpreter sees, for reports: "int8", or "int8 in, float32 out"."""
