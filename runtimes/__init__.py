@@ -3,6 +3,7 @@
     >>> from edgeship.runtimes import load
     >>> session = load("model.int8.tflite", threads=1)                  # doctest: +SKIP
     >>> session.inputs[0].shape, session.runtime                         # doctest: +SKIP
+    >>> load("model.int8.tflite", runtime="litert-compiled", accelerator="cpu")  # doctest: +SKIP
 
 This package imports no TensorFlow: a device install is ``pip install edgeship[litert]`` (or
 ``[onnx]``). Each backend is one module, imported on first use. Beside the backends:
@@ -22,32 +23,53 @@ from typing import Any, Sequence
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.runtimes._session import Session
 
-__all__ = ["load", "Session", "RUNTIMES", "runtime_for", "can_run", "preload"]
+__all__ = ["load", "Session", "RUNTIMES", "ALTERNATIVES", "runtime_for", "runtimes_for", "can_run", "preload"]
 
-# suffix -> backend module; adding a runtime is one module and one line.
+# suffix -> the backend that runs it by default; adding a runtime is one module and one line.
 RUNTIMES: dict[str, str] = {
     ".tflite": "edgeship.runtimes.litert",
     ".onnx": "edgeship.runtimes.onnxruntime",
     ".mlpackage": "edgeship.runtimes.coreml",
 }
 
+# backends chosen by name instead (``load(path, runtime=...)``): name -> (suffix it runs, module)
+ALTERNATIVES: dict[str, tuple[str, str]] = {
+    "litert-compiled": (".tflite", "edgeship.runtimes.litert_compiled"),
+}
 
-def _module_for(path: str | os.PathLike) -> str:
+
+def _suffix(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in RUNTIMES:
         raise BadInputError(
             f"no runtime for '{Path(path).name}': edgeship runs {sorted(RUNTIMES)} files; received suffix {suffix!r}"
         )
-    return RUNTIMES[suffix]
+    return suffix
+
+
+def runtimes_for(path: str | os.PathLike) -> list[str]:
+    """The backends that can run ``path``, its default first (``['litert', 'litert-compiled']``)."""
+    suffix = _suffix(path)
+    return [RUNTIMES[suffix].rpartition(".")[2], *(n for n, (s, _) in ALTERNATIVES.items() if s == suffix)]
+
+
+def _module_for(path: str | os.PathLike, runtime: str | None = None) -> str:
+    suffix = _suffix(path)
+    if runtime is None or runtime == RUNTIMES[suffix].rpartition(".")[2]:
+        return RUNTIMES[suffix]
+    if ALTERNATIVES.get(runtime, ("",))[0] == suffix:
+        return ALTERNATIVES[runtime][1]
+    raise BadInputError(f"runtime {runtime!r} does not run '{suffix}' files; {Path(path).name} runs with "
+                        f"{runtimes_for(path)}; received runtime={runtime!r}")
 
 
 def runtime_for(path: str | os.PathLike) -> str:
-    """The name of the backend that runs ``path`` (litert, onnxruntime, coreml), chosen by its suffix."""
-    return _module_for(path).rpartition(".")[2]
+    """The name of the backend that runs ``path`` by default (litert, onnxruntime, coreml), chosen by its suffix."""
+    return runtimes_for(path)[0]
 
 
-def _backend(path: str | os.PathLike) -> Any:
-    return importlib.import_module(_module_for(path))
+def _backend(path: str | os.PathLike, runtime: str | None = None) -> Any:
+    return importlib.import_module(_module_for(path, runtime))
 
 
 def can_run(path: str | os.PathLike) -> tuple[bool, str]:
@@ -57,10 +79,10 @@ def can_run(path: str | os.PathLike) -> tuple[bool, str]:
     return check() if check else (True, "")
 
 
-def preload(path: str | os.PathLike) -> None:
-    """Import the interpreter library that runs ``path`` now, so a later ``load`` times only the
-    model (benchmarks call this before timing ``init_ms``)."""
-    importer = getattr(_backend(path), "import_runtime", None)
+def preload(path: str | os.PathLike, runtime: str | None = None) -> None:
+    """Import the interpreter library that runs ``path`` (with backend ``runtime``) now, so a later
+    ``load`` times only the model (benchmarks call this before timing ``init_ms``)."""
+    importer = getattr(_backend(path, runtime), "import_runtime", None)
     if importer is not None:
         importer()
 
@@ -73,33 +95,41 @@ def load(
     optimization: str | None = None,
     profile: bool = False,
     reference: bool = False,
+    runtime: str | None = None,
+    accelerator: str | None = None,
 ) -> Session:
     """Load an artifact into a Session; ``with load(path) as session:`` releases it on exit.
 
         >>> with load("model.int8.tflite", threads=1) as session:          # doctest: +SKIP
         ...     probs = session.predict(x)
 
-    ``threads`` sets the interpreter's intra-op threads. ``.onnx`` only: ``providers`` (ONNX
-    Runtime execution providers, default CPU), ``optimization`` (graph optimization level:
-    disable, basic, extended, all) and ``profile`` (ONNX Runtime's JSON trace). ``.mlpackage`` only:
-    ``reference`` runs edgeship's numpy evaluator even where Apple's Core ML runtime exists. An
-    option that does not apply to the file's format is refused.
+    ``threads`` sets the interpreter's intra-op threads. ``runtime`` chooses a backend other than
+    the suffix's default (``runtimes_for(path)`` lists them): ``"litert-compiled"`` runs a
+    ``.tflite`` through LiteRT's CompiledModel, on the ``accelerator`` given (cpu, gpu, npu; the one
+    used is ``session.accelerator``). ``.onnx`` only: ``providers`` (ONNX Runtime execution
+    providers, default CPU), ``optimization`` (graph optimization level: disable, basic, extended,
+    all) and ``profile`` (ONNX Runtime's JSON trace). ``.mlpackage`` only: ``reference`` runs
+    edgeship's numpy evaluator even where Apple's Core ML runtime exists. An option that does not
+    apply to the chosen backend is refused.
     """
     path = Path(path)
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise BadInputError(f"threads must be a positive integer; received {threads!r}")
-    backend = _backend(path)  # an unknown suffix is refused first: it says what edgeship runs
+    backend = _backend(path, runtime)  # an unknown suffix or runtime is refused first: it says what runs
     if not path.exists():
         raise BadArtifactError(f"no model file at {path}")
     if path.is_dir() != (path.suffix.lower() == ".mlpackage"):
         kind = "a folder" if path.is_dir() else "a file"
         raise BadArtifactError(f"{path} is {kind}, which is not what a '{path.suffix}' model is")
     given = {"providers": list(providers) if providers else None, "optimization": optimization,
-             "profile": profile or None, "reference": reference or None}
+             "profile": profile or None, "reference": reference or None, "accelerator": accelerator}
     options = {name: value for name, value in given.items() if value is not None}
     accepted = inspect.signature(backend.load).parameters
     wrong = sorted(name for name in options if name not in accepted)
     if wrong:
-        raise BadInputError(f"{', '.join(wrong)} do(es) not apply to '{path.suffix}' models; received {wrong} "
-                            f"for {path.name}")
+        name = runtime or runtime_for(path)
+        raise BadInputError(f"{', '.join(wrong)} do(es) not apply to '{path.suffix}' models run by {name}; "
+                            f"received {wrong} for {path.name}"
+                            + ("; accelerators need runtime='litert-compiled'" if "accelerator" in wrong
+                               and "litert-compiled" in runtimes_for(path) else ""))
     return backend.load(path, threads=threads, **options)

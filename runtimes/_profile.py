@@ -124,7 +124,8 @@ def _profile_tflite(path: Path, threads: int | None, runs: int, warmup: int, top
     tool = os.environ.get(BENCHMARK_MODEL_ENV) or shutil.which("benchmark_model")
     if not tool:
         raise UnsupportedModelError(
-            f"no per-op profile for {path.name}: LiteRT's Python interpreter has no op profiler, and TFLite's "
+            f"no per-op profile for {path.name}: LiteRT's Python API (Interpreter and CompiledModel) times no "
+            "single op, and TFLite's "
             f"benchmark_model tool is not on PATH (nor named by ${BENCHMARK_MODEL_ENV}). Install that tool "
             "for a .tflite profile; ONNX artifacts profile with onnxruntime alone"
         )

@@ -2,13 +2,16 @@
 
 A backend subclasses Session and implements ``_invoke(arrays) -> list[np.ndarray]`` on inputs that
 already have the model's dtype and order; everything a caller can get wrong is refused here, before
-the interpreter sees it.
+the interpreter sees it. Float <-> int8 conversion runs on every call of an int8-I/O model in float
+mode, so it works in buffers kept per input shape (``_Quantizer``) and a lookup table for small
+outputs (``_Dequantizer``); ``benchmarks/bench_io.py`` times it against the plain numpy version.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -34,6 +37,8 @@ class Session:
     reference_only: bool = False
     #: True once ``close`` released the interpreter
     closed: bool = False
+    #: the hardware that runs the model: cpu, gpu or npu
+    accelerator: str = "cpu"
 
     def __init__(self, path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.path = Path(path)
@@ -42,10 +47,10 @@ class Session:
         self._input_names = tuple(s.name for s in self.inputs)
         self._name_set = frozenset(self._input_names)
         self._dtypes = tuple(np.dtype(s.dtype) for s in self.inputs)
-        self._qparams = [_quant_params(s, d) for s, d in zip(self.inputs, self._dtypes)]
+        self._quantizers = [_Quantizer.of(s) for s in self.inputs]
         self._output_names = tuple(s.name for s in self.outputs)
-        self._dq_params = [_quant_params(s, np.dtype(s.dtype)) for s in self.outputs]
-        self._dequantized = any(q is not None for q in self._dq_params)
+        self._dequantizers = [_Dequantizer.of(s) for s in self.outputs]
+        self._dequantized = any(d is not None for d in self._dequantizers)
         # the last shape each input passed the shape check with: later calls compare one tuple
         self._checked_shapes: list[tuple[int, ...] | None] = [None] * len(self.inputs)
 
@@ -66,7 +71,30 @@ class Session:
         results = self._invoke(self._check(feeds, raw))
         if raw or not self._dequantized:
             return {self._output_names[0]: results[0]} if len(results) == 1 else dict(zip(self._output_names, results))
-        return {name: _dequantize(r, q) for name, r, q in zip(self._output_names, results, self._dq_params)}
+        return self._decode(results)
+
+    def model_inputs(self, feeds: Feeds) -> dict[str, np.ndarray]:
+        """``feeds`` as the model takes them (int8 inputs quantized, floats cast to the model's
+        float type), checked and in new arrays: what ``run(feeds, raw=True)`` accepts.
+
+            >>> raw = session.model_inputs({"input": x})                    # doctest: +SKIP
+            >>> session.run(raw, raw=True)                                  # doctest: +SKIP
+        """
+        return {name: np.array(a) for name, a in zip(self._input_names, self._check(feeds, raw=False))}
+
+    def raw_call(self, feeds: Feeds) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]], list[np.ndarray]]:
+        """``(call, arrays)``: the backend's interpreter call and ``feeds`` checked once, in the
+        model's dtypes and order. ``call(arrays)`` runs the model with nothing of edgeship's in
+        between (no checks, no conversion): what benchmarks time, as benchmark_model does."""
+        if self.closed:
+            raise RuntimeFailure(f"{self.path.name}: this session was closed; load the model again to run it")
+        return self._invoke, [np.array(a) for a in self._check(feeds, raw=False)]
+
+    def model_dtypes(self) -> str:
+        """The dtypes the interpreter sees, for reports: "int8", or "int8 in, float32 out"."""
+        ins = "/".join(dict.fromkeys(s.dtype for s in self.inputs))
+        outs = "/".join(dict.fromkeys(s.dtype for s in self.outputs))
+        return ins if ins == outs else f"{ins} in, {outs} out"
 
     def predict(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
         """The first output for ``x``, run in batches; float in, float out. ``x`` is one array, or
@@ -131,6 +159,16 @@ class Session:
         """Called when input ``index`` arrives with a new (already checked) shape: a backend
         that must resize its tensors does it here, off the per-call path."""
 
+    def _decode(self, results: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: r if d is None else d(r) for name, r, d in zip(self._output_names, results, self._dequantizers)}
+
+    def _float_io(self, feeds: Feeds, results: list[np.ndarray]) -> None:
+        """The float <-> model-dtype work ``run`` does around one interpreter call (float feeds in,
+        raw ``results`` out), without the call: what benchmarks time as ``io_ms``."""
+        self._check(feeds, raw=False)
+        if self._dequantized:
+            self._decode(results)
+
     def _check(self, feeds: Feeds, raw: bool) -> list[np.ndarray]:
         """Inputs in the model's order and dtypes, or BadInputError naming expected and received."""
         if type(feeds) is dict and feeds.keys() == self._name_set:  # the common case, kept cheap
@@ -177,8 +215,8 @@ class Session:
                 f"{' (raw mode: pass the model dtype, already quantized)' if raw else ''}; "
                 f"received {value.dtype}"
             )
-        if self._qparams[i] is not None and value.dtype.kind in "fiu":  # real values, e.g. uint8 pixels
-            return _quantize(value if value.dtype.kind == "f" else value.astype(np.float32), self._qparams[i], dtype)
+        if self._quantizers[i] is not None and value.dtype.kind in "fiu":  # real values, e.g. uint8 pixels
+            return self._quantizers[i](value if value.dtype.kind == "f" else value.astype(np.float32))
         if dtype.kind == "f":
             return value.astype(dtype)
         raise BadInputError(
@@ -200,30 +238,85 @@ def _shape(shape: Sequence[int]) -> str:
     return "[" + ", ".join("N" if d == -1 else str(d) for d in shape) + "]"
 
 
-def _quant_params(spec: TensorSpec, dtype: np.dtype) -> tuple[np.float32, ...] | None:
-    """(scale, zero point, low, high) as float32 scalars: numpy resolves them fastest."""
-    if not spec.quantized or dtype.kind not in "iu":
-        return None
-    info = np.iinfo(dtype)
-    return np.float32(spec.scale), np.float32(spec.zero_point), np.float32(info.min), np.float32(info.max)
+# numpy's clip ufunc itself: np.clip's Python wrapper costs about 5 µs a call on a small input
+_clip = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None)
 
 
-def _quantize(x: np.ndarray, params: tuple[np.float32, ...], dtype: np.dtype) -> np.ndarray:
-    # q = clip(round(x / scale) + zero_point): in place, as each numpy call on a small input
-    # costs about a microsecond and this runs on every call of an int8-input model
-    scale, zero_point, low, high = params
-    q = np.divide(x, scale, dtype=np.float32)
-    np.rint(q, out=q)
-    np.add(q, zero_point, out=q)
-    np.minimum(q, high, out=q)
-    np.maximum(q, low, out=q)
-    return q.astype(dtype)
+class _Quantizer:
+    """float -> int8/uint8 for one input: q = clip(rint(x / scale) + zero_point, low, high), in float32.
+
+    Works in a float32 and an int8 buffer kept per input shape (a few shapes at most), so a call
+    allocates nothing; the interpreter copies the int8 buffer in before the next call reuses it.
+    """
+
+    __slots__ = ("scale", "zero_point", "low", "high", "dtype", "_buffers")
+    _MAX_SHAPES = 4
+
+    def __init__(self, scale: float, zero_point: int, dtype: np.dtype) -> None:
+        info = np.iinfo(dtype)
+        # float32 scalars: numpy resolves them fastest, and the arithmetic stays in float32
+        self.scale, self.zero_point = np.float32(scale), np.float32(zero_point)
+        self.low, self.high, self.dtype = np.float32(info.min), np.float32(info.max), dtype
+        self._buffers: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> _Quantizer | None:
+        dtype = np.dtype(spec.dtype)
+        return cls(spec.scale, spec.zero_point, dtype) if spec.quantized and dtype.kind in "iu" else None
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        buffers = self._buffers.get(x.shape)
+        if buffers is None:
+            if len(self._buffers) >= self._MAX_SHAPES:
+                self._buffers.clear()
+            buffers = self._buffers[x.shape] = (np.empty(x.shape, np.float32), np.empty(x.shape, self.dtype))
+        f, q = buffers
+        np.divide(x, self.scale, out=f, dtype=np.float32)
+        np.rint(f, out=f)
+        np.add(f, self.zero_point, out=f)
+        if _clip is not None:
+            _clip(f, self.low, self.high, out=f)
+        else:  # pragma: no cover - a numpy without the clip ufunc
+            np.minimum(f, self.high, out=f)
+            np.maximum(f, self.low, out=f)
+        np.copyto(q, f, casting="unsafe")
+        return q
 
 
-def _dequantize(y: np.ndarray, params: tuple[np.float32, ...] | None) -> np.ndarray:
-    if params is None or y.dtype.kind not in "iu":
-        return y
-    out = y.astype(np.float32)
-    np.subtract(out, params[1], out=out)
-    np.multiply(out, params[0], out=out)
-    return out
+class _Dequantizer:
+    """int8/uint8 -> float32 for one output: (q - zero_point) * scale, in float32.
+
+    Outputs of up to ``_TABLE_UP_TO`` elements (class scores) are read from a table of the 256
+    possible values, one numpy call; larger ones are converted in place, where the table's index
+    conversion would cost more than it saves. Both give the same bits as the arithmetic.
+    """
+
+    __slots__ = ("scale", "zero_point", "_table")
+    _TABLE_UP_TO = 1024
+
+    def __init__(self, scale: float, zero_point: int, dtype: np.dtype) -> None:
+        self.scale, self.zero_point = np.float32(scale), np.float32(zero_point)
+        # indexed by the byte's unsigned value: int8 -128 is byte 128
+        codes = np.arange(256, dtype=np.uint8).view(dtype) if dtype.itemsize == 1 else None
+        self._table = None if codes is None else self._arithmetic(codes)
+
+    @classmethod
+    def of(cls, spec: TensorSpec) -> _Dequantizer | None:
+        dtype = np.dtype(spec.dtype)
+        return cls(spec.scale, spec.zero_point, dtype) if spec.quantized and dtype.kind in "iu" else None
+
+    def _arithmetic(self, y: np.ndarray) -> np.ndarray:
+        out = y.astype(np.float32)
+        np.subtract(out, self.zero_point, out=out)
+        np.multiply(out, self.scale, out=out)
+        return out
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        if y.dtype.kind not in "iu":
+            return y
+        if self._table is not None and y.size <= self._TABLE_UP_TO and y.dtype.itemsize == 1 and _LITTLE:
+            return self._table.take(y.view(np.uint8))
+        return self._arithmetic(y)
+
+
+_LITTLE = sys.byteorder == "little"

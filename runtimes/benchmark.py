@@ -1,9 +1,14 @@
 """Benchmark artifacts the way TFLite's benchmark_model and ONNX Runtime's perf test do.
 
-Steps: load (``init_ms``: the model, not the one-time import of the interpreter library), first
-inference (``first_ms``), warm-up runs, then timed runs until both ``runs`` and ``min_seconds`` are
-reached; percentiles over the timed runs, peak RSS and its growth across the timed runs, and the
-environment the figures were taken in.
+Steps: load (``init_ms``: the model, not the one-time import of the interpreter library), inputs
+converted once to the model's dtypes, first inference (``first_ms``), warm-up runs, then timed runs
+until both ``runs`` and ``min_seconds`` are reached; percentiles over the timed runs, peak RSS and
+its growth across the timed runs, and the environment the figures were taken in.
+
+What is timed is the model, as benchmark_model times it: the runtime call on inputs already in the
+model's dtypes (``Session.run(feeds, raw=True)``; an int8 model gets int8 inputs). The float <->
+int8 conversion a float caller pays on top is timed apart, as ``io_ms``; ``float_io=True`` times
+the float call itself instead. ``BenchmarkResult.timed`` says which.
 
     >>> result = benchmark("model.int8.tflite", threads=1, runs=500)        # doctest: +SKIP
     >>> a, b = compare(["m.fp32.tflite", "m.int8.tflite"], runs=500)         # doctest: +SKIP
@@ -80,7 +85,7 @@ def environment(session: Session | None = None, threads: int | None = None) -> d
     }
     if session is not None:
         env.update(runtime=session.runtime, runtime_version=session.runtime_version,
-                   threads=threads if threads is not None else "runtime default")
+                   threads=threads if threads is not None else "runtime default", accelerator=session.accelerator)
     return env
 
 
@@ -92,12 +97,18 @@ def _check_settings(warmup: int, runs: int, min_seconds: float, batch: int) -> N
         raise BadInputError(f"min_seconds must be >= 0; received {min_seconds!r}")
 
 
+FLOAT_IO = "float I/O wrapper"
+
+
 @dataclass
 class _Prepared:
     """A loaded session past its first inference and warm-up, ready to be timed."""
 
     session: Session
-    feeds: dict[str, np.ndarray]
+    run: Callable[[Any], Any]  # the timed call
+    feeds: Any  # what the timed call gets
+    float_feeds: dict[str, np.ndarray]  # the caller's (or sample) inputs, for timing the conversion
+    timed: str
     batch: int
     init_ms: float
     first_ms: float
@@ -106,35 +117,61 @@ class _Prepared:
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How ``_prepare`` loads a model given by path."""
+    """How ``_prepare`` loads a model given by path, and what it times."""
 
     threads: int | None = None
     providers: Sequence[str] | None = None
     optimization: str | None = None
+    runtime: str | None = None
+    accelerator: str | None = None
+    float_io: bool = False
 
 
 def _prepare(model: str | os.PathLike | Session, options: LoadOptions, warmup: int, batch: int,
              feeds: Mapping[str, np.ndarray] | None) -> _Prepared:
     # 1. load; the interpreter library is imported first, as benchmark_model has it linked in
     if not isinstance(model, Session):
-        preload(model)
+        preload(model, runtime=options.runtime)
     start = time.perf_counter()
     session = model if isinstance(model, Session) else load(
-        model, threads=options.threads, providers=options.providers, optimization=options.optimization)
+        model, threads=options.threads, providers=options.providers, optimization=options.optimization,
+        runtime=options.runtime, accelerator=options.accelerator)
     init_ms = 0.0 if isinstance(model, Session) else (time.perf_counter() - start) * 1e3
-    feeds = dict(feeds) if feeds is not None else session.sample_feeds(batch)
-    first = next(iter(feeds.values()), None)
+    # 2. the inputs, converted once to the model's dtypes unless the float call is what is timed
+    float_feeds = dict(feeds) if feeds is not None else session.sample_feeds(batch)
+    first = next(iter(float_feeds.values()), None)
     batch = int(first.shape[0]) if first is not None and first.ndim else batch
-    # 2. first inference (allocations, lazy kernels)
+    if options.float_io:
+        run, timed_feeds, timed = session.run, float_feeds, FLOAT_IO
+    else:  # the interpreter call on arrays checked once: no per-call checks, like benchmark_model
+        (run, timed_feeds), timed = session.raw_call(float_feeds), f"model (raw {session.model_dtypes()} I/O)"
+    # 3. first inference (allocations, lazy kernels)
     start = time.perf_counter()
-    session.run(feeds)
+    run(timed_feeds)
     first_ms = (time.perf_counter() - start) * 1e3
-    # 3. warm-up
+    # 4. warm-up
     start = time.perf_counter()
     for _ in range(warmup):
-        session.run(feeds)
+        run(timed_feeds)
     warmup_mean_ms = (time.perf_counter() - start) * 1e3 / warmup if warmup else 0.0
-    return _Prepared(session, feeds, batch, init_ms, first_ms, warmup_mean_ms)
+    return _Prepared(session, run, timed_feeds, float_feeds, timed, batch, init_ms, first_ms, warmup_mean_ms)
+
+
+def _io_ms(prep: _Prepared, runs: int) -> float:
+    """p50 of the float <-> model-dtype conversion ``Session.run`` does around one call, timed alone."""
+    session = prep.session
+    model_feeds = session.model_inputs(prep.float_feeds)
+    converts = any(prep.float_feeds[name].dtype != model_feeds[name].dtype for name in model_feeds)
+    if not converts and not any(spec.quantized for spec in session.outputs):
+        return 0.0
+    outputs = list(session.run(model_feeds, raw=True).values())
+    clock = time.perf_counter_ns
+    times = np.empty(runs, dtype=np.int64)
+    for i in range(runs):
+        t0 = clock()
+        session._float_io(prep.float_feeds, outputs)
+        times[i] = clock() - t0
+    return float(np.median(times)) / 1e6
 
 
 def _result(prep: _Prepared, times_ns: Sequence[int], rss_growth: int, threads: int | None) -> BenchmarkResult:
@@ -150,7 +187,7 @@ def _result(prep: _Prepared, times_ns: Sequence[int], rss_growth: int, threads: 
         throughput=float(prep.batch * 1e3 / ms.mean()),
         peak_rss_bytes=peak_rss_bytes(), rss_growth_bytes=int(rss_growth),
         model_size_bytes=_io.size_bytes(session.path) if Path(session.path).exists() else 0,
-        env=environment(session, threads),
+        env=environment(session, threads), timed=prep.timed, io_ms=_io_ms(prep, min(int(ms.size), 500)),
     )
 
 
@@ -166,18 +203,26 @@ def benchmark(
     max_seconds: float = 60.0,
     providers: Sequence[str] | None = None,
     optimization: str | None = None,
+    float_io: bool = False,
+    runtime: str | None = None,
+    accelerator: str | None = None,
 ) -> BenchmarkResult:
     """Benchmark ``model`` (a path, or a loaded Session whose ``init_ms`` is then 0).
 
         >>> result = benchmark("model.int8.tflite", threads=1, runs=500)    # doctest: +SKIP
         >>> result.p50_ms, result.p99_ms                                    # doctest: +SKIP
 
-    ``feeds`` are the inputs to time (default: seeded random inputs of batch ``batch``);
-    ``max_seconds`` stops the timed runs early on a very slow model (``count`` says how many ran).
-    ``providers`` and ``optimization`` are ONNX Runtime's (see ``edgeship.runtimes.load``).
+    The timed call is the model on inputs in its own dtypes (int8 for an int8 model), as TFLite's
+    benchmark_model times it; ``result.io_ms`` is the float <-> int8 conversion a float caller adds
+    per call, and ``float_io=True`` times ``Session.run`` on float inputs instead (``result.timed``
+    says which). ``feeds`` are the inputs (default: seeded random inputs of batch ``batch``; float
+    feeds are converted once, before timing); ``max_seconds`` stops the timed runs early on a very
+    slow model (``count`` says how many ran). ``providers`` and ``optimization`` are ONNX Runtime's,
+    ``runtime`` and ``accelerator`` choose a backend (see ``edgeship.runtimes.load``).
     """
     return compare([model], threads=threads, warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch,
-                   feeds=feeds, max_seconds=max_seconds, providers=providers, optimization=optimization)[0]
+                   feeds=feeds, max_seconds=max_seconds, providers=providers, optimization=optimization,
+                   float_io=float_io, runtime=runtime, accelerator=accelerator)[0]
 
 
 def compare(
@@ -192,6 +237,9 @@ def compare(
     max_seconds: float = 60.0,
     providers: Sequence[str] | None = None,
     optimization: str | None = None,
+    float_io: bool = False,
+    runtime: str | None = None,
+    accelerator: str | None = None,
 ) -> list[BenchmarkResult]:
     """Benchmark several artifacts interleaved: one timed call of each in turn (A B A B …).
 
@@ -202,10 +250,11 @@ def compare(
     _check_settings(warmup, runs, min_seconds, batch)
     if not models:
         raise BadInputError("compare() needs at least one model; received none")
-    load_options = LoadOptions(threads=threads, providers=providers, optimization=optimization)
+    load_options = LoadOptions(threads=threads, providers=providers, optimization=optimization, runtime=runtime,
+                               accelerator=accelerator, float_io=bool(float_io))
     prepared = [_prepare(m, load_options, warmup, batch, feeds) for m in models]
     rss_before = rss_bytes()
-    times = _interleaved([(p.session.run, p.feeds) for p in prepared], runs, min_seconds, max_seconds)
+    times = _interleaved([(p.run, p.feeds) for p in prepared], runs, min_seconds, max_seconds)
     growth = rss_bytes() - rss_before
     return [_result(p, t, growth, threads) for p, t in zip(prepared, times)]
 
@@ -229,21 +278,24 @@ def _interleaved(calls: list[tuple[Callable[..., Any], dict]], runs: int, min_se
 
 
 def sweep(models: Sequence[str | os.PathLike], thread_counts: Sequence[int | None] = (None,), *,
-          isolate: bool = False, warmup: int = 20, runs: int = 200, min_seconds: float = 0.0, batch: int = 1,
-          max_seconds: float = 60.0, providers: Sequence[str] | None = None,
-          optimization: str | None = None) -> list[tuple[str, BenchmarkResult]]:
-    """``compare`` (interleaved when several models) at each thread count, in a child process per
-    thread count when ``isolate``; returns (model, result) pairs in order."""
-    settings = dict(warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch, max_seconds=max_seconds,
-                    providers=list(providers) if providers else None, optimization=optimization)
+          batches: Sequence[int] = (1,), isolate: bool = False, warmup: int = 20, runs: int = 200,
+          min_seconds: float = 0.0, max_seconds: float = 60.0, providers: Sequence[str] | None = None,
+          optimization: str | None = None, float_io: bool = False, runtime: str | None = None,
+          accelerator: str | None = None) -> list[tuple[str, BenchmarkResult]]:
+    """``compare`` (interleaved when several models) at each thread count and batch size, in a child
+    process per setting when ``isolate``; returns (model, result) pairs, threads outermost."""
+    settings = dict(warmup=warmup, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds,
+                    providers=list(providers) if providers else None, optimization=optimization,
+                    float_io=float_io, runtime=runtime, accelerator=accelerator)
     rows: list[tuple[str, BenchmarkResult]] = []
     names = [str(m) for m in models]
     for threads in thread_counts:
-        if isolate:
-            results = isolated("compare", names, threads=threads, **settings)
-        else:
-            results = compare(names, threads=threads, **settings)
-        rows += list(zip(names, results))
+        for batch in batches:
+            if isolate:
+                results = isolated("compare", names, threads=threads, batch=batch, **settings)
+            else:
+                results = compare(names, threads=threads, batch=batch, **settings)
+            rows += list(zip(names, results))
     return rows
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -115,7 +116,8 @@ def test_tflite_profile_needs_benchmark_model_and_says_so(quickstart_dir, monkey
     monkeypatch.delenv("EDGESHIP_BENCHMARK_MODEL", raising=False)
     from edgeship.errors import UnsupportedModelError
 
-    with pytest.raises(UnsupportedModelError, match="no op profiler.*benchmark_model tool is not on PATH"):
+    with pytest.raises(UnsupportedModelError,
+                       match=r"\(Interpreter and CompiledModel\) times no single op.*benchmark_model tool is not on PATH"):
         profile(quickstart_dir / "tiny_cnn.int8.tflite")
 
 
@@ -189,3 +191,106 @@ def test_bench_passes_onnxruntime_options(quickstart_dir):
     assert code == 0 and json.loads(out)["runtime"] == "onnxruntime"
     code, out = _bench(str(quickstart_dir / "tiny_cnn.fp32.onnx"), "--optimization", "max")
     assert code != 0 and "'max' is not one of 'disable', 'basic', 'extended', 'all'" in out
+
+
+# ---------------------------------------------------------------------------------- what is timed
+
+def _spied(path):
+    """A loaded session that records, for every interpreter call, the dtype it got and whether the
+    float wrapper (Session.run without raw) was around it."""
+    session = load(path, threads=1)
+    calls, run, invoke = [], session.run, session._invoke
+    wrapped = []
+
+    def run_spy(feeds, *, raw=False):
+        wrapped.append(not raw)
+        try:
+            return run(feeds, raw=raw)
+        finally:
+            wrapped.pop()
+
+    def invoke_spy(arrays):
+        calls.append((arrays[0].dtype, not any(wrapped)))
+        return invoke(arrays)
+
+    session.run, session._invoke = run_spy, invoke_spy
+    return session, calls
+
+
+def test_the_default_times_the_model_on_int8_inputs_and_the_conversion_apart(quickstart_dir):
+    session, calls = _spied(quickstart_dir / "tiny_cnn.int8.tflite")
+    r = benchmark(session, warmup=3, runs=30)
+    assert set(calls) == {(np.dtype(np.int8), True)}  # first, warm-up and timed calls alike
+    assert r.timed == "model (raw int8 I/O)" and r.io_ms > 0
+    session, calls = _spied(quickstart_dir / "tiny_cnn.int8.tflite")
+    r = benchmark(session, warmup=3, runs=30, float_io=True)
+    timed = calls.count((np.dtype(np.int8), False))  # int8 reached the interpreter inside the float call
+    assert timed >= 1 + 3 + 30 and len(calls) - timed <= 1  # one raw call gives io_ms its int8 outputs
+    assert r.timed == "float I/O wrapper" and r.io_ms > 0
+
+
+def test_a_float_model_has_nothing_to_convert_and_given_float_feeds_are_quantized_once(quickstart_dir):
+    r = benchmark(quickstart_dir / "tiny_cnn.fp32.tflite", warmup=2, runs=20)
+    assert (r.timed, r.io_ms, r.env["accelerator"]) == ("model (raw float32 I/O)", 0.0, "cpu")
+    session, calls = _spied(quickstart_dir / "tiny_cnn.int8.tflite")
+    x = np.random.default_rng(0).random((1, 8, 8, 1), dtype=np.float32)  # what validate --bench passes
+    benchmark(session, feeds={session.inputs[0].name: x}, warmup=0, runs=5)
+    assert set(calls) == {(np.dtype(np.int8), True)}
+
+
+def test_older_benchmark_records_still_load():
+    r = benchmark_result_without(("timed", "io_ms"))
+    assert (r.timed, r.io_ms) == ("", None)
+
+
+def benchmark_result_without(keys):
+    data = {f: 1.0 for f in FIELDS if f.endswith("_ms") or f == "throughput"}
+    data.update(runtime="litert", runtime_version="2.3.0", threads=1, batch=1, count=10, peak_rss_bytes=1,
+                rss_growth_bytes=0, model_size_bytes=1, env={})
+    assert not set(keys) & set(data)
+    return BenchmarkResult.from_dict(data)
+
+
+def test_compiled_model_benchmarks_and_reports_its_accelerator(quickstart_dir):
+    r = benchmark(quickstart_dir / "tiny_cnn.int8.tflite", runtime="litert-compiled", accelerator="cpu",
+                  threads=1, warmup=2, runs=20)
+    assert (r.runtime, r.env["accelerator"], r.timed) == ("litert-compiled", "cpu", "model (raw int8 I/O)")
+
+
+def test_bench_float_io_batches_and_json_shapes(quickstart_dir):
+    path = str(quickstart_dir / "tiny_cnn.int8.tflite")
+    code, out = _bench(path, "--runs", "10", "--json", "--no-isolate")
+    doc = json.loads(out)
+    assert code == 0 and isinstance(doc, dict) and doc["timed"] == "model (raw int8 I/O)" and doc["io_ms"] > 0
+    code, out = _bench(path, "--runs", "10", "--json", "--float-io", "--no-isolate")
+    assert code == 0 and json.loads(out)["timed"] == "float I/O wrapper"
+    code, out = _bench(path, "--runs", "10", "--json", "--batch", "1,8", "--no-isolate")
+    docs = json.loads(out)
+    assert code == 0 and [d["batch"] for d in docs] == [1, 8] and all("p50_ms" in d and "throughput" in d for d in docs)
+    code, out = _bench(path, "--runs", "10", "--batch", "1,8", "--no-isolate")
+    rows = [line for line in out.splitlines() if "batch 1 " in line + " " or "batch 8 " in line + " "]
+    assert code == 0 and len(rows) == 2 and all("model (raw int8 I/O)" in r for r in rows), out
+    for column in ("setting", "p50 ms", "p90 ms", "per s", "io ms", "timed"):
+        assert column in out, column
+
+
+def test_bench_compiled_model_and_an_absent_accelerator(quickstart_dir, monkeypatch):
+    from edgeship.runtimes import litert_compiled
+
+    path = str(quickstart_dir / "tiny_cnn.int8.tflite")
+    code, out = _bench(path, "--runtime", "litert-compiled", "--accelerator", "cpu", "--runs", "10", "--no-isolate")
+    assert code == 0 and "litert-compiled" in out and "on cpu" in out, out
+    monkeypatch.setattr(litert_compiled, "_compile", _cpu_only(litert_compiled._compile))
+    code, out = _bench(path, "--runtime", "litert-compiled", "--accelerator", "gpu", "--no-isolate")
+    assert code == 1 and len(out.strip().splitlines()) == 1 and "received accelerator='gpu'" in out, out
+    code, out = _bench(path, "--runtime", "nosuch")
+    assert code == 1 and "runtime 'nosuch' does not run '.tflite' files" in out
+
+
+def _cpu_only(real):
+    def compile_(path, accelerator, threads):
+        if accelerator != "cpu":
+            raise RuntimeError("no such accelerator")
+        return real(path, accelerator, threads)
+
+    return compile_

@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -189,7 +188,7 @@ def test_device_install_pulls_no_tensorflow(extra):
 
 
 def test_registry_is_complete():
-    for suffix, module in RUNTIMES.items():
+    for suffix, module in [*RUNTIMES.items(), *runtimes.ALTERNATIVES.values()]:
         backend = __import__(module, fromlist=["load"])
         assert callable(backend.load), suffix
     assert set(runtimes.__all__) <= set(dir(runtimes))
@@ -199,3 +198,99 @@ def test_litert_logs_nothing_when_litert_is_present(quickstart_dir, caplog):
     with caplog.at_level(logging.WARNING, logger="edgeship.runtimes.litert"):
         assert load(quickstart_dir / "tiny_cnn.int8.tflite").runtime == "litert"
     assert not caplog.records
+
+
+def _reference_quantize(x, scale, zero_point, dtype):
+    """The plain numpy conversion the buffered one replaced: same float32 steps, fresh arrays."""
+    info = np.iinfo(dtype)
+    q = np.divide(x, np.float32(scale), dtype=np.float32)
+    np.rint(q, out=q)
+    np.add(q, np.float32(zero_point), out=q)
+    np.minimum(q, np.float32(info.max), out=q)
+    np.maximum(q, np.float32(info.min), out=q)
+    return q.astype(dtype)
+
+
+def _reference_dequantize(y, scale, zero_point):
+    out = y.astype(np.float32)
+    np.subtract(out, np.float32(zero_point), out=out)
+    np.multiply(out, np.float32(scale), out=out)
+    return out
+
+
+@pytest.mark.parametrize("dtype, zero_point", [(np.int8, -5), (np.int8, 0), (np.uint8, 128)])
+@pytest.mark.parametrize("scale", [0.0039, 0.02, 1.7])
+def test_buffered_io_conversion_is_bit_identical_to_plain_numpy(dtype, zero_point, scale):
+    from edgeship.runtimes._session import _Dequantizer, _Quantizer
+
+    rng = np.random.default_rng(7)
+    quantize, dequantize = _Quantizer(scale, zero_point, np.dtype(dtype)), _Dequantizer(scale, zero_point, np.dtype(dtype))
+    for shape in [(1, 8, 8, 1), (4, 8, 8, 1), (1, 8, 8, 1), (2, 3000)]:  # a shape seen again reuses its buffers
+        x = (rng.standard_normal(shape) * 300 * scale).astype(np.float32)  # far beyond the int8 range too
+        x.flat[:5] = [np.inf, -np.inf, 0.5 * scale, 2.5 * scale, -0.5 * scale]  # infinities and ties
+        for given in (x, x.astype(np.float64)):
+            np.testing.assert_array_equal(quantize(given), _reference_quantize(given, scale, zero_point, dtype))
+        info = np.iinfo(dtype)
+        y = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        out = dequantize(y)
+        assert out.dtype == np.float32 and out.shape == y.shape
+        assert np.array_equal(out.view(np.int32), _reference_dequantize(y, scale, zero_point).view(np.int32))
+
+
+def test_run_returns_fresh_outputs_and_model_inputs_are_copies(quickstart_dir):
+    session = load(quickstart_dir / "tiny_cnn.int8.tflite")
+    name = session.inputs[0].name
+    a, b = (np.random.default_rng(s).random((1, 8, 8, 1), dtype=np.float32) for s in (1, 2))
+    first = session.run({name: a})[session.outputs[0].name]
+    kept = first.copy()
+    raw = session.model_inputs({name: a})
+    session.run({name: b})
+    np.testing.assert_array_equal(first, kept)  # a later call does not write into an earlier result
+    assert raw[name].dtype == np.int8
+    np.testing.assert_array_equal(raw[name], _reference_quantize(a, session.inputs[0].scale, session.inputs[0].zero_point,
+                                                                 np.int8))
+    assert session.model_dtypes() == "int8" and load(quickstart_dir / "tiny_cnn.fp32.tflite").model_dtypes() == "float32"
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn.int8.tflite", "tiny_cnn.fp32.tflite"])
+def test_compiled_model_gives_the_interpreters_outputs(quickstart_dir, bundle_data, name):
+    _, inputs, _ = bundle_data
+    interpreter = load(quickstart_dir / name, threads=1)
+    compiled = load(quickstart_dir / name, threads=1, runtime="litert-compiled", accelerator="cpu")
+    assert (compiled.runtime, compiled.accelerator, interpreter.accelerator) == ("litert-compiled", "cpu", "cpu")
+    assert compiled.inputs == interpreter.inputs and compiled.outputs == interpreter.outputs  # quantization too
+    np.testing.assert_allclose(compiled.predict(inputs[:37], batch_size=16), interpreter.predict(inputs[:37]), atol=1e-6)
+    feeds = interpreter.model_inputs({interpreter.inputs[0].name: inputs[:1]})
+    (a,), (b,) = interpreter.run(feeds, raw=True).values(), compiled.run(feeds, raw=True).values()
+    assert a.dtype == b.dtype and a.shape == b.shape
+    np.testing.assert_array_equal(a, b) if a.dtype == np.int8 else np.testing.assert_allclose(a, b, atol=1e-6)
+    compiled.close()
+
+
+def test_a_backend_is_chosen_by_name_and_refused_where_it_does_not_apply(quickstart_dir):
+    assert runtimes.runtimes_for("m.tflite") == ["litert", "litert-compiled"]
+    assert runtimes.runtimes_for("m.onnx") == ["onnxruntime"]
+    with pytest.raises(BadInputError, match=r"runtime 'litert-compiled' does not run '.onnx' files.*\['onnxruntime'\]"):
+        load(quickstart_dir / "tiny_cnn.fp32.onnx", runtime="litert-compiled")
+    with pytest.raises(BadInputError, match="accelerator do\\(es\\) not apply.*run by litert.*runtime='litert-compiled'"):
+        load(quickstart_dir / "tiny_cnn.int8.tflite", accelerator="gpu")
+    with pytest.raises(BadInputError, match="accelerator must be one of \\['cpu', 'gpu', 'npu'\\]; received 'tpu'"):
+        load(quickstart_dir / "tiny_cnn.int8.tflite", runtime="litert-compiled", accelerator="tpu")
+
+
+def test_an_absent_accelerator_is_refused_naming_what_is_available(quickstart_dir, monkeypatch):
+    from edgeship.runtimes import litert_compiled
+
+    real = litert_compiled._compile
+
+    def cpu_only(path, accelerator, threads):  # this host's LiteRT, whatever its hardware
+        if accelerator != "cpu":
+            raise RuntimeError("ERROR: [litert/runtime/compiled_model.cc:1036]")
+        return real(path, accelerator, threads)
+
+    monkeypatch.setattr(litert_compiled, "_compile", cpu_only)
+    with pytest.raises(BadInputError) as caught:
+        load(quickstart_dir / "tiny_cnn.int8.tflite", runtime="litert-compiled", accelerator="gpu")
+    message = str(caught.value)
+    assert "\n" not in message and "for the GPU alone" in message and "available for this model here: cpu" in message
+    assert "received accelerator='gpu'" in message and "Use accelerator 'cpu'" in message

@@ -15,8 +15,17 @@ from edgeship.cli._app import (State, _emit, _given, _run, _size, _thread_counts
 @click.option("--warmup", default=20, show_default=True, help="Untimed runs after the first inference.")
 @click.option("--runs", default=500, show_default=True, help="Timed runs (at least).")
 @click.option("--min-seconds", default=1.0, show_default=True, help="Keep timing until this long has passed.")
-@click.option("--batch", default=1, show_default=True)
-@click.option("--profile", is_flag=True, help="Also show the top ops by time (ONNX Runtime; TFLite with benchmark_model).")
+@click.option("--batch", default="1", show_default=True, help="Batch size; a comma list (1,8,32) reports each.")
+@click.option("--float-io", is_flag=True,
+              help="Time the float call (Session.run quantizing inputs, dequantizing outputs) instead of the model "
+                   "on inputs in its own dtypes.")
+@click.option("--runtime", default=None,
+              help="Backend other than the file's default: litert-compiled runs .tflite with LiteRT's CompiledModel.")
+@click.option("--accelerator", type=click.Choice(["cpu", "gpu", "npu"]), default=None,
+              help="Where --runtime litert-compiled runs the whole model (default: cpu).")
+@click.option("--profile", is_flag=True,
+              help="Also show the top ops by time (ONNX Runtime; TFLite with the benchmark_model tool, as LiteRT's "
+                   "Python API times no single op).")
 @click.option("--top", default=10, show_default=True, help="Ops shown by --profile.")
 @click.option("--isolate/--no-isolate", default=None,
               help="Run in a child process, so a crashing model ends as an error. Default: on, unless a "
@@ -25,36 +34,56 @@ from edgeship.cli._app import (State, _emit, _given, _run, _size, _thread_counts
               help="ONNX Runtime graph optimization level (default: all).")
 @click.option("--providers", default=None, help="ONNX Runtime execution providers, comma-separated (default: CPU).")
 @json_option
-def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_seconds: float, batch: int,
-          profile: bool, top: int, isolate: bool, optimization: str | None, providers: str | None) -> None:
+def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_seconds: float, batch: str,
+          float_io: bool, runtime: str | None, accelerator: str | None, profile: bool, top: int, isolate: bool,
+          optimization: str | None, providers: str | None) -> None:
     """Benchmark artifacts like TFLite's benchmark_model: init, first inference, warm-up, latency
-    percentiles, throughput, memory. Several MODELS are timed interleaved (A B A B …) and compared."""
+    percentiles, throughput, memory. The timed call is the model on inputs in its own dtypes (int8
+    for an int8 model); the float <-> int8 conversion a float caller adds is shown apart (io ms).
+    Several MODELS are timed interleaved (A B A B …) and compared; comma lists of --threads and
+    --batch sweep them."""
     from edgeship.runtimes.benchmark import sweep
 
     from edgeship.records import vouched
 
     if isolate is None:
         isolate = not all(vouched(m) for m in models)
-    settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "batch": batch,
-                **_given({"optimization": optimization, "providers": providers.split(",") if providers else None})}
-    rows = _run(lambda: sweep(models, _thread_counts(threads), isolate=isolate, **settings))
+    settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "float_io": float_io,
+                **_given({"optimization": optimization, "providers": providers.split(",") if providers else None,
+                          "runtime": runtime, "accelerator": accelerator})}
+    rows = _run(lambda: sweep(models, _thread_counts(threads), batches=_batch_sizes(batch), isolate=isolate,
+                              **settings))
     profiles = _run(lambda: {m: _profile_or_reason(m, rows[0][1].threads, top, isolate) for m in models}) if profile else {}
-    first = {r.threads: r.p50_ms for m, r in rows if m == models[0]}
+    first = {(r.threads, r.batch): r.p50_ms for m, r in rows if m == models[0]}
     docs = []
     for model, r in rows:
         doc = {"model": model, **r.to_dict()}
         if len(models) > 1:
-            doc["p50_ratio"] = r.p50_ms / first[r.threads]
+            doc["p50_ratio"] = r.p50_ms / first[(r.threads, r.batch)]
         if profile:
             doc["profile"] = profiles[model] if isinstance(profiles[model], str) else profiles[model].to_dict()
         docs.append(doc)
     if State.json:
         _emit(docs[0] if len(docs) == 1 else docs)
     elif not State.quiet:
-        _bench_tables(docs, profiles)
+        if len(docs) > len(models):
+            _sweep_table(docs, len(models) > 1)
+        _bench_tables(docs, profiles, full=len(docs) == len(models))
         if any(d["runtime"] == "mil-numpy" for d in docs):
             out_console.print("note: Core ML ran in edgeship's numpy reference evaluator here; its latency is "
                               "not Core ML's and says nothing about a device.")
+
+
+def _batch_sizes(text: str) -> list[int]:
+    from edgeship.errors import BadInputError
+
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError as exc:
+        raise BadInputError(f"--batch takes integers like 1,8,32; received {text!r}") from exc
+    if not sizes or min(sizes) < 1:
+        raise BadInputError(f"--batch takes positive integers; received {text!r}")
+    return sizes
 
 
 def _profile_or_reason(model: str, threads: int | None, top: int, isolate: bool) -> Any:
@@ -73,23 +102,48 @@ _BENCH_ROWS = (
     ("count", "count", "{}"), ("mean ms", "mean_ms", "{:.4f}"), ("std ms", "std_ms", "{:.4f}"),
     ("min ms", "min_ms", "{:.4f}"), ("p5 ms", "p5_ms", "{:.4f}"), ("p50 ms", "p50_ms", "{:.4f}"),
     ("p90 ms", "p90_ms", "{:.4f}"), ("p95 ms", "p95_ms", "{:.4f}"), ("p99 ms", "p99_ms", "{:.4f}"),
-    ("max ms", "max_ms", "{:.4f}"), ("throughput /s", "throughput", "{:.1f}"), ("peak RSS", "peak_rss_bytes", None),
-    ("RSS growth", "rss_growth_bytes", None), ("model size", "model_size_bytes", None), ("p50 ratio", "p50_ratio", "{:.3f}"),
+    ("max ms", "max_ms", "{:.4f}"), ("throughput /s", "throughput", "{:.1f}"), ("io ms (float <-> int8)", "io_ms", "{:.4f}"),
+    ("peak RSS", "peak_rss_bytes", None), ("RSS growth", "rss_growth_bytes", None), ("model size", "model_size_bytes", None),
+    ("p50 ratio", "p50_ratio", "{:.3f}"), ("timed", "timed", "{}"),
 )
 
 
-def _bench_tables(docs: list[dict[str, Any]], profiles: dict[str, Any]) -> None:
-    table = rich_table.Table(title="benchmark" + (" (interleaved A B A B …)" if "p50_ratio" in docs[0] else ""))
-    table.add_column("")
+def _sweep_table(docs: list[dict[str, Any]], several_models: bool) -> None:
+    """One row per setting (and model): what people plan with, at a glance."""
+    from rich import box
+
+    table = rich_table.Table(title="benchmark sweep" + (" (models interleaved A B A B …)" if several_models else ""),
+                             box=box.SIMPLE_HEAD)
+    columns = ["model"] * several_models + ["setting", "p50 ms", "p90 ms", "per s", "io ms"]
+    for column in columns + ["ratio"] * several_models + ["timed"]:
+        table.add_column(column, justify="left" if column in ("model", "setting", "timed") else "right",
+                         no_wrap=column in ("model", "setting"))
     for d in docs:
-        table.add_column(f"{Path(d['model']).name}\n{d['threads'] or 'default'} thread(s)", justify="right")
-    for label, key, fmt in _BENCH_ROWS:
-        if key in docs[0]:
-            table.add_row(label, *(_size(d[key]) if fmt is None else fmt.format(d[key]) for d in docs))
+        threads = f"{d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else "default threads"
+        cells = [Path(d["model"]).name] * several_models + [
+            f"{threads}, batch {d['batch']}", f"{d['p50_ms']:.4f}", f"{d['p90_ms']:.4f}", f"{d['throughput']:.0f}",
+            f"{d['io_ms']:.4f}"]
+        table.add_row(*cells, *([f"{d['p50_ratio']:.3f}"] if several_models else []), d["timed"])
     out_console.print(table)
+    out_console.print("per s: inferences per second (batch x calls); io ms: float <-> int8 conversion per call, "
+                      "timed apart" + ("; ratio: p50 over the first model's" if several_models else ""), highlight=False)
+
+
+def _bench_tables(docs: list[dict[str, Any]], profiles: dict[str, Any], full: bool = True) -> None:
+    if full:
+        table = rich_table.Table(title="benchmark" + (" (interleaved A B A B …)" if "p50_ratio" in docs[0] else ""))
+        table.add_column("")
+        for d in docs:
+            batch = f", batch {d['batch']}" if d["batch"] != 1 else ""
+            table.add_column(f"{Path(d['model']).name}\n{d['threads'] or 'default'} thread(s){batch}", justify="right")
+        for label, key, fmt in _BENCH_ROWS:
+            if key in docs[0]:
+                table.add_row(label, *(_size(d[key]) if fmt is None else fmt.format(d[key]) for d in docs))
+        out_console.print(table)
     env = docs[0]["env"]
-    for d in {d["runtime"]: d for d in docs}.values():
-        out_console.print(f"{d['runtime']} {d['runtime_version']}, batch {d['batch']}", highlight=False)
+    for d in {(d["runtime"], d["env"].get("accelerator")): d for d in docs}.values():
+        out_console.print(f"{d['runtime']} {d['runtime_version']} on {d['env'].get('accelerator', 'cpu')}",
+                          highlight=False)
     out_console.print(f"on {env.get('cpu')} ({env.get('cores')} cores), {env.get('system')} {env.get('machine')}, "
                       f"Python {env.get('python')}, numpy {env.get('numpy')}", highlight=False)
     for model, prof in profiles.items():

@@ -60,7 +60,14 @@ class AccuracyDelta(Record):
 
 @dataclass(frozen=True)
 class BenchmarkResult(Record):
-    """Latency statistics the way TFLite's benchmark_model reports them (times in milliseconds)."""
+    """Latency statistics the way TFLite's benchmark_model reports them (times in milliseconds).
+
+    ``timed`` says what each timed call covered: ``"model (raw int8 I/O)"`` (the runtime call on
+    inputs already in the model's dtypes, as benchmark_model times it) or ``"float I/O wrapper"``
+    (``Session.run`` on float inputs, conversion included); empty in files written before it was
+    recorded. ``io_ms`` is the float <-> model-dtype conversion per call (quantize inputs and
+    dequantize outputs; 0 for a float model), timed apart from the model: p50, like ``p50_ms``.
+    """
 
     runtime: str
     runtime_version: str
@@ -84,6 +91,8 @@ class BenchmarkResult(Record):
     rss_growth_bytes: int
     model_size_bytes: int
     env: dict[str, Any] = field(default_factory=dict)
+    timed: str = ""
+    io_ms: float | None = None
 
 
 @dataclass(frozen=True)
