@@ -195,6 +195,14 @@ def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[
     BadInputError saying how they differ."""
     if input_shape is not None:
         source = source.with_input_shape(tuple(input_shape), "--input-shape")
+    if len(source.input_specs) > 1 or (dataset is not None and len(dataset.input_shapes) > 1):
+        want = [shape for shape, _ in source.input_specs]
+        have = list(dataset.input_shapes) if dataset is not None else want
+        if have != want:
+            raise BadInputError(f"the model takes {len(want)} input(s) of shapes {want} but dataset "
+                                f"'{dataset.name}' has {len(have)} of shapes {have}; in a .npz name them x_train_0, "
+                                "x_train_1, … (and x_test_…) in the order of the model's inputs")
+        return source, dataset
     if dataset is None:
         if source.dynamic:
             raise BadInputError(f"{source.name} leaves input dimensions open {source.input_shape}: pass data (its "

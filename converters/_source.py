@@ -43,6 +43,7 @@ class SourceModel:
     onnx: Path | None = None
     record: TrainingRecord | None = None
     input_dtype: str = "float32"
+    extra_inputs: tuple[tuple[tuple[int, ...], str], ...] = ()  # (shape, dtype) of inputs 1, 2, … of a Keras model
     _tmp: list[Any] = field(default_factory=list, repr=False)
 
     @property
@@ -51,6 +52,11 @@ class SourceModel:
 
     def float_keras(self) -> Any:
         return self.reference if self.reference is not None else self.keras
+
+    @property
+    def input_specs(self) -> list[tuple[tuple[int, ...], str]]:
+        """(shape, dtype) of every input, in the model's order."""
+        return [(tuple(self.input_shape), self.input_dtype), *self.extra_inputs]
 
     @property
     def dynamic(self) -> bool:
@@ -64,6 +70,9 @@ class SourceModel:
         if len(shape) != len(self.input_shape) or any(a >= 0 and a != b for a, b in zip(self.input_shape, shape)):
             raise BadInputError(f"{self.name} takes inputs of shape {_text(self.input_shape)}; {why} gives "
                                 f"{_text(shape)}, which does not fit")
+        if self.extra_inputs:
+            raise BadInputError(f"{self.name} has {len(self.input_specs)} inputs; edgeship fixes open dimensions of "
+                                "single-input models only: export it with fixed input shapes")
         if self.kind != "keras":
             raise BadInputError(f"{self.name} ({self.kind}) has open input dimensions {_text(self.input_shape)}; "
                                 "edgeship fixes them for Keras models only: export it with a fixed input shape")
@@ -85,21 +94,16 @@ def _text(shape: tuple[int, ...]) -> str:
     return "(" + ", ".join("None" if d < 0 else str(d) for d in shape) + ")"
 
 
-def _input_keras(model: Any) -> tuple[tuple[int, ...], str]:
-    if len(model.inputs) != 1:
-        names = [t.name.split(":")[0] for t in model.inputs]
-        raise UnsupportedModelError(
-            f"edgeship converts single-input models; this one has {len(model.inputs)} inputs {names}. "
-            "Wrap the preprocessing that joins them into the model, or convert each branch on its own")
-    tensor = model.inputs[0]
-    return tuple(-1 if d is None else int(d) for d in tensor.shape[1:]), tensor.dtype.name
+def _inputs_keras(model: Any) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, dtype) of each input of a Keras model, in its order (-1 for an open dimension)."""
+    return [(tuple(-1 if d is None else int(d) for d in t.shape[1:]), t.dtype.name) for t in model.inputs]
 
 
 def _from_keras(model: Any, name: str, origin: str, reference: Any = None, record: TrainingRecord | None = None) -> SourceModel:
     qat = is_qat(model)
-    shape, dtype = _input_keras(model)
+    (shape, dtype), *extra = _inputs_keras(model)
     return SourceModel(
-        name=name, origin=origin, input_shape=shape, keras=model, input_dtype=dtype,
+        name=name, origin=origin, input_shape=shape, keras=model, input_dtype=dtype, extra_inputs=tuple(extra),
         reference=reference if reference is not None else (None if qat else model), qat=qat, record=record,
     )
 

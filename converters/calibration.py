@@ -48,3 +48,21 @@ def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samp
         bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
         raise BadInputError(f"calibration data for {target} has {bad} samples with NaN or infinite values; clean them first")
     return x
+
+
+def prepare_all(calibration: Any, source: Any, *, target: str, samples: int = DEFAULT_SAMPLES) -> np.ndarray | list[np.ndarray]:
+    """``prepare`` for every input of ``source``: one array for a single-input model, else a list
+    in the model's input order (a Dataset gives one array per input; so must a caller)."""
+    specs = source.input_specs
+    if len(specs) == 1:
+        return prepare(calibration, specs[0][0], target=target, samples=samples, dtype=specs[0][1])
+    if hasattr(calibration, "calibration"):
+        calibration = calibration.calibration(min(samples, MAX_SAMPLES))
+    if not isinstance(calibration, (tuple, list)) or len(calibration) != len(specs):
+        raise BadInputError(f"{target}: the model has {len(specs)} inputs, so calibration data is one array per "
+                            f"input, in the model's order; received {type(calibration).__name__}")
+    arrays = [prepare(c, shape, target=f"{target} (input {i})", samples=samples, dtype=dtype)
+              for i, (c, (shape, dtype)) in enumerate(zip(calibration, specs))]
+    if len({len(a) for a in arrays}) != 1:
+        raise BadInputError(f"{target}: every input needs as many calibration samples; received {[len(a) for a in arrays]}")
+    return arrays

@@ -59,8 +59,8 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
     batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
     inputs = None  # a SavedModel keeps its own input name and shape
     if source.kind == "keras":
-        name = model.inputs[0].name.split(":")[0]
-        inputs = [ct.TensorType(name=name, shape=(batch,) + tuple(source.input_shape), dtype=getattr(np, source.input_dtype))]
+        inputs = [ct.TensorType(name=tensor.name.split(":")[0], shape=(batch,) + tuple(shape), dtype=getattr(np, dtype))
+                  for tensor, (shape, dtype) in zip(model.inputs, source.input_specs)]
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     try:
         return ct.convert(

@@ -62,7 +62,8 @@ def float_model(source: Any, opset: int) -> Any:
     """The float model as an onnx ModelProto with input 'input' (dynamic batch)."""
     tf = _tf()
     tf2onnx = require("tf2onnx", "convert to ONNX")
-    spec = (tf.TensorSpec((None,) + tuple(source.input_shape), tf.as_dtype(source.input_dtype), name="input"),)
+    spec = tuple(tf.TensorSpec((None,) + tuple(shape), tf.as_dtype(dtype), name="input" if i == 0 else f"input_{i}")
+                 for i, (shape, dtype) in enumerate(source.input_specs))
     if source.kind == "onnx":
         return require("onnx").load(str(source.onnx))
     if source.kind == "saved_model":
@@ -92,16 +93,18 @@ def _from_qat_tflite(source: Any, opset: int, calibration: Any) -> tuple[Any, di
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader over an array of samples."""
+    """ONNX Runtime's CalibrationDataReader over samples: one array, or one per input (``names``' order)."""
 
-    def __init__(self, name: str, samples: np.ndarray) -> None:
-        self._items = iter([{name: samples[i : i + 1]} for i in range(len(samples))])
+    def __init__(self, names: list[str], samples: np.ndarray | list[np.ndarray]) -> None:
+        arrays = samples if isinstance(samples, list) else [samples]
+        self._items = iter([{n: a[i : i + 1] for n, a in zip(names, arrays)} for i in range(len(arrays[0]))])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
 
 
-def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | None, options: dict[str, Any]) -> dict[str, Any]:
+def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | list[np.ndarray] | None,
+             options: dict[str, Any]) -> dict[str, Any]:
     q = require("onnxruntime.quantization", "quantize ONNX models")
     defaults = quant_defaults()
     reduce_range = options.get("reduce_range", defaults["reduce_range"])
@@ -121,9 +124,11 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
     if method not in CALIBRATE_METHODS:
         raise BadInputError(f"calibrate_method must be one of {sorted(CALIBRATE_METHODS)}; received {method!r}")
     activation = options.get("activation_type", defaults["activation_type"])
-    input_name = require("onnx").load(str(model_path), load_external_data=False).graph.input[0].name
+    graph = require("onnx").load(str(model_path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    names = [i.name for i in graph.input if i.name not in initializers]
     q.quantize_static(
-        str(model_path), str(out_path), _Reader(input_name, samples),
+        str(model_path), str(out_path), _Reader(names, samples),
         quant_format=q.QuantFormat.QDQ, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
         activation_type=q.QuantType.QUInt8 if activation == "uint8" else q.QuantType.QInt8,
         weight_type=q.QuantType.QInt8,
@@ -131,7 +136,7 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
         nodes_to_exclude=options.get("nodes_to_exclude"),
     )
     settings.update(format="QDQ", calibrate_method=CALIBRATE_METHODS[method], activation_type=activation,
-                    weight_type="int8", calibration_samples=len(samples))
+                    weight_type="int8", calibration_samples=len(samples[0] if isinstance(samples, list) else samples))
     return settings
 
 
@@ -181,9 +186,8 @@ def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, s
     prepared, settings = prepare_for_quantization(model_proto, tmp)
     samples = None
     if precision == "int8":
-        samples = _calibration.prepare(calibration, source.input_shape, target="onnx:int8",
-                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES),
-                                       dtype=source.input_dtype)
+        samples = _calibration.prepare_all(calibration, source, target="onnx:int8",
+                                           samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     return {**settings, **quantize(prepared, staged, precision, samples, options)}
 
 

@@ -36,10 +36,11 @@ def write(source: Any, out: Path) -> Artifact:
 
         path = save_keras(source.float_keras(), out / FOLDER / "model.keras")
         fmt = "keras"
-    spec = TensorSpec(name="input", shape=(-1,) + tuple(source.input_shape), dtype=source.input_dtype)
+    specs = tuple(TensorSpec(name="input" if i == 0 else f"input_{i}", shape=(-1,) + tuple(shape), dtype=dtype)
+                  for i, (shape, dtype) in enumerate(source.input_specs))
     return Artifact(
         name="reference", path=path.relative_to(out).as_posix(), format=fmt, precision="fp32",
-        sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path), inputs=(spec,), outputs=(),
+        sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path), inputs=specs, outputs=(),
         source=source.origin, settings={"role": "float reference"},
     )
 

@@ -44,7 +44,8 @@ def tf_converter(source: Any, *, use_float: bool) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def configure(converter: Any, precision: str, samples: np.ndarray | None, *, qat: bool) -> dict[str, Any]:
+def configure(converter: Any, precision: str, samples: np.ndarray | list[np.ndarray] | None, *,
+              qat: bool) -> dict[str, Any]:
     """Set ``converter`` up for ``precision``; return the settings recorded in the artifact."""
     tf = _tf()
     settings: dict[str, Any] = {"converter": f"tf.lite {tf.__version__}", "qat": qat}
@@ -54,8 +55,9 @@ def configure(converter: Any, precision: str, samples: np.ndarray | None, *, qat
     if precision == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     elif precision in _CALIBRATED and samples is not None:
-        converter.representative_dataset = lambda: ([samples[i : i + 1]] for i in range(len(samples)))
-        settings["calibration_samples"] = len(samples)
+        arrays = samples if isinstance(samples, list) else [samples]  # one per input, in the model's order
+        converter.representative_dataset = lambda: ([a[i : i + 1] for a in arrays] for i in range(len(arrays[0])))
+        settings["calibration_samples"] = len(arrays[0])
     if precision in ("int8", "int8-float-io"):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if precision == "int8":
@@ -76,9 +78,8 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     # there the fake-quant ranges win and the samples only cover ops QAT left without a range.
     samples = None
     if precision in _CALIBRATED and not (from_qat and calibration is None):
-        samples = _calibration.prepare(calibration, source.input_shape, target=f"tflite:{precision}",
-                                       samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES),
-                                       dtype=source.input_dtype)
+        samples = _calibration.prepare_all(calibration, source, target=f"tflite:{precision}",
+                                           samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     converter = tf_converter(source, use_float=not from_qat)
     settings = configure(converter, precision, samples, qat=from_qat)
     for key, value in options.get("converter_flags", {}).items():

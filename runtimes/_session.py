@@ -107,6 +107,7 @@ class Session:
         if len(arrays) != len(self.inputs):
             raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
                                 f"received {len(arrays)} array(s)")
+        arrays = self._in_model_order(arrays)
         n = len(arrays[0])
         if any(len(a) != n for a in arrays):
             raise BadInputError(f"every input needs the same number of samples; received {[len(a) for a in arrays]}")
@@ -118,6 +119,18 @@ class Session:
                 part.append(results[name])
         return [np.concatenate(p) if p else np.zeros((0,) + tuple(max(d, 0) for d in s.shape[1:]), np.float32)
                 for p, s in zip(parts, self.outputs)]
+
+    def _in_model_order(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Arrays given in the source model's input order, in this file's: converters may order
+        inputs differently (TFLite sorts them by name); each is matched by its sample shape where
+        the shapes tell them apart."""
+        def fits(spec: TensorSpec, a: np.ndarray) -> bool:
+            return a.ndim == len(spec.shape) and all(w in (-1, g) for w, g in zip(spec.shape[1:], a.shape[1:]))
+
+        if len(arrays) < 2 or all(fits(s, a) for s, a in zip(self.inputs, arrays)):
+            return arrays
+        matches = [[a for a in arrays if fits(s, a)] for s in self.inputs]
+        return [m[0] for m in matches] if all(len(m) == 1 for m in matches) else arrays
 
     def sample_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random float inputs of the right shape, for benchmarks and smoke tests."""

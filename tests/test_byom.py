@@ -49,7 +49,7 @@ def test_convert_makes_every_format_that_takes_the_model_and_names_the_rest(conv
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [c for c in CASES if c != "two_inputs"])
+@pytest.mark.parametrize("name", CASES)
 def test_validate_finds_the_data_and_scores_the_task(converted, name):
     from sklearn import metrics as sk
 
@@ -152,7 +152,7 @@ def test_changed_data_is_refused_and_given_data_is_used(converted, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["autoencoder", "regression", "two_outputs", "nchw_onnx"])
+@pytest.mark.parametrize("name", ["autoencoder", "regression", "two_outputs", "nchw_onnx", "token_ids"])
 def test_doctor_bench_and_device_run_take_every_task(converted, name):
     from edgeship.runtimes.targets import run_targets
 
@@ -213,8 +213,21 @@ def test_the_cli_converts_validates_and_refuses_in_one_line(converted, tmp_path)
     assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
     checked = subprocess.run(cli + ["validate", str(out), "--max-drop", "2"], capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0 and "binary" in checked.stdout and "accuracy" in checked.stdout, checked.stdout
-    case, _, _ = converted["two_inputs"]
-    refused = subprocess.run(cli + ["convert", str(case.model), "--to", "tflite:int8", "--data", case.data, "--out",
-                                    str(tmp_path / "refused")], capture_output=True, text=True, timeout=300)
+    case, _, _ = converted["nchw_onnx"]
+    refused = subprocess.run(cli + ["convert", str(case.model), "--to", "onnx:dynamic,tflite:int8", "--data", case.data,
+                                    "--preprocess", case.preprocess, "--out", str(tmp_path / "refused")],
+                             capture_output=True, text=True, timeout=300)
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
-    assert refused.returncode == 1 and len(lines) == 1 and "single-input models" in lines[0], refused.stderr
+    assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+    assert "made onnx:dynamic" in lines[0] and "refused tflite:int8" in lines[0] and "ONNX model" in lines[0]
+    assert (tmp_path / "refused" / "nchw.dynamic.onnx").exists()  # the format that takes it was still made
+
+
+@pytest.mark.slow
+def test_two_inputs_reach_every_format_in_their_own_order(converted):
+    case, out, _ = converted["two_inputs"]
+    for artifact in es.Manifest.load(out).artifacts:
+        shapes = sorted(tuple(spec.shape[1:]) for spec in artifact.inputs)
+        assert shapes == [(2,), (8, 8, 1)], (artifact.name, artifact.inputs)
+    with pytest.raises(UnsupportedModelError, match="the doctor compares single-input models"):
+        es.diagnose(out, max_drop=1.0)

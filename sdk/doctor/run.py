@@ -15,7 +15,7 @@ from edgeship.doctor.advice import advise
 from edgeship.doctor.layers import Context, Probe, ranked
 from edgeship.doctor.records import Diagnosis, DoctorReport, Recovery
 from edgeship.doctor.recovery import recover
-from edgeship.errors import BadInputError, ConversionError, EdgeshipError
+from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.progress import Progress, log_progress
 from edgeship.records import Artifact, Gate, Manifest, verified_path
 from edgeship.tasks import Scorer, parse_task, said
@@ -112,6 +112,9 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     score = ctx.scorer(outputs)
     ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
     source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
+    if len(ctx.dataset.inputs("test")) > 1:
+        raise UnsupportedModelError(f"the doctor compares single-input models layer by layer; {artifact.name} "
+                                    f"takes {len(ctx.dataset.inputs('test'))} inputs. validate still measures it")
     x = ctx.dataset.inputs("test")[0][: ctx.samples]
     try:
         probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
