@@ -120,7 +120,7 @@ def convert(
             with _notes.collect() as notes:  # warnings about the model; C++ chatter ("fully_quantize: 0, …")
                 artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
         except UnsupportedModelError as exc:  # this format cannot take the model; the others may
-            log.warning("%s:%s refused: %s", fmt, precision, exc)
+            log.info("%s:%s refused: %s", fmt, precision, exc)
             refused.append(f"{fmt}:{precision}: {exc}")
             continue
         except EdgeshipError:

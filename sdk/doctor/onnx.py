@@ -44,8 +44,9 @@ def _collect(model: Any, names: Sequence[str], x: np.ndarray, tmp: Path, tag: st
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0].name
     collected: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
+    x = x if x.dtype.kind in "iu" else x.astype(np.float32)  # integer ids stay as they are
     for i in range(0, len(x), _BATCH):
-        for name, value in zip(wanted, session.run(wanted, {feed: x[i : i + _BATCH].astype(np.float32)})):
+        for name, value in zip(wanted, session.run(wanted, {feed: x[i : i + _BATCH]})):
             collected[name].append(value)
     return collected
 

@@ -60,7 +60,7 @@ class _Verified:
     def batches(self, x: np.ndarray) -> Iterator[None]:
         index = self.interp.get_input_details()[0]["index"]
         for i in range(0, len(x), _BATCH):
-            chunk = np.ascontiguousarray(x[i : i + _BATCH], dtype=np.float32)
+            chunk = np.ascontiguousarray(x[i : i + _BATCH], dtype=None if x.dtype.kind in "iu" else np.float32)
             self.interp.resize_tensor_input(index, chunk.shape)
             self.interp.allocate_tensors()
             self.interp.set_tensor(index, chunk)
@@ -154,12 +154,13 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     _accumulated(whole, x, traces, local)
     tensors = {t.name: t.tensor for t in traces.values()}
     io = tf.int8 if precision == "int8" else tf.float32
+    io_in = io if np.dtype(source.input_dtype).kind == "f" else tf.float32  # integer ids stay as they are
     per_tensor = bool(getattr(converter, "_experimental_disable_per_channel", False))
 
     def build(float_layers: Sequence[str]) -> bytes:
         denylist = [tensors[name] for name in float_layers]
         with _quiet():
-            return _convert.mlir_quantize(calibrated, disable_per_channel=per_tensor, input_data_type=io,
+            return _convert.mlir_quantize(calibrated, disable_per_channel=per_tensor, input_data_type=io_in,
                                           output_data_type=io, denylisted_nodes=denylist or None)
 
     qat = " The artifact came from a QAT model; this is post-training quantization of its float reference." \
