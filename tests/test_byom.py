@@ -203,15 +203,11 @@ def test_third_party_files_are_measured_against_their_float_model(converted, tmp
 
 
 @pytest.mark.slow
-def test_the_cli_converts_validates_and_refuses_in_one_line(converted, tmp_path):
+def test_the_cli_validates_without_data_and_refuses_in_one_line(converted, tmp_path):
     import subprocess
 
     cli = [sys.executable, "-m", "edgeship.cli"]
-    case, _, _ = converted["binary_sigmoid"]
-    out = tmp_path / "cli"
-    made = subprocess.run(cli + ["convert", str(case.model), "--to", "tflite:int8", "--data", case.data, "--out",
-                                 str(out)], capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0 and "Traceback" not in made.stderr, made.stderr
+    _, out, _ = converted["binary_sigmoid"]
     checked = subprocess.run(cli + ["validate", str(out), "--max-drop", "2"], capture_output=True, text=True, timeout=300)
     assert checked.returncode == 0 and "binary" in checked.stdout and "accuracy" in checked.stdout, checked.stdout
     case, _, _ = converted["nchw_onnx"]

@@ -191,13 +191,18 @@ def _given(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def _thread_counts(text: str) -> list[int]:
+def _positive_ints(text: str, option: str, example: str) -> list[int]:
+    """A comma list of positive integers from a CLI option, or one BadInputError line."""
     from edgeship.errors import BadInputError
 
     try:
         counts = [int(t) for t in text.split(",") if t.strip()]
     except ValueError as exc:
-        raise BadInputError(f"--threads takes integers like 1,2,4; received {text!r}") from exc
+        raise BadInputError(f"{option} takes integers like {example}; received {text!r}") from exc
     if not counts or min(counts) < 1:
-        raise BadInputError(f"--threads takes positive integers; received {text!r}")
+        raise BadInputError(f"{option} takes positive integers; received {text!r}")
     return counts
+
+
+def _thread_counts(text: str) -> list[int]:
+    return _positive_ints(text, "--threads", "1,2,4")

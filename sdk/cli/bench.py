@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeship.cli._app import (State, _emit, _given, _run, _size, _thread_counts, cli, click, json_option,
-                               out_console, rich_table)
+from edgeship.cli._app import (State, _emit, _given, _positive_ints, _run, _size, _thread_counts, cli, click,
+                               json_option, out_console, rich_table)
 
 
 @cli.command()
@@ -75,15 +75,7 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
 
 
 def _batch_sizes(text: str) -> list[int]:
-    from edgeship.errors import BadInputError
-
-    try:
-        sizes = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError as exc:
-        raise BadInputError(f"--batch takes integers like 1,8,32; received {text!r}") from exc
-    if not sizes or min(sizes) < 1:
-        raise BadInputError(f"--batch takes positive integers; received {text!r}")
-    return sizes
+    return _positive_ints(text, "--batch", "1,8,32")
 
 
 def _profile_or_reason(model: str, threads: int | None, top: int, isolate: bool) -> Any:
