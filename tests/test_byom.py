@@ -152,7 +152,8 @@ def test_changed_data_is_refused_and_given_data_is_used(converted, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["autoencoder", "regression", "two_outputs", "nchw_onnx", "token_ids"])
+@pytest.mark.parametrize("name", ["autoencoder", "regression", "two_outputs", "nchw_onnx", "token_ids",
+                                  "nested_rescaling"])
 def test_doctor_bench_and_device_run_take_every_task(converted, name):
     from edgeship.runtimes.targets import run_targets
 

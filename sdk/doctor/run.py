@@ -115,7 +115,8 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     if len(ctx.dataset.inputs("test")) > 1:
         raise UnsupportedModelError(f"the doctor compares single-input models layer by layer; {artifact.name} "
                                     f"takes {len(ctx.dataset.inputs('test'))} inputs. validate still measures it")
-    x = ctx.dataset.inputs("test")[0][: ctx.samples]
+    # the model's own input dtype: uint8 pixels for a float model become floats, token ids stay integers
+    x = ctx.dataset.inputs("test")[0][: ctx.samples].astype(source.input_dtype, copy=False)
     try:
         probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
     except EdgeshipError:
