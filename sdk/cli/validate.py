@@ -33,7 +33,8 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
     """Measure every artifact in a converted folder against the float reference, or (with
     --reference) model files made elsewhere against their float model.
 
-    edgeship validate OUT                                      (writes OUT/report.json, report.html, bundle/)
+    \b
+    edgeship validate OUT          writes OUT/report.json, OUT/report.html and OUT/bundle
     edgeship validate --reference float.tflite vendor.int8.tflite --data images.npz
     """
     from edgeship.errors import BadInputError
