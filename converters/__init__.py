@@ -107,8 +107,8 @@ def convert(
                             "pass preprocess= to load_dataset instead")
     dataset = load_dataset(data, preprocess=preprocess) if isinstance(data, (str, Path)) else data
     source = resolve(model, name, trust_code=trust_code)
-    source, dataset = _fit(source, dataset if isinstance(dataset, Dataset) else None, input_shape) \
-        if isinstance(dataset, Dataset) or dataset is None else (source, dataset)
+    if dataset is None or isinstance(dataset, Dataset):  # an array given as data is calibration only
+        source, dataset = _fit(source, dataset, input_shape)
     _remove_partials(out)
     manifest = _start_manifest(out, source, dataset, task)
     calibration = calibration if calibration is not None else dataset
@@ -155,8 +155,9 @@ def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None
             "classes": list(dataset.classes), "task": task or "", "dataset": dataset.name}
     path = out / artifact.path
     _metadata.embed(path, artifact.format, meta)
+    written = _metadata.read(path, artifact.format)  # the record says what the file holds, read back
     return dataclasses.replace(artifact, sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path),
-                               settings={**artifact.settings, "metadata": meta})
+                               settings={**artifact.settings, "metadata": written})
 
 
 def _remove_partials(out: Path) -> None:

@@ -18,6 +18,7 @@ scikit-learn in the tests.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -157,8 +158,6 @@ def said(delta: Any) -> str:
 
 
 def _replace(delta: AccuracyDelta, **changes: object) -> AccuracyDelta:
-    import dataclasses
-
     return dataclasses.replace(delta, **changes)
 
 
