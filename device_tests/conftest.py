@@ -1,7 +1,7 @@
 """The device-side suite: ``pytest device_tests --bundle DIR`` on a target (or here).
 
 Each test is parametrized over the bundle's artifacts. Options: ``--bundle`` (required),
-``--runs`` and ``--threads`` for the latency test, ``--latency-json FILE`` to keep the figures.
+``--runs``, ``--threads`` and ``--max-p50-ms`` (a budget) for the latency test, ``--latency-json FILE`` to keep the figures.
 Needs edgeship's thin install (numpy and an interpreter) and pytest; nothing else.
 """
 
@@ -19,6 +19,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--runs", type=int, default=50, help="timed runs per artifact in the latency test")
     group.addoption("--threads", type=int, default=None, help="interpreter threads (default: the runtime's)")
     group.addoption("--latency-json", default=None, help="write the latency figures to this JSON file")
+    group.addoption("--max-p50-ms", type=float, default=None,
+                    help="fail the latency test of an artifact whose p50 on this device is over this many ms")
 
 
 def _bundle_dir(config: pytest.Config) -> Path:

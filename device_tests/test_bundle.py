@@ -40,6 +40,11 @@ def test_latency(bundle, entry, session, latency_log, pytestconfig):
     if session.reference_only:
         pytest.skip(f"{session.runtime} is a reference evaluator: its latency is not the device's")
     _, _, inputs, _ = bundle
-    result = benchmark(session, feeds={session.inputs[0].name: inputs[:1]}, runs=pytestconfig.getoption("--runs"), warmup=5)
+    runs, budget = pytestconfig.getoption("--runs"), pytestconfig.getoption("--max-p50-ms")
+    result = benchmark(session, feeds={session.inputs[0].name: inputs[:1]}, runs=runs, warmup=5)
     latency_log[entry.name] = result.to_dict()
-    assert result.count >= pytestconfig.getoption("--runs") and result.p50_ms > 0
+    assert result.count == runs, f"{entry.name}: {result.count} timed runs, asked for {runs}"
+    assert 0 < result.min_ms <= result.p50_ms <= result.p90_ms <= result.max_ms, result.to_dict()
+    if budget is not None:
+        assert result.p50_ms <= budget, (
+            f"{entry.name}: p50 {result.p50_ms:.3f} ms on this device is over the budget --max-p50-ms {budget}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
+import tempfile
 
 import numpy as np
 import pytest
@@ -85,14 +85,19 @@ def test_isolated_runs_in_a_child_and_reraises_its_errors(quickstart_dir, tmp_pa
         isolated("shell", "rm -rf /")
 
 
-def test_a_crashing_child_ends_as_an_error_not_a_dead_caller(quickstart_dir, tmp_path):
+def test_a_crashing_child_ends_as_an_error_not_a_dead_caller(quickstart_dir, tmp_path, monkeypatch):
     # a "Python" that dies of SIGSEGV the way a crashing interpreter would
     crasher = tmp_path / "python"
     crasher.write_text("#!/bin/sh\nkill -SEGV $$\n")
     crasher.chmod(crasher.stat().st_mode | stat.S_IXUSR)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    model = quickstart_dir / "tiny_cnn.fp32.tflite"
     with pytest.raises(RuntimeFailure, match="crashed.*SIGSEGV.*this process is unharmed"):
-        isolated("benchmark", str(quickstart_dir / "tiny_cnn.fp32.tflite"), python=str(crasher))
-    assert os.getpid() > 0  # still here
+        isolated("benchmark", str(model), python=str(crasher))
+    assert list(scratch.iterdir()) == []  # the request and answer files went with the child
+    assert benchmark(model, runs=5, warmup=0).count == 5  # and the caller benchmarks on
 
 
 def test_onnxruntime_profile_lists_the_models_ops(quickstart_dir, tmp_path, monkeypatch):

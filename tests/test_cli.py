@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGESHIP = [sys.executable, "-m", "edgeship.cli"]
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(EDGESHIP + list(args), capture_output=True, text=True, timeout=300)
+def run(*args: str, columns: int | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": str(columns)} if columns else None
+    return subprocess.run(EDGESHIP + list(args), capture_output=True, text=True, timeout=300, env=env)
 
 
 @pytest.fixture()
@@ -95,10 +97,15 @@ def test_bench_json_has_benchmark_model_fields(quickstart_dir):
 
 
 def test_report_and_list_commands(quickstart_dir):
-    report = run("report", str(quickstart_dir), "--json")
-    assert json.loads(report.stdout)["model"] == "tiny_cnn"
-    table = run("report", str(quickstart_dir)).stdout
-    assert "tflite:int8" in table and "needs macOS" in table or "coreml:fp16" in table
+    report = json.loads(run("report", str(quickstart_dir), "--json").stdout)
+    assert report["model"] == "tiny_cnn"
+    lines = run("report", str(quickstart_dir), columns=200).stdout.splitlines()
+    rows = {line.split()[1]: line for line in lines if line.startswith("│ ") and ":" in line.split()[1]}
+    # every artifact has its row, showing the figures report.json holds for it
+    assert sorted(rows) == sorted(e["name"] for e in report["artifacts"]) and len(rows) >= 5
+    for entry in report["artifacts"]:
+        delta = entry["accuracy_delta_pts"]
+        assert f"{delta:+.2f}" in rows[entry["name"]], rows[entry["name"]]
     assert "resnet8" in json.loads(run("list-models", "--json").stdout)
     formats = json.loads(run("list-formats", "--json").stdout)
     assert "int8" in formats["tflite"] and "fp16" in formats["coreml"]

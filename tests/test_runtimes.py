@@ -19,22 +19,39 @@ RUNNABLE = ["tiny_cnn.fp32.tflite", "tiny_cnn.int8.tflite", "tiny_cnn.fp32.onnx"
 
 
 @pytest.fixture(scope="module")
-def bundle_data(quickstart_dir):
+def keras_reference(quickstart_dir):
+    """The bundle's inputs and what the Keras float model (not any runtime) makes of them."""
     from edgeship import bundle
+    from edgeship.trainers.saving import load_keras
 
-    manifest, inputs, labels = bundle.load(quickstart_dir / "bundle")
-    return {e.path: np.load(quickstart_dir / "bundle" / e.expected) for e in manifest.artifacts}, inputs, labels
+    _, inputs, labels = bundle.load(quickstart_dir / "bundle")
+    return inputs, load_keras(quickstart_dir / "reference" / "model.keras").predict(inputs, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def backend_outputs(quickstart_dir, keras_reference):
+    return {name: load(quickstart_dir / name, threads=1).predict(keras_reference[0]) for name in RUNNABLE}
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
-def test_each_backend_reproduces_the_validated_outputs(quickstart_dir, bundle_data, name):
-    expected, inputs, _ = bundle_data
+def test_each_backend_matches_the_keras_float_model(quickstart_dir, keras_reference, backend_outputs, name):
     session = load(quickstart_dir / name, threads=1)
     assert session.runtime == runtime_for(name)  # the backend module names its runtime
     assert session.inputs[0].shape[1:] == (8, 8, 1) and session.outputs[0].shape[-1] == 10
-    outputs = session.predict(inputs)
+    _, expected = keras_reference
+    outputs = backend_outputs[name]
     assert outputs.dtype == np.float32  # callers speak float, even to int8 I/O models
-    np.testing.assert_allclose(outputs, expected[name], atol=1e-6)
+    error = np.abs(outputs - expected)
+    if ".fp32." in name:  # measured: 2.0e-6 (TFLite), 8.6e-7 (ONNX Runtime)
+        assert error.max() < 6e-6
+    else:  # measured: top-1 agreement 64/64, mean abs error 3.2e-3 (TFLite) and 3.3e-3 (ONNX), max 0.32
+        assert np.mean(outputs.argmax(1) == expected.argmax(1)) >= 63 / 64 and error.mean() < 8e-3
+
+
+def test_the_two_int8_backends_agree_with_each_other(backend_outputs):
+    # different converters, different runtimes, one QAT model: measured max abs 0.043 (11 steps of 1/256)
+    tflite, onnx = backend_outputs["tiny_cnn.int8.tflite"], backend_outputs["tiny_cnn.int8.onnx"]
+    assert np.abs(tflite - onnx).max() < 0.1 and np.mean(tflite.argmax(1) == onnx.argmax(1)) >= 63 / 64
 
 
 def test_int8_io_quantizes_inputs_and_dequantizes_outputs(quickstart_dir):
@@ -253,8 +270,8 @@ def test_run_returns_fresh_outputs_and_model_inputs_are_copies(quickstart_dir):
 
 
 @pytest.mark.parametrize("name", ["tiny_cnn.int8.tflite", "tiny_cnn.fp32.tflite"])
-def test_compiled_model_gives_the_interpreters_outputs(quickstart_dir, bundle_data, name):
-    _, inputs, _ = bundle_data
+def test_compiled_model_gives_the_interpreters_outputs(quickstart_dir, keras_reference, name):
+    inputs, _ = keras_reference
     interpreter = load(quickstart_dir / name, threads=1)
     compiled = load(quickstart_dir / name, threads=1, runtime="litert-compiled", accelerator="cpu")
     assert (compiled.runtime, compiled.accelerator, interpreter.accelerator) == ("litert-compiled", "cpu", "cpu")

@@ -127,14 +127,16 @@ def test_device_tests_suite_passes_on_the_bundle_and_records_latency(qs_bundle, 
     assert f"{1 + 2 * len(names) + 4} passed" in proc.stdout and "latency on this device" in proc.stdout
     figures = json.loads(latency.read_text())
     assert sorted(figures) == ["onnx:fp32", "onnx:int8", "tflite:fp32", "tflite:int8"]
-    assert all(f["count"] >= 10 and f["p50_ms"] > 0 for f in figures.values())
+    assert all(f["count"] == 10 and 0 < f["min_ms"] <= f["p50_ms"] <= f["max_ms"] for f in figures.values())
 
 
-def test_device_tests_suite_catches_a_wrong_expectation(tampered_bundle):
-    proc = _device_tests(tampered_bundle, "--runs", "5")
+def test_device_tests_suite_catches_a_wrong_expectation_and_a_missed_budget(tampered_bundle):
+    proc = _device_tests(tampered_bundle, "--runs", "5", "--max-p50-ms", "1e-9")
     assert proc.returncode == 1
     assert "test_outputs_within_tolerance[tflite:int8]" in proc.stdout and "over the tolerance" in proc.stdout
-    assert "1 failed" in proc.stdout
+    assert "over the budget --max-p50-ms" in proc.stdout
+    assert proc.stdout.count("FAILED device_tests/test_bundle.py::test_latency[") == 4  # each timed artifact, 1 fs
+    assert "5 failed" in proc.stdout
 
 
 # ---------------------------------------------------------------------------------- parsing

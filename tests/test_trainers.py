@@ -402,11 +402,16 @@ def test_cli_train_prints_the_record_as_json(tmp_path):
     (["--model", "mlp", "--data", "digits", "--augment", "rotate"], "augment takes flip, shift"),
     (["--model", "mlp", "--data", "digits", "--strategy", "gpu"], "sees no GPU"),
 ])
-def test_cli_train_bad_input_is_one_line_and_exit_1(tmp_path, args, match):
+def test_cli_train_bad_input_is_one_line_and_exit_1(tmp_path, monkeypatch, args, match):
+    import tensorflow as tf
     from click.testing import CliRunner
 
     from edgeship.cli import cli
 
+    # a host without GPUs, whatever this one has: --strategy gpu must then be refused
+    for lister in ("list_physical_devices", "list_logical_devices"):
+        real = getattr(tf.config, lister)
+        monkeypatch.setattr(tf.config, lister, lambda kind=None, real=real: [] if kind == "GPU" else real(kind))
     result = CliRunner().invoke(cli, ["train", *args, "--out", str(tmp_path)])
     assert result.exit_code == 1
     assert match in result.output and result.output.count("error:") == 1
