@@ -62,6 +62,14 @@ def test_bundle_holds_inputs_labels_and_expected_outputs(quickstart_dir):
     for entry in manifest.artifacts:
         expected = np.load(quickstart_dir / "bundle" / entry.expected)
         assert expected.shape == (64, 10) and entry.max_abs_error > 0
+    # the tolerance a device gets, per format and precision (softmax outputs: magnitude <= 1)
+    bases = {e.name: (e.max_abs_error, e.tolerance_basis) for e in manifest.artifacts}
+    assert bases["tflite:int8"][1].startswith("one int8 step of the output (scale")
+    assert bases["tflite:int8"][0] <= 1.01 / 256 + 1e-9  # an int8 softmax output steps by 1/256
+    assert bases["onnx:int8"][1].startswith("one int8 step of the output range") and bases["onnx:int8"][0] < 1.01 / 255
+    assert bases["tflite:fp32"][0] <= 1e-4 and "CPU architecture" in bases["tflite:fp32"][1]
+    assert bases["coreml:fp16"][0] <= 2e-2 and "Neural Engine" in bases["coreml:fp16"][1]
+    assert manifest.edgeship_version == __import__("edgeship").__version__
 
 
 @pytest.mark.slow

@@ -87,8 +87,19 @@ def test_wrong_types_and_missing_keys_are_rejected():
 
 def test_newer_schema_version_is_refused(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1}))
-    with pytest.raises(BadArtifactError, match="newer than this edgeship"):
+    with pytest.raises(BadArtifactError, match="newer than this edgeship.*upgrade edgeship"):
         Manifest.load(tmp_path)
+
+
+def test_an_older_device_is_told_which_edgeship_reads_the_bundle(tmp_path):
+    from edgeship import __version__
+    from edgeship.bundle import BundleManifest
+
+    (tmp_path / "bundle.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "edgeship_version": "7.2.0"}))
+    with pytest.raises(BadArtifactError) as caught:
+        BundleManifest.load(tmp_path)
+    assert f"newer than this edgeship {__version__} understands" in str(caught.value)
+    assert "written by edgeship 7.2.0: pip install 'edgeship>=7.2.0'" in str(caught.value)
 
 
 @pytest.mark.parametrize("content", ["{not json", "[]", '{"schema_version": "1"}', '{"schema_version": 1, "artifacts": [1]}'])

@@ -128,9 +128,12 @@ class VersionedFile(Record):
         if not isinstance(version, int) or isinstance(version, bool):
             raise BadInputError(f"{cls.__name__}: 'schema_version' must be an integer, received {version!r}")
         if version > SCHEMA_VERSION:
+            writer = data.get("edgeship_version")
+            wanted = (f"it was written by edgeship {writer}: pip install 'edgeship>={writer}'"
+                      if isinstance(writer, str) and writer else "upgrade edgeship (pip install -U edgeship)")
             raise BadInputError(
-                f"{cls.__name__}: schema_version {version} is newer than this edgeship understands "
-                f"({SCHEMA_VERSION}); upgrade edgeship"
+                f"{cls.__name__}: schema_version {version} is newer than this edgeship {_version()} understands "
+                f"({SCHEMA_VERSION}); {wanted}"
             )
         return super().from_dict(data)
 
@@ -153,3 +156,9 @@ class VersionedFile(Record):
             raise BadArtifactError(f"{path} is not valid JSON ({exc}); regenerate it") from exc
         except BadInputError as exc:
             raise BadArtifactError(f"{path} is malformed: {exc}") from exc
+
+
+def _version() -> str:
+    from edgeship import __version__
+
+    return __version__
