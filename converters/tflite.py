@@ -38,7 +38,9 @@ def tf_converter(source: Any, *, use_float: bool) -> Any:
     if source.kind == "onnx":
         raise UnsupportedModelError(
             f"{source.origin} is an ONNX model; edgeship converts ONNX to onnx:int8/onnx:dynamic only. "
-            "Convert the original Keras or SavedModel model to TFLite"
+            "Convert the original Keras or SavedModel model to TFLite (or convert the .onnx with onnx2tf in its "
+            "own environment, keeping the NCHW input, and measure that file with edgeship validate --reference "
+            "model.onnx: docs/stack-notes.md fact 15)"
         )
     model = source.float_keras() if use_float else source.keras
     return tf.lite.TFLiteConverter.from_keras_model(model)
