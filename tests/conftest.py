@@ -14,8 +14,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +25,26 @@ def digits():
     from edgeship.datasets import load_dataset
 
     return load_dataset("digits")
+
+
+TOLERANCES = yaml.safe_load((Path(__file__).parent / "tolerances.yaml").read_text())
+MATRIX_MODELS = ("tiny_cnn", "mlp")
+MATRIX_TARGETS = list(TOLERANCES["tiny_cnn"])
+
+
+@pytest.fixture(scope="session")
+def conversion_matrix(request, tmp_path_factory, digits) -> dict[str, tuple[Path, Any]]:
+    """tiny_cnn and mlp converted to every target in tolerances.yaml, then validated:
+    {model: (folder, Report)}; read-only."""
+    import edgeship
+
+    results = {}
+    for model in MATRIX_MODELS:
+        source = request.getfixturevalue("float_model_dir" if model == "tiny_cnn" else "mlp_model_dir")
+        out = tmp_path_factory.mktemp(f"matrix-{model}")
+        edgeship.convert(source, MATRIX_TARGETS, data=digits, out=out)
+        results[model] = (out, edgeship.validate(out, data=digits, write_bundle=False))
+    return results
 
 
 @pytest.fixture(scope="session")
