@@ -111,6 +111,8 @@ def convert(
         source, dataset = _fit(source, dataset, input_shape)
     _remove_partials(out)
     manifest = _start_manifest(out, source, dataset, task)
+    if isinstance(dataset, Dataset):
+        _store_reference_outputs(out, manifest, dataset, trust_code)
     calibration = calibration if calibration is not None else dataset
     refused: list[str] = []
     for fmt, precision in parsed:
@@ -141,6 +143,19 @@ def convert(
         done = f"made {', '.join(made)} in {out}; " if made else ""
         raise UnsupportedModelError(f"{done}refused {'; '.join(refused)}. {_formats_that_take(source, refused)}")
     return manifest
+
+
+def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_code: bool) -> None:
+    """The float outputs on the validation and test splits, computed while TensorFlow and the data
+    are at hand, so that validate on the same data needs neither."""
+    from edgeship.converters import reference
+
+    try:
+        splits = {s: reference.compute_outputs(out, manifest, dataset, s, trust_code=trust_code)
+                  for s in reference.splits_of(dataset)}
+        reference.store_outputs(out, manifest, dataset, splits)
+    except EdgeshipError as exc:  # validate computes them itself then; the artifacts matter more
+        log.warning("float outputs not stored (validate will compute them): %s", exc)
 
 
 def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None) -> Artifact:

@@ -102,8 +102,11 @@ class Session:
         return self.predict_outputs(x, batch_size=batch_size)[0]
 
     def predict_outputs(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:
-        """Every output for ``x`` (one array, or one per input), run in batches; float in, float out."""
-        arrays = [x] if isinstance(x, np.ndarray) else list(x)
+        """Every output for ``x`` (one array, or one per input), run in batches; float in, float out.
+
+        ``x`` may be anything sliced into numpy arrays (``edgeship.datasets``' lazy arrays): only one
+        batch of inputs is held at a time."""
+        arrays = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)  # or a lazy array
         if len(arrays) != len(self.inputs):
             raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
                                 f"received {len(arrays)} array(s)")

@@ -19,15 +19,17 @@ from typing import Any
 import numpy as np
 
 from edgeship._dataset_files import _encode_labels, _Raw
+from edgeship._dataset_lazy import LazyArray, Stored, chunks, stored
 from edgeship.errors import DatasetError
 
 _FORMAT = ("x_train and x_test (or x_train_0, x_train_1, … for several inputs), y_train and y_test "
            "(or y_train_0, … per output; none for an autoencoder), optional classes")
 
 
-def read(path: Path) -> _Raw:
-    """Check and sort the arrays of a user's .npz into a _Raw."""
-    arrays = _members(path)
+def read(path: Path, *, lazy: bool = False) -> _Raw:
+    """Check and sort the arrays of a user's .npz, or of a folder of .npy files named the same way,
+    into a _Raw. ``lazy`` leaves the inputs on disk (``edgeship._dataset_lazy``): read when sliced."""
+    arrays = _folder(path, lazy) if path.is_dir() else _members(path, lazy)
     where = str(path)
     x_train, x_test = _series(arrays, "x_train", where), _series(arrays, "x_test", where)
     if not x_train or len(x_train) != len(x_test):
@@ -50,13 +52,51 @@ def read(path: Path) -> _Raw:
                 target=target, test_only=test_only)
 
 
-def _members(path: Path) -> dict[str, np.ndarray]:
+def is_npy_folder(path: Path) -> bool:
+    """A folder of arrays (x_train.npy, …) rather than one of class subfolders of images."""
+    return path.is_dir() and any(path.glob("*.npy"))
+
+
+def _members(path: Path, lazy: bool) -> dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
+            if not lazy:
+                return {k: archive[k] for k in archive.files}
+            return {k: _lazy(path, k) if k.startswith("x_") else archive[k] for k in archive.files}
+    except DatasetError:
+        raise
     except Exception as exc:  # zipfile, pickle and format errors alike mean the file is unusable
         raise DatasetError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc}). "
                            "Write it with numpy.savez(x_train=..., y_train=..., x_test=..., y_test=...).") from exc
+
+
+def _folder(path: Path, lazy: bool) -> dict[str, Any]:
+    """The arrays of a folder of .npy files, one per name of the .npz format (x_test.npy, …).
+
+    Unlike a .npz member, a .npy file can be memory-mapped by the caller's own tools, and large
+    inputs are written one file at a time; with ``lazy`` the inputs are read in pieces."""
+    arrays: dict[str, Any] = {}
+    for file in sorted(path.glob("*.npy")):
+        try:
+            if lazy and file.stem.startswith("x_"):
+                arrays[file.stem] = _lazy(file, None)
+            else:
+                arrays[file.stem] = np.load(file, allow_pickle=False)
+        except DatasetError:
+            raise
+        except Exception as exc:  # a truncated header, pickled objects, not a .npy at all
+            raise DatasetError(f"{file} is not a readable .npy array ({type(exc).__name__}: {exc}); write it with "
+                               "numpy.save") from exc
+    if "x_train" not in arrays and "x_train_0" not in arrays:
+        raise DatasetError(f"{path} is a folder of .npy files without x_train.npy; it needs one file per array of "
+                           f"{_FORMAT}, e.g. x_train.npy, y_train.npy, x_test.npy, y_test.npy. "
+                           f"Received: {sorted(f.name for f in path.glob('*.npy'))}")
+    return arrays
+
+
+def _lazy(path: Path, member: str | None) -> Any:
+    found = stored(path, member)
+    return LazyArray(found) if isinstance(found, Stored) else found
 
 
 def _series(arrays: dict[str, np.ndarray], key: str, where: str) -> list[np.ndarray]:
@@ -77,9 +117,9 @@ def _check_input(x: np.ndarray, what: str, where: str) -> None:
     if x.ndim < 1 or x.size == 0:
         raise DatasetError(f"{where}: {what} must be non-empty, with samples along its first axis; "
                            f"received shape {x.shape}")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DatasetError(f"{where}: {what} holds {int(np.sum(~np.isfinite(x)))} NaN or infinite values; "
-                           "remove or impute them first")
+    bad = sum(int(np.sum(~np.isfinite(piece))) for piece in chunks(x)) if x.dtype.kind == "f" else 0
+    if bad:
+        raise DatasetError(f"{where}: {what} holds {bad} NaN or infinite values; remove or impute them first")
 
 
 def _targets(y_train: list[np.ndarray], y_test: list[np.ndarray], names: Any, x_train: list[np.ndarray],

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edgeship._dataset_files import _Raw
+from edgeship._dataset_lazy import LazyArray
 from edgeship.errors import DatasetError
 from edgeship.preprocess import Preprocess
 
@@ -72,7 +73,7 @@ def split(name: str, raw: _Raw, *, seed: int, val_fraction: float, test_fraction
     out: list[Any] = []
     for s in ("train", "val", "test"):
         inputs, targets = parts[s]
-        out.append(unwrap(tuple(_frozen(preprocess.apply(x)) for x in inputs)))
+        out.append(unwrap(tuple(_prepared(x, preprocess) for x in inputs)))
         out.append(unwrap(tuple(_frozen(y) for y in targets)))
     return out, kinds, record
 
@@ -131,6 +132,13 @@ def _standardize(*arrays: np.ndarray) -> tuple[list[np.ndarray], dict[str, list[
     std[std < 1e-12] = 1.0
     scaled = [((a.astype(np.float64) - mean) / std).astype(np.float32) for a in arrays]
     return scaled, {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def _prepared(x: Any, preprocess: Preprocess) -> Any:
+    """One input's samples as the model takes them; a LazyArray stays lazy and prepares each piece read."""
+    if isinstance(x, LazyArray):
+        return x.map(lambda rows: _frozen(preprocess.apply(rows)))
+    return _frozen(preprocess.apply(x))
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

@@ -4,8 +4,8 @@
      ├── scikit-learn    digits, iris, wine, breast_cancer          (bundled with the package)
      ├── generated       shapes32                                    (numpy, fixed generator seed)
      ├── Keras cache     mnist, fashion_mnist, cifar10               (read from disk, never downloaded)
-     └── a path          .npz (any rank and dtype, several inputs or outputs, any target),
-                         .csv, or a folder of class subfolders of images
+     └── a path          .npz (any rank and dtype, several inputs or outputs, any target), a folder
+                         of .npy files named as in a .npz, .csv, or a folder of class subfolders of images
             │
             ▼
     _Raw → subset → test and validation splits → (built-in tabular: standardize) → preprocess → Dataset
@@ -33,6 +33,7 @@ import numpy as np
 from edgeship import _dataset_npz
 from edgeship._dataset_builtins import BUILTINS
 from edgeship._dataset_files import _csv, _image_folder, _Raw
+from edgeship._dataset_lazy import chunks
 from edgeship._dataset_split import as_tuple, pick_per_class, split
 from edgeship.errors import BadInputError, DatasetError
 from edgeship.preprocess import Preprocess
@@ -43,7 +44,8 @@ log = logging.getLogger(__name__)
 
 _ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 _FILE_TYPES = (
-    "a .npz file with x_train, x_test and (for supervised models) y_train, y_test, a .csv file with a "
+    "a .npz file with x_train, x_test and (for supervised models) y_train, y_test, a folder of .npy files "
+    "named the same way (x_train.npy, …), a .csv file with a "
     "header row and a label column, or a folder holding one subfolder of images (png/jpg/bmp) per class"
 )
 #: what a dataset's targets hold, per model output
@@ -122,10 +124,10 @@ class Dataset:
             digest = hashlib.sha256()
             for name in _ARRAYS:
                 for i, array in enumerate(as_tuple(getattr(self, name))):
-                    array = np.ascontiguousarray(array)
                     key = name if i == 0 else f"{name}_{i}"
-                    digest.update(f"{key}|{array.dtype.str}|{array.shape}\n".encode())
-                    digest.update(memoryview(array).cast("B"))
+                    digest.update(f"{key}|{np.dtype(array.dtype).str}|{tuple(array.shape)}\n".encode())
+                    for piece in chunks(array):  # a lazy split is hashed as it is read, the same bytes
+                        digest.update(memoryview(np.ascontiguousarray(piece)).cast("B"))
             digest.update(json.dumps(list(self.classes)).encode())
             object.__setattr__(self, "_fingerprint", digest.hexdigest())  # a cache, not a field
         return self.__dict__["_fingerprint"]
@@ -196,8 +198,9 @@ def load_dataset(
     label_column: str = "label",
     samples: int | None = None,
     preprocess: str | Preprocess | None = None,
+    lazy: bool = False,
 ) -> Dataset:
-    """Load a built-in dataset by name, or the caller's .npz, .csv or image folder, and split it.
+    """Load a built-in dataset by name, or the caller's .npz, .npy folder, .csv or image folder, and split it.
 
         >>> data = load_dataset("iris", seed=1)
         >>> data.kind, data.classes
@@ -210,9 +213,13 @@ def load_dataset(
     (``edgeship.preprocess``: a preset such as ``unit`` or items such as ``scale=…,mean=…``): for a
     user's file it replaces the default (``unit`` for integer image arrays, else ``none``); for a
     built-in set it is applied after the set's own documented preprocessing.
+
+    ``lazy`` keeps the inputs of a .npz (uncompressed members) or .npy folder on disk: ``x_*`` are
+    then ``LazyArray``s that read and preprocess the samples a slice asks for, so a test split of any
+    size is measured in bounded memory (what ``validate`` does). Other sources load as usual.
     """
     _check_arguments(seed, val_fraction, test_fraction, label_column, samples)
-    name, raw, path = _load_raw(name_or_path, label_column, samples)
+    name, raw, path = _load_raw(name_or_path, label_column, samples, lazy)
     spec = Preprocess.parse(preprocess if preprocess is not None else _default_spec(raw, path))
     arrays, targets, record = split(name, raw, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
                                     samples=samples, preprocess=spec)
@@ -245,7 +252,8 @@ def _check_arguments(seed: Any, val_fraction: Any, test_fraction: Any, label_col
         raise BadInputError(f"samples must be a positive integer or None. Received: {samples!r}")
 
 
-def _load_raw(name_or_path: str | os.PathLike, label_column: str, samples: int | None) -> tuple[str, _Raw, str]:
+def _load_raw(name_or_path: str | os.PathLike, label_column: str, samples: int | None,
+              lazy: bool = False) -> tuple[str, _Raw, str]:
     """(name, raw arrays, the file's absolute path or "" for a built-in). A bare built-in name wins
     over a file of the same name; pass a Path to force a path."""
     key = name_or_path.lower().replace("-", "_") if isinstance(name_or_path, str) else None
@@ -253,10 +261,12 @@ def _load_raw(name_or_path: str | os.PathLike, label_column: str, samples: int |
         return key, BUILTINS[key](samples), ""
     path = Path(name_or_path).expanduser()
     where = str(path.resolve())
+    if _dataset_npz.is_npy_folder(path):
+        return path.name, _dataset_npz.read(path, lazy=lazy), where
     if path.is_dir():
         return path.name, _image_folder(path), where
     if path.is_file() and path.suffix.lower() == ".npz":
-        return path.stem, _dataset_npz.read(path), where
+        return path.stem, _dataset_npz.read(path, lazy=lazy), where
     if path.is_file() and path.suffix.lower() == ".csv":
         return path.stem, _csv(path, label_column), where
     found = "that file type is not supported" if path.exists() else "no such file or folder exists"

@@ -29,9 +29,11 @@ log = logging.getLogger(__name__)
 BUNDLE_SAMPLES = 64
 
 
-def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None = None) -> Any:
+def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None = None,
+                lazy: bool = False) -> Any:
     """The Dataset to measure ``folder`` on: ``data`` (a Dataset, a name or a path) as given, else
-    the data the conversion used, found through the manifest.
+    the data the conversion used, found through the manifest. ``lazy`` leaves a file's inputs on
+    disk, read when sliced (``load_dataset``).
 
     Given data whose fingerprint differs from the conversion's is used with a warning: the caller
     asked for it. The conversion's own file, found through the manifest and changed since, is
@@ -43,14 +45,14 @@ def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str 
     if isinstance(data, Dataset):
         return _warn_if_other(data, manifest)
     if data:
-        return _warn_if_other(_load(data, options, preprocess), manifest)
+        return _warn_if_other(_load(data, options, preprocess, lazy), manifest)
     if manifest.data_path:
         path = Path(manifest.data_path)
         path = path if path.is_absolute() else folder / path
         if not path.exists():
             raise BadArtifactError(f"the data the artifacts were converted with, {path}, is gone; pass --data "
                                    "(and --preprocess) to validate on other data")
-        dataset = _load(path, options, preprocess)
+        dataset = _load(path, options, preprocess, lazy)
         if manifest.dataset_fingerprint and dataset.fingerprint != manifest.dataset_fingerprint:
             raise BadArtifactError(
                 f"{path} changed since the artifacts were converted with it (fingerprint {dataset.fingerprint[:12]}… "
@@ -58,18 +60,18 @@ def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str 
                 "on it as it is now, or convert again")
         return dataset
     if manifest.dataset:
-        return _warn_if_other(_load(manifest.dataset, options, preprocess), manifest)
+        return _warn_if_other(_load(manifest.dataset, options, preprocess, lazy), manifest)
     raise BadInputError(f"{folder}/manifest.json names no dataset; pass data= (e.g. 'digits' or a .npz file)")
 
 
-def _load(data: Any, options: dict[str, Any], preprocess: str | None) -> Any:
+def _load(data: Any, options: dict[str, Any], preprocess: str | None, lazy: bool = False) -> Any:
     """Load ``data`` with the loader options the conversion recorded (a spec given now wins)."""
     from edgeship.datasets import load_dataset
 
     keys = ("seed", "val_fraction", "test_fraction", "label_column", "samples")
     kwargs = {k: options[k] for k in keys if k in options}
     spec = preprocess if preprocess is not None else options.get("preprocess")
-    dataset = load_dataset(data, preprocess=spec, **kwargs)
+    dataset = load_dataset(data, preprocess=spec, lazy=lazy, **kwargs)
     return dataset.with_channel_axis() if options.get("channel_axis") else dataset
 
 
@@ -136,6 +138,11 @@ def validate(
     preprocessing it recorded; ``preprocess`` replaces that spec). ``task`` fixes what the outputs
     mean (default: the one recorded at conversion, else detected: ``edgeship.tasks``).
 
+    The test split is read in pieces where it comes from a file (``load_dataset(lazy=True)``), and
+    the float reference's outputs are those ``convert`` stored for this data and model file
+    (``edgeship.converters.reference``): then no TensorFlow is imported. Other data, or a changed
+    model, runs the reference (and stores its outputs for the next time).
+
     Writes ``folder/report.json`` (and ``folder/bundle``) and returns the Report. With a gate
     (``max_drop`` in the task's headline unit: accuracy points for classification, AUC points for
     anomaly detection, percent error growth for regression; ``min_agreement`` a fraction) a
@@ -149,11 +156,11 @@ def validate(
     folder = Path(folder)
     gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
     manifest = Manifest.load(folder)
-    dataset = dataset_for(folder, manifest, data, preprocess=preprocess)
+    dataset = dataset_for(folder, manifest, data, preprocess=preprocess, lazy=True)
     chosen = _select(manifest, artifacts)
     x = dataset.inputs("test")
     progress("validate", f"float reference on {len(x[0])} test samples")
-    reference = _reference.predictor(folder, manifest, trust_code=trust_code)(x[0] if len(x) == 1 else x)
+    reference = _reference.outputs(folder, manifest, dataset, trust_code=trust_code)
     scorer = Scorer.for_split(dataset, reference, task=parse_task(task) or parse_task(manifest.task))
     entries, outputs = [], {}
     for i, artifact in enumerate(chosen):
@@ -205,7 +212,7 @@ def validate_files(
     gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
     if data is None:
         raise BadInputError("validating files against a reference needs data (--data): the test split they run on")
-    dataset = load_dataset(data, preprocess=preprocess) if isinstance(data, (str, Path)) else data
+    dataset = load_dataset(data, preprocess=preprocess, lazy=True) if isinstance(data, (str, Path)) else data
     x = dataset.inputs("test")
     progress("validate", f"float reference {Path(reference).name} on {len(x[0])} test samples")
     with load(reference) as session:
