@@ -46,9 +46,20 @@ def tf_converter(source: Any, *, use_float: bool) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
+def input_names(source: Any, use_float: bool = True) -> list[str] | None:
+    """The Keras model's input names in its order (None for other sources)."""
+    if source.kind != "keras":
+        return None
+    model = source.float_keras() if use_float else source.keras
+    return [t.name.split(":")[0] for t in model.inputs]
+
+
 def configure(converter: Any, precision: str, samples: np.ndarray | list[np.ndarray] | None, *,
-              qat: bool) -> dict[str, Any]:
-    """Set ``converter`` up for ``precision``; return the settings recorded in the artifact."""
+              qat: bool, names: list[str] | None = None) -> dict[str, Any]:
+    """Set ``converter`` up for ``precision``; return the settings recorded in the artifact.
+
+    ``names`` are the model's input names, in the order of ``samples``: the converted graph orders
+    its inputs by name (``input_10`` before ``input_9``), so several inputs are fed by name."""
     tf = _tf()
     settings: dict[str, Any] = {"converter": f"tf.lite {tf.__version__}", "qat": qat}
     if precision == "fp32":
@@ -58,7 +69,11 @@ def configure(converter: Any, precision: str, samples: np.ndarray | list[np.ndar
         converter.target_spec.supported_types = [tf.float16]
     elif precision in _CALIBRATED and samples is not None:
         arrays = samples if isinstance(samples, list) else [samples]  # one per input, in the model's order
-        converter.representative_dataset = lambda: ([a[i : i + 1] for a in arrays] for i in range(len(arrays[0])))
+        if names and len(names) == len(arrays) > 1:
+            converter.representative_dataset = lambda: (
+                {n: a[i : i + 1] for n, a in zip(names, arrays)} for i in range(len(arrays[0])))
+        else:
+            converter.representative_dataset = lambda: ([a[i : i + 1] for a in arrays] for i in range(len(arrays[0])))
         settings["calibration_samples"] = len(arrays[0])
     if precision in ("int8", "int8-float-io"):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -83,7 +98,7 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
         samples = _calibration.prepare_all(calibration, source, target=f"tflite:{precision}",
                                            samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     converter = tf_converter(source, use_float=not from_qat)
-    settings = configure(converter, precision, samples, qat=from_qat)
+    settings = configure(converter, precision, samples, qat=from_qat, names=input_names(source, not from_qat))
     for key, value in options.get("converter_flags", {}).items():
         setattr(converter, key, value)
     try:
