@@ -67,9 +67,13 @@ def test_lambda_layers_are_refused_unless_trusted(tmp_path, digits, suffix):
     if suffix == ".h5":  # .keras Lambda bytecode is refused by Keras' own safe mode as well
         manifest = edgeship.convert(path, ["tflite:fp32"], data=digits, out=tmp_path / "trusted", trust_code=True)
         assert manifest.get("tflite:fp32").size_bytes > 0
+        # on the data convert ran it on, validate reads the float outputs convert stored: no code runs
+        report = edgeship.validate(tmp_path / "trusted", data=digits, write_bundle=False)
+        assert report.entry("tflite:fp32").validation.max_abs_error < 1e-4
+        other = edgeship.load_dataset("digits", seed=7)  # other data: the reference itself must run
         with pytest.raises(BadArtifactError, match="Lambda"):
-            edgeship.validate(tmp_path / "trusted", data=digits)
-        report = edgeship.validate(tmp_path / "trusted", data=digits, trust_code=True, write_bundle=False)
+            edgeship.validate(tmp_path / "trusted", data=other)
+        report = edgeship.validate(tmp_path / "trusted", data=other, trust_code=True, write_bundle=False)
         assert report.entry("tflite:fp32").validation.max_abs_error < 1e-4
 
 
