@@ -174,16 +174,21 @@ def _io_ms(prep: _Prepared, runs: int) -> float:
     return float(np.median(times)) / 1e6
 
 
+def statistics(ms: np.ndarray) -> dict[str, float]:
+    """The figures of timed runs (milliseconds): count, mean, std, min, max and the percentiles
+    benchmark_model reports (linear interpolation between the two nearest runs)."""
+    p5, p50, p90, p95, p99 = np.percentile(ms, [5, 50, 90, 95, 99])
+    return {"count": int(ms.size), "mean_ms": float(ms.mean()), "std_ms": float(ms.std()),
+            "min_ms": float(ms.min()), "max_ms": float(ms.max()), "p5_ms": float(p5), "p50_ms": float(p50),
+            "p90_ms": float(p90), "p95_ms": float(p95), "p99_ms": float(p99)}
+
+
 def _result(prep: _Prepared, times_ns: Sequence[int], rss_growth: int, threads: int | None) -> BenchmarkResult:
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
-    p5, p50, p90, p95, p99 = np.percentile(ms, [5, 50, 90, 95, 99])
     session = prep.session
     return BenchmarkResult(
         runtime=session.runtime, runtime_version=session.runtime_version, threads=threads, batch=prep.batch,
-        init_ms=prep.init_ms, first_ms=prep.first_ms, warmup_mean_ms=prep.warmup_mean_ms,
-        count=int(ms.size), mean_ms=float(ms.mean()), std_ms=float(ms.std()),
-        min_ms=float(ms.min()), max_ms=float(ms.max()),
-        p5_ms=float(p5), p50_ms=float(p50), p90_ms=float(p90), p95_ms=float(p95), p99_ms=float(p99),
+        init_ms=prep.init_ms, first_ms=prep.first_ms, warmup_mean_ms=prep.warmup_mean_ms, **statistics(ms),
         throughput=float(prep.batch * 1e3 / ms.mean()),
         peak_rss_bytes=peak_rss_bytes(), rss_growth_bytes=int(rss_growth),
         model_size_bytes=_io.size_bytes(session.path) if Path(session.path).exists() else 0,

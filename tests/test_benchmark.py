@@ -63,6 +63,15 @@ def test_compare_interleaves_models_and_keeps_each_runtime(quickstart_dir):
         _assert_consistent(r, 40)
 
 
+def test_statistics_of_known_timings():
+    from edgeship.runtimes.benchmark import statistics
+
+    figures = statistics(np.arange(1, 101, dtype=np.float64)[::-1])  # 100 runs of 1..100 ms, in any order
+    assert (figures["count"], figures["min_ms"], figures["max_ms"], figures["mean_ms"]) == (100, 1.0, 100.0, 50.5)
+    assert [figures[f"p{p}_ms"] for p in (5, 50, 90, 95, 99)] == pytest.approx([5.95, 50.5, 90.1, 95.05, 99.01])
+    assert figures["std_ms"] == pytest.approx(28.866, abs=1e-3)
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"runs": 0}, "runs must be an integer >= 1; received 0"),
     ({"warmup": -1}, "warmup must be an integer >= 0; received -1"),

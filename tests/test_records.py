@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -125,6 +126,22 @@ def test_gate_checks_drop_and_agreement():
         Gate(min_agreement=1.5)
     with pytest.raises(BadInputError):
         Gate(max_drop=-1)
+
+
+def test_a_report_entry_reads_its_figures_from_its_validation():
+    entry = ReportEntry(name="tflite:int8", format="tflite", precision="int8", path="m.tflite", size_bytes=1,
+                        validation=DELTA)
+    assert (entry.accuracy, entry.accuracy_delta_pts) == (0.9, -5.0)
+    assert entry.accuracy_delta_pts == pytest.approx((DELTA.accuracy - DELTA.reference_accuracy) * 100)
+    row = entry.to_dict()
+    assert (row["accuracy"], row["accuracy_delta_pts"], row["agreement"]) == (0.9, -5.0, 0.9)
+
+
+def test_gate_bounds_hold_at_the_bound_and_fail_just_past_it():
+    gate = Gate(max_drop=1.0, min_agreement=0.95)
+    assert gate.check(dataclasses.replace(DELTA, accuracy_delta_pts=-1.0, agreement=0.95)) == ()
+    failures = gate.check(dataclasses.replace(DELTA, accuracy_delta_pts=-1.01, agreement=0.9499))
+    assert failures == ("accuracy dropped 1.01 points (max 1)", "agreement 0.9499 is below 0.95")
 
 
 def test_atomic_write_leaves_old_file_when_interrupted(tmp_path, monkeypatch):
