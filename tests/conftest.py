@@ -49,12 +49,24 @@ def conversion_matrix(request, tmp_path_factory, digits) -> dict[str, tuple[Path
 
 @pytest.fixture(scope="session")
 def quickstart_dir(tmp_path_factory) -> Path:
-    """The quickstart run once (small settings) and shared; treat it as read-only."""
-    import edgeship
+    """The quickstart run once through the CLI (small settings) and shared; treat it as read-only.
+    What the command printed is kept beside the folder (``quickstart_output``)."""
+    import subprocess
+    import sys
 
-    out = tmp_path_factory.mktemp("quickstart")
-    edgeship.quickstart(out, epochs=25, runs=50)
-    return out
+    work = tmp_path_factory.mktemp("quickstart")
+    proc = subprocess.run([sys.executable, "-m", "edgeship.cli", "quickstart", "--out", str(work / "out"),
+                           "--epochs", "25", "--runs", "50"], capture_output=True, text=True, timeout=900)
+    (work / "stdout.txt").write_text(proc.stdout)
+    if proc.returncode != 0:
+        pytest.fail(f"edgeship quickstart exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return work / "out"
+
+
+@pytest.fixture(scope="session")
+def quickstart_output(quickstart_dir) -> str:
+    """What ``edgeship quickstart`` printed when it made ``quickstart_dir``."""
+    return (quickstart_dir.parent / "stdout.txt").read_text()
 
 
 @pytest.fixture(scope="session")

@@ -48,16 +48,17 @@ def _check_nothing_looks_complete_but_is_not(out: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("moment", ["first partial file", "manifest with three artifacts"])
-def test_killed_conversion_leaves_nothing_half_written(float_model_dir, tmp_path, moment):
+def test_killed_conversions_leave_nothing_half_written(float_model_dir, tmp_path):
+    """One folder, killed twice at two moments, then converted to the end."""
     out = tmp_path / "out"
-    ready = {
+    moments = {
         "first partial file": lambda o: any(".partial-" in p.name for p in o.glob(".*")) if o.exists() else False,
         # the Core ML package is being converted and staged
         "manifest with three artifacts": lambda o: (o / "manifest.json").exists() and len(_artifacts(o)) >= 3,
-    }[moment]
-    assert _kill_when(out, _start(float_model_dir, out), ready), f"the conversion ended before '{moment}'"
-    _check_nothing_looks_complete_but_is_not(out)
+    }
+    for moment, ready in moments.items():
+        assert _kill_when(out, _start(float_model_dir, out), ready), f"the conversion ended before '{moment}'"
+        _check_nothing_looks_complete_but_is_not(out)
     # the next conversion clears the leftovers and completes
     result = _start(float_model_dir, out)
     assert result.wait(timeout=300) == 0
