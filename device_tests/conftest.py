@@ -40,7 +40,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def bundle(pytestconfig: pytest.Config):
-    """(folder, manifest, inputs, labels), every file's sha256 checked first."""
+    """(folder, manifest, inputs, labels), every file's sha256 checked first; ``inputs`` holds one
+    array per model input, in the model's order."""
     from edgeship import bundle as _bundle
 
     folder = _bundle_dir(pytestconfig)

@@ -11,7 +11,8 @@ from edgeship.runtimes.benchmark import benchmark
 def test_manifest_lists_artifacts(bundle):
     folder, manifest, inputs, labels = bundle  # loading checked every sha256
     assert manifest.artifacts, f"{folder} lists no artifacts"
-    assert len(inputs) == len(labels) > 0
+    assert len(inputs) == len(manifest.input_files) and all(len(x) == len(inputs[0]) > 0 for x in inputs)
+    assert len(labels) in (0, len(inputs[0])), f"{len(labels)} labels for {len(inputs[0])} samples"
 
 
 def test_outputs_within_tolerance(bundle, entry, session):
@@ -41,7 +42,7 @@ def test_latency(bundle, entry, session, latency_log, pytestconfig):
         pytest.skip(f"{session.runtime} is a reference evaluator: its latency is not the device's")
     _, _, inputs, _ = bundle
     runs, budget = pytestconfig.getoption("--runs"), pytestconfig.getoption("--max-p50-ms")
-    result = benchmark(session, feeds={session.inputs[0].name: inputs[:1]}, runs=runs, warmup=5)
+    result = benchmark(session, feeds=session.feeds_for(inputs, 1), runs=runs, warmup=5)
     latency_log[entry.name] = result.to_dict()
     assert result.count == runs, f"{entry.name}: {result.count} timed runs, asked for {runs}"
     assert 0 < result.min_ms <= result.p50_ms <= result.p90_ms <= result.max_ms, result.to_dict()

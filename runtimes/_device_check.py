@@ -1,8 +1,8 @@
 """The device-side check of a validation bundle: what ``edgeship device run`` runs on a target.
 
-For each artifact in the bundle: load it with the thin runtime, run the bundle's inputs, compare the
-outputs with the expected ones within the bundle's tolerance, measure accuracy on its labels, and
-benchmark it on the device. Needs numpy and one interpreter, nothing else:
+For each artifact in the bundle: load it with the thin runtime, run the bundle's inputs (every one
+of a model with several), compare the outputs with the expected ones within the bundle's tolerance,
+measure accuracy on its labels, and benchmark it on the device. Needs numpy and one interpreter, nothing else:
 
     python -m edgeship.runtimes._device_check --bundle DIR [--runs 50] [--warmup 5] [--threads 1] [--out FILE]
 
@@ -66,6 +66,8 @@ class DeviceReport(Record):
     host: dict[str, Any] = field(default_factory=dict)
     installed: dict[str, str] = field(default_factory=dict)
     tensorflow_imported: bool = False
+    #: the bundle's input files and the shape of each, in the model's input order
+    inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     artifacts: tuple[ArtifactCheck, ...] = ()
 
 
@@ -80,10 +82,11 @@ def interpreters() -> dict[str, str]:
     return found
 
 
-def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: np.ndarray, labels: np.ndarray, *,
+def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: tuple[np.ndarray, ...], labels: np.ndarray, *,
                    runs: int = 50, warmup: int = 5, threads: int | None = None) -> ArtifactCheck:
-    """Load, run, compare and benchmark one bundle artifact; an artifact whose runtime this device
-    lacks comes back "not run: …" rather than failed."""
+    """Load, run, compare and benchmark one bundle artifact on ``inputs`` (one array per model
+    input, in the model's order); an artifact whose runtime this device lacks comes back "not run:
+    …" rather than failed."""
     from edgeship.runtimes import can_run, load
     from edgeship.runtimes.benchmark import benchmark
 
@@ -106,9 +109,9 @@ def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: np.ndarray, 
     accuracy_ok = accuracy >= entry.min_accuracy if checked else None
     result = None
     if runs > 0 and not session.reference_only:
-        result = benchmark(path, threads=threads, runs=runs, warmup=warmup, feeds={session.inputs[0].name: inputs[:1]})
+        result = benchmark(path, threads=threads, runs=runs, warmup=warmup, feeds=session.feeds_for(inputs, 1))
     return replace(check, status="ok" if outputs_ok and accuracy_ok is not False else "failed",
-                   runtime=f"{session.runtime} {session.runtime_version}", samples=int(len(inputs)),
+                   runtime=f"{session.runtime} {session.runtime_version}", samples=int(len(inputs[0])),
                    max_abs_error=error if np.isfinite(error) else None, outputs_ok=outputs_ok,
                    accuracy=accuracy, accuracy_ok=accuracy_ok, benchmark=result)
 
@@ -128,6 +131,7 @@ def check_bundle(folder: str | Path, *, target: str = "local", runs: int = 50, w
         target=target, passed=all(verdicts) if verdicts else None, seconds=time.perf_counter() - started,
         model=manifest.model, dataset=manifest.dataset, host=environment(), installed=interpreters(),
         tensorflow_imported="tensorflow" in sys.modules, artifacts=checks,
+        inputs={name: tuple(int(d) for d in a.shape) for name, a in zip(manifest.input_files, inputs)},
     )
 
 

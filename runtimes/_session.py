@@ -124,16 +124,20 @@ class Session:
                 for p, s in zip(parts, self.outputs)]
 
     def _in_model_order(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Arrays given in the source model's input order, in this file's: converters may order
-        inputs differently (TFLite sorts them by name); each is matched by its sample shape where
-        the shapes tell them apart."""
-        def fits(spec: TensorSpec, a: np.ndarray) -> bool:
-            return a.ndim == len(spec.shape) and all(w in (-1, g) for w, g in zip(spec.shape[1:], a.shape[1:]))
+        """Arrays given in the source model's input order, in this file's (``in_order``)."""
+        return in_order([s.shape for s in self.inputs], arrays)
 
-        if len(arrays) < 2 or all(fits(s, a) for s, a in zip(self.inputs, arrays)):
-            return arrays
-        matches = [[a for a in arrays if fits(s, a)] for s in self.inputs]
-        return [m[0] for m in matches] if all(len(m) == 1 for m in matches) else arrays
+    def feeds_for(self, x: np.ndarray | Sequence[np.ndarray], samples: int | None = None) -> dict[str, np.ndarray]:
+        """``x`` (one array, or one per input in the source model's order) keyed by this file's
+        input names, the first ``samples`` of each: what ``run`` and ``benchmark(feeds=…)`` take.
+
+            >>> edgeship.benchmark(path, feeds=session.feeds_for([images, side], 1))  # doctest: +SKIP
+        """
+        arrays = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)  # or a lazy array
+        if len(arrays) != len(self.inputs):
+            raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
+                                f"received {len(arrays)} array(s)")
+        return {name: a[:samples] for name, a in zip(self._input_names, self._in_model_order(arrays))}
 
     def sample_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random float inputs of the right shape, for benchmarks and smoke tests."""
@@ -248,6 +252,20 @@ class Session:
                 f"input '{spec.name}' of {self.path.name} expects shape {_shape(spec.shape)} "
                 f"({spec.dtype}); received shape {list(value.shape)} ({value.dtype})"
             )
+
+
+def in_order(shapes: Sequence[Sequence[int]], arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``arrays`` (in a source model's input order) rearranged to fit ``shapes`` (a converted file's
+    inputs, -1 for an open dimension): converters may order inputs differently (TFLite sorts them
+    by name), so each array goes to the one input its sample shape fits; as given where ambiguous."""
+    def fits(shape: Sequence[int], a: np.ndarray) -> bool:
+        return a.ndim == len(shape) and all(w in (-1, g) for w, g in zip(shape[1:], a.shape[1:]))
+
+    arrays = list(arrays)
+    if len(arrays) < 2 or all(fits(s, a) for s, a in zip(shapes, arrays)):
+        return arrays
+    matches = [[a for a in arrays if fits(s, a)] for s in shapes]
+    return [m[0] for m in matches] if all(len(m) == 1 for m in matches) else arrays
 
 
 def _shape(shape: Sequence[int]) -> str:

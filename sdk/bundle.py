@@ -2,13 +2,18 @@
 
     bundle/
       bundle.json           BundleManifest: files with sha256, tolerances, the dataset fingerprint
-      inputs.npy            sample inputs (float32)
+      inputs.npy            sample inputs (float32, or integer ids as the model takes them)
+      inputs_1.npy, …       a model with several inputs: one file per further input, in the model's order
       labels.npy            their labels
       expected/<name>.npy   each artifact's outputs on the host that wrote the bundle
       <artifact files>      copies of the artifacts
 
-A device loads each artifact with the thin runtime, runs ``inputs.npy`` and checks its outputs
-against ``expected`` within the tolerances, and its accuracy on ``labels.npy``.
+A device loads each artifact with the thin runtime, runs the inputs and checks its outputs against
+``expected`` within the tolerances, and its accuracy on ``labels.npy``.
+
+A single-input bundle is written as schema_version 1, as ever (``inputs`` names one file). A
+bundle of several inputs lists their files in ``inputs`` and is schema_version 2, so an edgeship
+that reads one input only says which version to install instead of running half the model.
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Sequence
 
 import numpy as np
 
 from edgeship import __version__, _io
-from edgeship.errors import BadArtifactError
+from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.records import Artifact, Record, VersionedFile, SCHEMA_VERSION
 
 FOLDER = "bundle"
+#: the schema_version of a bundle of several inputs (``inputs`` a list of files)
+MULTI_INPUT_SCHEMA = 2
 #: accuracy (as a fraction) a device may lose on the bundle's samples: outputs within tolerance can
 #: still flip a near-tie sample or two
 ACCURACY_SLACK = 0.02
@@ -55,12 +62,14 @@ class BundleEntry(Record):
 @dataclass(frozen=True)
 class BundleManifest(VersionedFile):
     file_name: ClassVar[str] = "bundle.json"
+    newest_schema: ClassVar[int] = MULTI_INPUT_SCHEMA
 
     schema_version: int = SCHEMA_VERSION
     model: str = ""
     dataset: str = ""
     dataset_fingerprint: str = ""
-    inputs: str = "inputs.npy"
+    #: the input file, or one file per model input in the model's order
+    inputs: str | tuple[str, ...] = "inputs.npy"
     labels: str = "labels.npy"
     files: dict[str, str] = field(default_factory=dict)
     artifacts: tuple[BundleEntry, ...] = ()
@@ -68,6 +77,11 @@ class BundleManifest(VersionedFile):
     preprocess: str = ""
     #: the edgeship that wrote the bundle: a device whose edgeship cannot read it is told which to install
     edgeship_version: str = ""
+
+    @property
+    def input_files(self) -> tuple[str, ...]:
+        """The input files, one per model input in the model's order."""
+        return (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
 
 
 #: How far a device's outputs may stray from this host's, as a fraction of the outputs' largest magnitude,
@@ -111,7 +125,7 @@ def write(
     model: str,
     dataset: str,
     fingerprint: str,
-    inputs: np.ndarray,
+    inputs: np.ndarray | Sequence[np.ndarray],
     labels: np.ndarray | None,
     results: list[tuple[Artifact, np.ndarray, float | None]],
     source: Path,
@@ -119,39 +133,58 @@ def write(
     preprocess: str = "",
 ) -> BundleManifest:
     """Write ``folder`` (replacing an older bundle) from (artifact, first output on ``inputs``,
-    test-split accuracy) triples; each artifact is copied from ``source``. ``inputs`` are stored
-    already preprocessed (``preprocess`` records the spec), in the model's dtype."""
+    test-split accuracy) triples; each artifact is copied from ``source``. ``inputs`` (one array,
+    or one per model input in the model's order) are stored already preprocessed (``preprocess``
+    records the spec), in the model's dtypes."""
+    arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    if not arrays or len({len(a) for a in arrays}) != 1:
+        raise BadInputError(f"a bundle needs one array per model input, each with as many samples; "
+                            f"received {[len(a) for a in arrays]} samples")
     labels = labels if labels is not None and task == "multiclass" else np.zeros(0, np.int64)
+    names = ["inputs.npy"] + [f"inputs_{i}.npy" for i in range(1, len(arrays))]
     with _io.staged(folder, directory=True) as tmp:
         (tmp / "expected").mkdir()
-        stored = inputs if inputs.dtype.kind in "iub" else inputs.astype(np.float32)
-        files = {"inputs.npy": _save_npy(tmp / "inputs.npy", stored),
-                 "labels.npy": _save_npy(tmp / "labels.npy", np.asarray(labels).astype(np.int64))}
-        entries = []
-        for artifact, outputs, accuracy in results:
-            name = artifact.path
-            src = source / name
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
-            expected = f"expected/{artifact.format}-{artifact.precision}.npy"
-            files[expected] = _save_npy(tmp / expected, outputs)
-            # accuracy on these very samples: a device that matches the outputs matches it too
-            here = float(np.mean(outputs.argmax(-1) == labels)) if len(labels) else None
-            limit, basis = tolerance(artifact, outputs)
-            entries.append(BundleEntry(
-                name=artifact.name, path=name, sha256=artifact.sha256, expected=expected,
-                max_abs_error=limit, tolerance_basis=basis,
-                min_accuracy=None if here is None else max(0.0, here - ACCURACY_SLACK),
-                host_accuracy=here, test_accuracy=accuracy,
-            ))
-        manifest = BundleManifest(model=model, dataset=dataset, dataset_fingerprint=fingerprint,
-                                  files=files, artifacts=tuple(entries), task=task, preprocess=preprocess,
+        files = {name: _save_npy(tmp / name, a if a.dtype.kind in "iub" else a.astype(np.float32))
+                 for name, a in zip(names, arrays)}
+        files["labels.npy"] = _save_npy(tmp / "labels.npy", np.asarray(labels).astype(np.int64))
+        entries = [_entry(artifact, outputs, accuracy, labels, source, tmp, files)
+                   for artifact, outputs, accuracy in results]
+        several = len(names) > 1  # the single-input layout stays what every edgeship reads
+        manifest = BundleManifest(schema_version=MULTI_INPUT_SCHEMA if several else SCHEMA_VERSION,
+                                  model=model, dataset=dataset, dataset_fingerprint=fingerprint,
+                                  inputs=tuple(names) if several else names[0], files=files,
+                                  artifacts=tuple(entries), task=task, preprocess=preprocess,
                                   edgeship_version=__version__)
         manifest.save(tmp)
     return manifest
 
 
-def load(folder: str | Path) -> tuple[BundleManifest, np.ndarray, np.ndarray]:
-    """Read a bundle, checking every file's sha256 first; returns (manifest, inputs, labels)."""
+def _entry(artifact: Artifact, outputs: np.ndarray, accuracy: float | None, labels: np.ndarray, source: Path,
+           tmp: Path, files: dict[str, str]) -> BundleEntry:
+    """Copy one artifact into the bundle being staged at ``tmp`` and store its expected outputs."""
+    name = artifact.path
+    src = source / name
+    (shutil.copytree if src.is_dir() else shutil.copy2)(src, tmp / name)
+    expected = f"expected/{artifact.format}-{artifact.precision}.npy"
+    files[expected] = _save_npy(tmp / expected, outputs)
+    # accuracy on these very samples: a device that matches the outputs matches it too
+    here = float(np.mean(outputs.argmax(-1) == labels)) if len(labels) else None
+    limit, basis = tolerance(artifact, outputs)
+    return BundleEntry(
+        name=artifact.name, path=name, sha256=artifact.sha256, expected=expected,
+        max_abs_error=limit, tolerance_basis=basis,
+        min_accuracy=None if here is None else max(0.0, here - ACCURACY_SLACK),
+        host_accuracy=here, test_accuracy=accuracy,
+    )
+
+
+def load(folder: str | Path) -> tuple[BundleManifest, tuple[np.ndarray, ...], np.ndarray]:
+    """Read a bundle, checking every file's sha256 first; returns (manifest, inputs, labels), with
+    ``inputs`` one array per model input in the model's order (what ``Session.predict`` takes).
+
+        >>> manifest, inputs, labels = load("out/bundle")                 # doctest: +SKIP
+        >>> edgeship.load("out/bundle/model.int8.tflite").predict(inputs)   # doctest: +SKIP
+    """
     folder = Path(folder)
     links = [p for p in folder.rglob("*") if p.is_symlink()]
     if links:  # a bundle travels to devices as an archive: a link could point anywhere there
@@ -162,8 +195,15 @@ def load(folder: str | Path) -> tuple[BundleManifest, np.ndarray, np.ndarray]:
         _check_file(folder, name, digest)
     for entry in manifest.artifacts:
         _check_file(folder, entry.path, entry.sha256)
-    inputs = np.load(folder / manifest.inputs, allow_pickle=False)
+    unlisted = [name for name in (*manifest.input_files, manifest.labels) if name not in manifest.files]
+    if unlisted:  # every file read must have had its sha256 checked above
+        raise BadArtifactError(f"bundle.json names {unlisted[0]} as an input or label file but records no sha256 "
+                               f"for it in 'files'; write the bundle again with edgeship validate")
+    inputs = tuple(np.load(folder / name, allow_pickle=False) for name in manifest.input_files)
     labels = np.load(folder / manifest.labels, allow_pickle=False)
+    if len({len(a) for a in inputs}) != 1:
+        raise BadArtifactError(f"bundle {folder}'s input files hold {[len(a) for a in inputs]} samples; each "
+                               "must hold as many. Write the bundle again with edgeship validate")
     return manifest, inputs, labels
 
 

@@ -109,7 +109,7 @@ def _evaluate(path: Path, entry: ReportEntry, x: tuple[np.ndarray, ...], scorer:
     # A reference evaluator (numpy standing in for a runtime this host lacks) is never timed:
     # its latency says nothing about the device's.
     if bench is not None and not session.reference_only:
-        result = benchmark(path, feeds={s.name: a[:1] for s, a in zip(session.inputs, x)}, **bench)
+        result = benchmark(path, feeds=session.feeds_for(x, 1), **bench)
     entry = dataclasses.replace(entry, evaluated_with=f"{session.runtime} {session.runtime_version}",
                                 validation=delta, benchmark=result)
     return entry, outputs
@@ -175,11 +175,11 @@ def validate(
     report = _report(manifest, dataset, gate, entries, scorer, folder)
     report.save(folder)
     _write_page(folder, report)
-    if write_bundle and outputs and len(x) == 1:
+    if write_bundle and outputs:
         n = min(BUNDLE_SAMPLES, len(x[0]))
         labels = dataset.labels("test")
         bundle.write(folder / bundle.FOLDER, model=manifest.model, dataset=dataset.name,
-                     fingerprint=dataset.fingerprint, inputs=x[0][:n], labels=labels[0][:n] if labels else None,
+                     fingerprint=dataset.fingerprint, inputs=[a[:n] for a in x], labels=labels[0][:n] if labels else None,
                      results=[(a, o[:n], acc) for a, o, acc in outputs.values()], source=folder,
                      task=scorer.task, preprocess=dataset.options.get("preprocess", ""))
     _raise_if_failed(report, entries)

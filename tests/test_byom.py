@@ -153,18 +153,29 @@ def test_changed_data_is_refused_and_given_data_is_used(converted, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["autoencoder", "regression", "two_outputs", "nchw_onnx", "token_ids",
-                                  "nested_rescaling"])
+                                  "nested_rescaling", "two_inputs"])
 def test_doctor_bench_and_device_run_take_every_task(converted, name):
+    from edgeship import bundle
     from edgeship.runtimes.targets import run_targets
 
     case, out, _ = converted[name]
-    es.validate(out)  # writes the bundle the device run takes
+    report = es.validate(out)  # writes the bundle the device run takes
+    validated = {e.name: e for e in report.artifacts}
     doctor = es.diagnose(out, max_drop=5.0, samples=50, max_layers=2, runs=20)
-    assert doctor.artifacts and all(d.headline is not None for d in doctor.artifacts)
+    assert doctor.artifacts and all(d.headline is not None and d.layers for d in doctor.artifacts)
+    for d in doctor.artifacts:  # the doctor scores the artifact on the same split as validate
+        assert d.accuracy == validated[d.artifact].accuracy and d.samples == 50, d.artifact
     int8 = next(a for a in es.Manifest.load(out).artifacts if a.precision == "int8")
     assert es.benchmark(out / int8.path, runs=20, warmup=2).p50_ms > 0
     [device] = run_targets(["local"], out / "bundle", runs=5, warmup=1)
     assert not device.error and device.passed is True, device
+    manifest, inputs, _ = bundle.load(out / "bundle")
+    assert len(inputs) == len(device.inputs) == (2 if name == "two_inputs" else 1)
+    host = {e.name: e for e in manifest.artifacts}
+    for check in device.artifacts:  # the device ran every input: its figures are the host's
+        assert check.outputs_ok and check.samples == len(inputs[0]), check
+        assert (check.benchmark is None) == check.runtime.startswith("mil-numpy"), check  # no reference timings
+        assert check.accuracy == host[check.name].host_accuracy, check
 
 
 def _plain_tflite(model_path: Path, calibration: np.ndarray, folder: Path) -> tuple[Path, Path]:
@@ -227,5 +238,32 @@ def test_two_inputs_reach_every_format_in_their_own_order(converted):
     for artifact in es.Manifest.load(out).artifacts:
         shapes = sorted(tuple(spec.shape[1:]) for spec in artifact.inputs)
         assert shapes == [(2,), (8, 8, 1)], (artifact.name, artifact.inputs)
-    with pytest.raises(UnsupportedModelError, match="the doctor compares single-input models"):
-        es.diagnose(out, max_drop=1.0)
+
+
+
+@pytest.mark.slow
+def test_a_two_input_bundle_carries_both_inputs_and_an_older_reader_is_told_why(converted, tmp_path):
+    import shutil
+    import subprocess
+
+    from edgeship import _io, bundle
+
+    _, out, _ = converted["two_inputs"]
+    es.validate(out)
+    folder = tmp_path / "bundle"
+    shutil.copytree(out / "bundle", folder)
+    doc = json.loads((folder / "bundle.json").read_text())
+    assert doc["inputs"] == ["inputs.npy", "inputs_1.npy"] and doc["schema_version"] == bundle.MULTI_INPUT_SCHEMA
+    manifest, (image, side), labels = bundle.load(folder)
+    assert image.shape == (64, 8, 8, 1) and side.shape == (64, 2) and len(labels) == 64
+    proc = subprocess.run([sys.executable, "-m", "pytest", "device_tests", "--bundle", str(folder), "-q",
+                           "-p", "no:cacheprovider", "--runs", "5"], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=300)
+    # every artifact's outputs and accuracy on both inputs (Core ML's latency is skipped off macOS)
+    assert proc.returncode == 0 and f"{1 + 3 * len(manifest.artifacts) - 1} passed" in proc.stdout, proc.stdout[-2000:]
+    side_file = folder / "inputs_1.npy"
+    np.save(side_file, side[:10])  # a second input that lost samples, its checksum updated to match
+    doc["files"]["inputs_1.npy"] = _io.sha256_path(side_file)
+    (folder / "bundle.json").write_text(json.dumps(doc))
+    with pytest.raises(es.BadArtifactError, match=r"input files hold \[64, 10\] samples"):
+        bundle.load(folder)

@@ -174,7 +174,7 @@ def test_bundle_carries_coreml_and_reruns_within_tolerance(coreml_dir, digits):
     from edgeship import bundle, validate
 
     validate(coreml_dir, data=digits, artifacts=["coreml:fp16", "coreml:pal4"])
-    manifest, inputs, labels = bundle.load(coreml_dir / bundle.FOLDER)
+    manifest, (inputs,), labels = bundle.load(coreml_dir / bundle.FOLDER)
     assert {e.name for e in manifest.artifacts} == {"coreml:fp16", "coreml:pal4"}
     for entry in manifest.artifacts:
         outputs = load(coreml_dir / bundle.FOLDER / entry.path).predict(inputs)

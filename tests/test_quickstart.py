@@ -52,7 +52,7 @@ def test_runnable_artifacts_are_benchmarked_and_coreml_says_why_not(quickstart_d
 
 
 def test_bundle_holds_inputs_labels_and_expected_outputs(quickstart_dir):
-    manifest, inputs, labels = load_bundle(quickstart_dir / "bundle")
+    manifest, (inputs,), labels = load_bundle(quickstart_dir / "bundle")  # one input, one file
     assert inputs.shape == (64, 8, 8, 1) and labels.shape == (64,)
     names = {e.name for e in manifest.artifacts}
     assert {"tflite:fp32", "tflite:int8", "onnx:fp32", "onnx:int8"} <= names

@@ -96,7 +96,8 @@ def test_an_older_device_is_told_which_edgeship_reads_the_bundle(tmp_path):
     from edgeship import __version__
     from edgeship.bundle import BundleManifest
 
-    (tmp_path / "bundle.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION + 1, "edgeship_version": "7.2.0"}))
+    newer = BundleManifest.newest_schema + 1
+    (tmp_path / "bundle.json").write_text(json.dumps({"schema_version": newer, "edgeship_version": "7.2.0"}))
     with pytest.raises(BadArtifactError) as caught:
         BundleManifest.load(tmp_path)
     assert f"newer than this edgeship {__version__} understands" in str(caught.value)

@@ -24,7 +24,7 @@ def keras_reference(quickstart_dir):
     from edgeship import bundle
     from edgeship.trainers.saving import load_keras
 
-    _, inputs, labels = bundle.load(quickstart_dir / "bundle")
+    _, (inputs,), labels = bundle.load(quickstart_dir / "bundle")
     return inputs, load_keras(quickstart_dir / "reference" / "model.keras").predict(inputs, verbose=0)
 
 

@@ -64,8 +64,9 @@ def tampered_bundle(qs_bundle, tmp_path) -> Path:
 # ------------------------------------------------------------------------------------- bundle
 
 def test_bundle_records_accuracy_on_its_own_samples(qs_bundle):
-    manifest, inputs, labels = bundle.load(qs_bundle)
+    manifest, (inputs,), labels = bundle.load(qs_bundle)  # one input: the layout every edgeship reads
     assert len(inputs) == len(labels) == 64 and manifest.files.keys() >= {"inputs.npy", "labels.npy"}
+    assert manifest.inputs == "inputs.npy" and manifest.schema_version == 1
     for entry in manifest.artifacts:
         expected = np.load(qs_bundle / entry.expected)
         assert entry.host_accuracy == float(np.mean(expected.argmax(-1) == labels))

@@ -70,5 +70,8 @@ def _device_table(report: Any) -> None:
                       "—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%", "—" if a.min_accuracy is None else f"{a.min_accuracy * 100:.2f}%",
                       f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—", a.runtime)
     out_console.print(table)
+    if len(report.inputs) > 1:  # a model of several inputs: say that every one of them was fed
+        fed = ", ".join(f"{name} {list(shape)}" for name, shape in report.inputs.items())
+        out_console.print(f"inputs fed: {fed}", highlight=False)
     installed = ", ".join(f"{k} {v}" for k, v in report.installed.items())
     out_console.print(f"installed there: {installed}; TensorFlow imported: {report.tensorflow_imported}", highlight=False)

@@ -25,7 +25,7 @@ RANGE_RATIO = (0.5, 4.0)  # calibrated input span over the training inputs' span
 
 
 def advise(artifact: Artifact, layers: Sequence[LayerError], input_range: tuple[float, float] | None,
-           dataset: Any, calibration: np.ndarray | None, score: AccuracyDelta,
+           dataset: Any, calibration: Any, score: AccuracyDelta,
            recovery: Recovery | None) -> tuple[Advice, ...]:
     """Every finding, most specific first."""
     found: list[Advice] = []
@@ -81,8 +81,11 @@ def _span(lo: float, hi: float) -> float:
     return max(hi, 0.0) - min(lo, 0.0)  # int8 ranges always hold zero
 
 
-def _normalisation(input_range: tuple[float, float] | None, dataset: Any, calibration: np.ndarray | None) -> list[Advice]:
-    x = np.asarray(dataset.x_train, dtype=np.float64)
+def _normalisation(input_range: tuple[float, float] | None, dataset: Any, calibration: Any) -> list[Advice]:
+    """The calibrated range of the model's first input against the training inputs' (where a model
+    takes several, the first: the probes report its range; the rest are compared layer by layer)."""
+    x = np.asarray(dataset.inputs("train")[0], dtype=np.float64)
+    first = " first" if len(dataset.inputs("train")) > 1 else ""
     lo, hi = (float(v) for v in np.percentile(x, [0.1, 99.9]))
     found = []
     if input_range is not None and _span(lo, hi) > 0:
@@ -92,13 +95,14 @@ def _normalisation(input_range: tuple[float, float] | None, dataset: Any, calibr
                 kind="normalisation",
                 evidence={"calibrated_input_range": [round(v, 6) for v in input_range],
                           "train_input_range": [round(lo, 6), round(hi, 6)], "span_ratio": round(ratio, 4)},
-                message=(f"the artifact quantizes its input to [{input_range[0]:.3g}, {input_range[1]:.3g}] but "
-                         f"'{dataset.name}' training inputs span [{lo:.3g}, {hi:.3g}] ({ratio:.2g}x): the calibration "
+                message=(f"the artifact quantizes its{first} input to [{input_range[0]:.3g}, {input_range[1]:.3g}] but "
+                         f"'{dataset.name}'{first} training inputs span [{lo:.3g}, {hi:.3g}] ({ratio:.2g}x): the calibration "
                          "inputs were not normalised the way training saw them. Calibrate on samples preprocessed "
                          f"exactly like the training split (edgeship convert --data {dataset.name})"),
             ))
-    if calibration is not None:
-        found += _moments(np.asarray(calibration, dtype=np.float64), x, dataset.name)
+    if calibration is not None:  # one array, or one per input: the first input's is compared
+        first_samples = calibration[0] if isinstance(calibration, (tuple, list)) else calibration
+        found += _moments(np.asarray(first_samples, dtype=np.float64), x, dataset.name)
     return found
 
 

@@ -147,7 +147,7 @@ class Context:
     dataset: Any
     scorer: Any  # edgeship.tasks.Scorer: the float outputs on the test split, the targets, the task
     gate: Gate
-    calibration: np.ndarray | None
+    calibration: np.ndarray | Sequence[np.ndarray] | None  # one array per input for several
     samples: int
     max_layers: int
     runs: int

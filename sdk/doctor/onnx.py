@@ -21,13 +21,15 @@ from edgeship.converters import calibration as _calibration
 from edgeship.converters import onnx as _onnx
 from edgeship.doctor.layers import LayerTrace, Probe, layer_name, unique_names
 from edgeship.records import Artifact
+from edgeship.runtimes._session import in_order
 
 _BATCH = 50
 _SHAPE_ONLY = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 
 
-def _collect(model: Any, names: Sequence[str], x: np.ndarray, tmp: Path, tag: str) -> dict[str, list[np.ndarray]]:
-    """Run ``model`` with ``names`` added as outputs (optimisation off); name -> one array per batch."""
+def _collect(model: Any, names: Sequence[str], x: Sequence[np.ndarray], tmp: Path, tag: str) -> dict[str, list[np.ndarray]]:
+    """Run ``model`` on ``x`` (one array per input, in the source model's order) with ``names``
+    added as outputs (optimisation off); name -> one array per batch."""
     onnx = require("onnx")
     ort = require("onnxruntime", "run ONNX models")
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -42,13 +44,26 @@ def _collect(model: Any, names: Sequence[str], x: np.ndarray, tmp: Path, tag: st
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
+    feeds = _feeds(session.get_inputs(), x)
     collected: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
-    x = x if x.dtype.kind in "iu" else x.astype(np.float32)  # integer ids stay as they are
-    for i in range(0, len(x), _BATCH):
-        for name, value in zip(wanted, session.run(wanted, {feed: x[i : i + _BATCH]})):
+    for i in range(0, len(x[0]), _BATCH):
+        for name, value in zip(wanted, session.run(wanted, {k: a[i : i + _BATCH] for k, a in feeds.items()})):
             collected[name].append(value)
     return collected
+
+
+def _names(inputs: Sequence[Any], x: Sequence[np.ndarray]) -> list[str]:
+    """ONNX Runtime's input name for each array of ``x``, matched by shape (a symbolic dimension
+    is open): a converter may order the inputs differently from the source model."""
+    shapes = [[d if isinstance(d, int) else -1 for d in i.shape] for i in inputs]
+    arrays = in_order(shapes, x)
+    names = [next((i.name for i, a in zip(inputs, arrays) if a is given), "") for given in x]
+    return names if sorted(names) == sorted(i.name for i in inputs) else [i.name for i in inputs]
+
+
+def _feeds(inputs: Sequence[Any], x: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """``x`` keyed by ONNX Runtime's input names; integer ids stay as they are, floats become float32."""
+    return {name: a if a.dtype.kind in "iu" else a.astype(np.float32) for name, a in zip(_names(inputs, x), x)}
 
 
 def _float_tensors(model: Any) -> set[str]:
@@ -85,9 +100,8 @@ class _Graph:
             return None
         return float(scale.reshape(())), int(np.asarray(zero).reshape(-1)[0]), np.asarray(zero).dtype
 
-    def input_range(self) -> tuple[float, float] | None:
-        """The float range the model quantizes its input to, past shape-only ops."""
-        tensor = self.model.graph.input[0].name
+    def input_range(self, tensor: str) -> tuple[float, float] | None:
+        """The float range the model quantizes input ``tensor`` to, past shape-only ops."""
         while True:
             params = self.quant_params(tensor)
             if params is not None:
@@ -126,6 +140,17 @@ def _local_reference(pre: np.ndarray, name: str, qdq: _Graph, fp: _Graph) -> np.
     return pre
 
 
+def _input_reached(graph: _Graph, tensor: str) -> str | None:
+    """The graph input ``tensor`` is, past shape-only nodes; None when ``tensor`` is computed."""
+    inputs = {i.name for i in graph.model.graph.input}
+    while tensor not in inputs:
+        node = graph.producer.get(tensor)
+        if node is None or node.op_type not in _SHAPE_ONLY:
+            return None
+        tensor = node.input[0]
+    return tensor
+
+
 def _input_path(graph: _Graph, tensor: str) -> list[str] | None:
     """The shape-only nodes between the graph input and ``tensor``, or None when ``tensor`` is computed."""
     nodes: list[str] = []
@@ -141,15 +166,19 @@ def _input_path(graph: _Graph, tensor: str) -> list[str] | None:
 
 def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph) -> list[LayerTrace]:
     traces = []
+    several = len(qdq.model.graph.input) > 1
     for name, match in matching.items():
         producer = qdq.producer.get(_pre_tensor(qdq, name))
         params = qdq.quant_params(_pre_tensor(qdq, name))
         ndim = match["pre_qdq"][0].ndim
         # tf2onnx names the input's NCHW transpose after the first layer: call its quantization "input"
-        layer = "input" if _input_path(qdq, _pre_tensor(qdq, name)) is not None else layer_name(name)
+        reached = _input_reached(qdq, _pre_tensor(qdq, name))
+        layer = "input" if reached is not None else layer_name(name)
         trace = LayerTrace(layer, producer.op_type if producer is not None else "Input", name,
                            channel_axis=1 if ndim == 4 else -1,  # tf2onnx keeps 4-D activations NCHW
                            scale=params[0] if params else None, zero_point=params[1] if params else None)
+        if reached is not None and several:  # which of the inputs: its graph input's name
+            trace.name = f"input:{reached}"
         for pre, post, ref in zip(match["pre_qdq"], match["post_qdq"], match.get("float") or [None] * len(match["pre_qdq"])):
             trace.add(_local_reference(pre, name, qdq, fp), post)
             if ref is not None and ref.shape == post.shape:
@@ -184,7 +213,7 @@ def _options(settings: dict[str, Any]) -> dict[str, Any]:
             "activation_type": settings.get("activation_type", "uint8")}
 
 
-def _analyse(qdq: _Graph, fp: _Graph, x: np.ndarray, tmp: Path) -> list[LayerTrace]:
+def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path) -> list[LayerTrace]:
     """A LayerTrace per QDQ activation: its own error, and its error against the float model."""
     debug = require("onnxruntime.quantization.qdq_loss_debug", "debug ONNX quantization")
     quantize = [n for n in qdq.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in qdq.init]
@@ -197,8 +226,9 @@ def _analyse(qdq: _Graph, fp: _Graph, x: np.ndarray, tmp: Path) -> list[LayerTra
     return traces
 
 
-def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: Any) -> Probe:
-    """Per-layer figures of the QDQ ``artifact`` on ``x`` and a builder of nodes_to_exclude variants."""
+def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
+    """Per-layer figures of the QDQ ``artifact`` on ``x`` (one array per model input, in the
+    model's order and dtypes) and a builder of nodes_to_exclude variants."""
     onnx = require("onnx")
     ort = require("onnxruntime", "run ONNX models")
     tmp_dir = tempfile.TemporaryDirectory(prefix="edgeship-doctor-onnx-")
@@ -208,8 +238,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     float_proto = _onnx.float_model(source, int(settings.get("opset", _onnx.DEFAULT_OPSET)))
     prepared, _ = _onnx.prepare_for_quantization(float_proto, tmp)
     n = int(settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
-    samples = _calibration.prepare(dataset, source.input_shape, target="onnx:int8", samples=n,
-                                   dtype=source.input_dtype)
+    samples = _calibration.prepare_all(dataset, source, target="onnx:int8", samples=n)
     groups: dict[str, list[str]] = {}  # filled once the layers are known
 
     def build(float_layers: Sequence[str]) -> bytes:
@@ -228,8 +257,24 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
             if rebuilt else artifact.path)
     return Probe(
         layers=[t.result() for t in traces], build=build, suffix=_onnx.SUFFIX,
-        analysed_with=(f"ONNX Runtime {ort.__version__} QDQ intermediate outputs of {what} on {len(x)} test samples "
-                       "(graph optimisation off); float tensors from the float reference through tf2onnx; mixed "
-                       f"models re-quantized with {len(samples)} calibration samples from '{dataset.name}'"),
-        input_range=_Graph(onnx.load(str(path))).input_range(), close=tmp_dir.cleanup,
+        analysed_with=(f"ONNX Runtime {ort.__version__} QDQ intermediate outputs of {what} on {len(x[0])} test samples"
+                       f"{_inputs(x)} (graph optimisation off); float tensors from the float reference through tf2onnx; "
+                       f"mixed models re-quantized with {_count(samples)} calibration samples from '{dataset.name}'"),
+        input_range=_first_input_range(path, x), close=tmp_dir.cleanup,
     )
+
+
+def _first_input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """The float range the artifact quantizes the model's first input (``x[0]``) to."""
+    ort = require("onnxruntime", "run ONNX models")
+    inputs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
+    return _Graph(require("onnx").load(str(path))).input_range(_names(inputs, x)[0])
+
+
+def _count(samples: np.ndarray | list[np.ndarray]) -> int:
+    return len(samples[0] if isinstance(samples, list) else samples)
+
+
+def _inputs(x: Sequence[np.ndarray]) -> str:
+    """How many inputs fed the comparison, said only where there are several."""
+    return f" (each of its {len(x)} inputs fed)" if len(x) > 1 else ""

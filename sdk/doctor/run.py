@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from edgeship.doctor.advice import advise
 from edgeship.doctor.layers import Context, Probe, ranked
 from edgeship.doctor.records import Diagnosis, DoctorReport, Recovery
 from edgeship.doctor.recovery import recover
-from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
+from edgeship.errors import BadInputError, ConversionError, EdgeshipError
 from edgeship.progress import Progress, log_progress
 from edgeship.records import Artifact, Gate, Manifest, verified_path
 from edgeship.tasks import Scorer, parse_task, said
@@ -35,7 +35,7 @@ def diagnose(
     data: Any = None,
     max_drop: float | None = None,
     artifact: str | None = None,
-    calibration: np.ndarray | None = None,
+    calibration: np.ndarray | Sequence[np.ndarray] | None = None,
     samples: int = 200,
     max_layers: int = 8,
     runs: int = 200,
@@ -112,11 +112,7 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     score = ctx.scorer(outputs)
     ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
     source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
-    if len(ctx.dataset.inputs("test")) > 1:
-        raise UnsupportedModelError(f"the doctor compares single-input models layer by layer; {artifact.name} "
-                                    f"takes {len(ctx.dataset.inputs('test'))} inputs. validate still measures it")
-    # the model's own input dtype: uint8 pixels for a float model become floats, token ids stay integers
-    x = ctx.dataset.inputs("test")[0][: ctx.samples].astype(source.input_dtype, copy=False)
+    x = _model_inputs(ctx.dataset.inputs("test"), source, ctx.samples, artifact.name)
     try:
         probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
     except EdgeshipError:
@@ -136,8 +132,18 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
         probe.close()
     advice = advise(artifact, layers, probe.input_range, ctx.dataset, ctx.calibration, score, recovery)
     return Diagnosis(
-        artifact=artifact.name, path=artifact.path, analysed_with=probe.analysed_with, samples=len(x),
+        artifact=artifact.name, path=artifact.path, analysed_with=probe.analysed_with, samples=len(x[0]),
         accuracy=score.accuracy, reference_accuracy=score.reference_accuracy,
         accuracy_delta_pts=score.accuracy_delta_pts, agreement=score.agreement, sqnr_db=score.sqnr_db,
         layers=layers, advice=advice, recovery=recovery, headline=score.headline,
     )
+
+
+def _model_inputs(test: tuple[Any, ...], source: Any, samples: int, name: str) -> list[np.ndarray]:
+    """The first ``samples`` test samples of every input, in the model's input order and each in
+    the model's own dtype: uint8 pixels for a float model become floats, token ids stay integers."""
+    specs = source.input_specs
+    if len(specs) != len(test):
+        raise BadInputError(f"{name}'s float reference takes {len(specs)} input(s); the data holds {len(test)} "
+                            "(x_test_0, x_test_1, … in the model's input order)")
+    return [np.asarray(a[:samples]).astype(dtype, copy=False) for a, (_, dtype) in zip(test, specs)]

@@ -26,6 +26,7 @@ from edgeship.converters import tflite as _tflite
 from edgeship.doctor.layers import LayerTrace, Probe, layer_name, unique_names
 from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
+from edgeship.runtimes._session import in_order
 
 _VERIFY = "NumericVerify"
 _BATCH = 50
@@ -57,13 +58,18 @@ class _Verified:
         self.pairs = [tuple(op["inputs"][:2]) for op in self.ops if op["op_name"] == _VERIFY]
         self.producer = {t: op for op in self.ops for t in op["outputs"]}
 
-    def batches(self, x: np.ndarray) -> Iterator[None]:
-        index = self.interp.get_input_details()[0]["index"]
-        for i in range(0, len(x), _BATCH):
-            chunk = np.ascontiguousarray(x[i : i + _BATCH], dtype=None if x.dtype.kind in "iu" else np.float32)
-            self.interp.resize_tensor_input(index, chunk.shape)
+    def batches(self, x: Sequence[np.ndarray]) -> Iterator[None]:
+        """Run ``x`` (one array per input, in the source model's order) a batch at a time."""
+        details = self.interp.get_input_details()
+        arrays = in_order([_batchless(d) for d in details], x)  # TFLite orders inputs by name
+        for i in range(0, len(arrays[0]), _BATCH):
+            chunks = [np.ascontiguousarray(a[i : i + _BATCH], dtype=None if a.dtype.kind in "iu" else np.float32)
+                      for a in arrays]
+            for detail, chunk in zip(details, chunks):
+                self.interp.resize_tensor_input(detail["index"], chunk.shape)
             self.interp.allocate_tensors()
-            self.interp.set_tensor(index, chunk)
+            for detail, chunk in zip(details, chunks):
+                self.interp.set_tensor(detail["index"], chunk)
             self.interp.invoke()
             yield
 
@@ -78,6 +84,11 @@ class _Verified:
 
     def name(self, index: int) -> str:
         return self.details[index]["name"]
+
+
+def _batchless(detail: dict[str, Any]) -> tuple[int, ...]:
+    """An input's shape with the batch dimension open, as ``in_order`` matches shapes."""
+    return (-1, *(int(d) for d in detail["shape"][1:]))
 
 
 def _traces(local: _Verified) -> dict[int, LayerTrace]:
@@ -97,7 +108,7 @@ def _traces(local: _Verified) -> dict[int, LayerTrace]:
     return traces
 
 
-def _accumulated(model: bytes, x: np.ndarray, traces: dict[int, LayerTrace], local: _Verified) -> None:
+def _accumulated(model: bytes, x: Sequence[np.ndarray], traces: dict[int, LayerTrace], local: _Verified) -> None:
     """Pair the whole-model-verify tensors with the local ones by the quantized tensor's name."""
     whole = _Verified(model)
     by_name = {local.name(q): trace for q, trace in traces.items()}
@@ -107,11 +118,25 @@ def _accumulated(model: bytes, x: np.ndarray, traces: dict[int, LayerTrace], loc
             trace.add_model(*whole.values(q, f))
 
 
-def _input_range(path: Path) -> tuple[float, float] | None:
-    """The float input range the artifact quantizes its input to (its int8 input, or the first
-    QUANTIZE of a float-input model)."""
+def _input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """The float range the artifact quantizes the model's first input (``x[0]``) to: its int8
+    input, or the first QUANTIZE of a float input."""
     interp = _interpreter(path=path)
-    detail = interp.get_input_details()[0]
+    details = interp.get_input_details()
+    ordered = in_order([_batchless(d) for d in details], x)
+    first = next((i for i, a in enumerate(ordered) if a is x[0]), 0)
+    params = [_quantization(interp, d) for d in details]
+    if params[first] is None or params.count(params[first]) > 1:
+        # inputs that share one scale took the range of the op that joins them (CONCATENATION
+        # requires one scale): that range says nothing about how this input was calibrated
+        return None
+    scale, zero_point, dtype = params[first]
+    info = np.iinfo(dtype)
+    return scale * (info.min - zero_point), scale * (info.max - zero_point)
+
+
+def _quantization(interp: Any, detail: dict[str, Any]) -> tuple[float, int, np.dtype] | None:
+    """(scale, zero point, dtype) an input is quantized with: its own, or its QUANTIZE op's output's."""
     if np.dtype(detail["dtype"]).kind not in "iu":
         quantize = next((op for op in interp._get_ops_details()
                          if op["op_name"] == "QUANTIZE" and op["inputs"][0] == detail["index"]), None)
@@ -121,13 +146,12 @@ def _input_range(path: Path) -> tuple[float, float] | None:
     params = detail["quantization_parameters"]
     if not len(params["scales"]):
         return None
-    info = np.iinfo(np.dtype(detail["dtype"]))
-    scale, zero_point = float(params["scales"][0]), int(params["zero_points"][0])
-    return scale * (info.min - zero_point), scale * (info.max - zero_point)
+    return float(params["scales"][0]), int(params["zero_points"][0]), np.dtype(detail["dtype"])
 
 
-def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: Any) -> Probe:
-    """Per-layer figures of ``artifact``'s rebuild on ``x`` and a builder of denylisted variants."""
+def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
+    """Per-layer figures of ``artifact``'s rebuild on ``x`` (one array per model input, in the
+    model's order and dtypes) and a builder of denylisted variants."""
     tf = _tf()
     from tensorflow.lite.python import convert as _convert  # mlir_quantize: what the debugger calls
 
@@ -136,13 +160,12 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
                                     "converts Keras and SavedModel models")
     precision = artifact.precision
     n = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
-    samples = _calibration.prepare(dataset, source.input_shape, target=f"tflite:{precision}", samples=n,
-                                   dtype=source.input_dtype)
+    samples = _calibration.prepare_all(dataset, source, target=f"tflite:{precision}", samples=n)
     converter = _tflite.tf_converter(source, use_float=True)
     _tflite.configure(converter, precision, samples, qat=False)
-    with _quiet():
+    with _quiet():  # the debugger feeds a sample's inputs as a list, in the model's order
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: ([x[i : i + 1]] for i in range(len(x))))
+            converter=converter, debug_dataset=lambda: ([a[i : i + 1] for a in x] for i in range(len(x[0]))))
     local = _Verified(debugger.quant_model)
     traces = _traces(local)
     for _ in local.batches(x):
@@ -154,7 +177,8 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     _accumulated(whole, x, traces, local)
     tensors = {t.name: t.tensor for t in traces.values()}
     io = tf.int8 if precision == "int8" else tf.float32
-    io_in = io if np.dtype(source.input_dtype).kind == "f" else tf.float32  # integer ids stay as they are
+    # integer ids stay as they are; mlir_quantize takes one input type for every input
+    io_in = io if all(np.dtype(d).kind == "f" for _, d in source.input_specs) else tf.float32
     per_tensor = bool(getattr(converter, "_experimental_disable_per_channel", False))
 
     def build(float_layers: Sequence[str]) -> bytes:
@@ -168,7 +192,16 @@ def probe(source: Any, artifact: Artifact, path: Path, x: np.ndarray, dataset: A
     return Probe(
         layers=[t.result() for t in traces.values()], build=build, suffix=_tflite.SUFFIX,
         analysed_with=(f"tf.lite QuantizationDebugger (TensorFlow {tf.__version__}): the float reference "
-                       f"re-quantized as {artifact.name} with {len(samples)} calibration samples from "
-                       f"'{dataset.name}', NumericVerify pairs on {len(x)} test samples.{qat}"),
-        input_range=_input_range(path),
+                       f"re-quantized as {artifact.name} with {_count(samples)} calibration samples from "
+                       f"'{dataset.name}', NumericVerify pairs on {len(x[0])} test samples{_inputs(x)}.{qat}"),
+        input_range=_input_range(path, x),
     )
+
+
+def _count(samples: np.ndarray | list[np.ndarray]) -> int:
+    return len(samples[0] if isinstance(samples, list) else samples)
+
+
+def _inputs(x: Sequence[np.ndarray]) -> str:
+    """How many inputs fed the comparison, said only where there are several."""
+    return f" (each of the {len(x)} inputs fed)" if len(x) > 1 else ""

@@ -121,19 +121,22 @@ class VersionedFile(Record):
     """A record stored as its own JSON file, with ``schema_version`` checked on read."""
 
     file_name: ClassVar[str]
+    #: the newest schema_version this code reads for this kind of file (a file is written with the
+    #: oldest version that describes it, so older readers still read what they can)
+    newest_schema: ClassVar[int] = SCHEMA_VERSION
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         version = data.get("schema_version") if isinstance(data, dict) else None
         if not isinstance(version, int) or isinstance(version, bool):
             raise BadInputError(f"{cls.__name__}: 'schema_version' must be an integer, received {version!r}")
-        if version > SCHEMA_VERSION:
+        if version > cls.newest_schema:
             writer = data.get("edgeship_version")
             wanted = (f"it was written by edgeship {writer}: pip install 'edgeship>={writer}'"
                       if isinstance(writer, str) and writer else "upgrade edgeship (pip install -U edgeship)")
             raise BadInputError(
                 f"{cls.__name__}: schema_version {version} is newer than this edgeship {_version()} understands "
-                f"({SCHEMA_VERSION}); {wanted}"
+                f"({cls.newest_schema}); {wanted}"
             )
         return super().from_dict(data)
 
