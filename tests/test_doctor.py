@@ -9,6 +9,7 @@ give ``spiky``'s output a step of ~4.7, which crushes the 32 real channels: full
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -187,3 +188,43 @@ def test_advice_rules(digits):
     assert "--calibrate-method percentile" in onnx[0].message
     tflite = advise(artifact("tflite", 300), [spiky], (0.0, 1.0), digits, digits.calibration(100), score, None)
     assert [a.kind for a in tflite] == ["outliers"] and "ReLU6" in tflite[0].message
+
+
+def test_spiky_drop_is_called_damage_with_strata_over_the_test_split(doctored, digits):
+    _, report = doctored
+    for diagnosis in report.artifacts:
+        margins = diagnosis.margins
+        assert margins.split == "test" and sum(b.samples for b in margins.bins) == len(digits.x_test)
+        assert sum(b.agreed for b in margins.bins) == pytest.approx(diagnosis.agreement * len(digits.x_test))
+        verdict = diagnosis.advice[0]
+        assert verdict.kind == "damage" and "spiky" in verdict.message, diagnosis.advice
+        assert margins.confident_agreement < 0.9 and not any(a.kind == "ambiguity" for a in diagnosis.advice)
+
+
+def test_candidates_are_chosen_on_val_and_reported_on_test(doctored, digits):
+    folder, report = doctored
+    manifest = Manifest.load(folder)
+    for diagnosis in report.artifacts:
+        recovery = diagnosis.recovery
+        assert recovery.chosen_on == "val" and {s.split for s in recovery.steps} == {"val"}
+        chosen = next(s for s in recovery.steps if s.within_drop)
+        test = recovery.test
+        assert test.split == "test" and test.float_layers == chosen.float_layers == recovery.float_layers
+        assert sum(b.samples for b in test.margins.bins) == len(digits.x_test)
+        # the float model's accuracy differs between the splits: the two scores are of different samples
+        assert test.headline.reference != chosen.headline.reference
+        mixed = manifest.get(f"{diagnosis.artifact}-mixed")
+        assert mixed.settings["chosen_on"] == "val" and mixed.settings["accuracy_split"] == "test"
+        assert mixed.settings["accuracy_delta_pts"] == test.accuracy_delta_pts
+
+
+def test_without_a_validation_split_the_choice_says_it_is_optimistic(spiky_dir, tmp_path, digits):
+    from edgeship.doctor import NO_VAL
+
+    folder = shutil.copytree(spiky_dir, tmp_path / "out")
+    no_val = dataclasses.replace(digits, x_val=digits.x_val[:0], y_val=digits.y_val[:0])
+    report = diagnose(folder, data=no_val, max_drop=MAX_DROP, artifact="tflite:int8-float-io", samples=50,
+                      max_layers=0, runs=5)
+    recovery = report.artifacts[0].recovery
+    assert recovery.chosen_on == "test" and NO_VAL in recovery.note
+    assert {s.split for s in recovery.steps} == {"test"}

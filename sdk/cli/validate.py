@@ -100,21 +100,40 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
                       f"{layer.range_min:.3g}…{layer.range_max:.3g}", f"{layer.outlier_ratio:.1f}x",
                       f"{layer.channel_spread:.1f}x")
     out_console.print(table)
+    if d.margins is not None:
+        out_console.print(f"  {_margin_line(d.margins)}", highlight=False)
     for advice in d.advice:
         out_console.print(f"  [yellow]{advice.kind}[/]: {advice.message}", highlight=False)
     r = d.recovery
     if r is None:
         return
+    if r.steps:
+        out_console.print(f"  candidates chosen on the {r.chosen_on} split:", highlight=False)
     for step in r.steps:
         verdict = "[green]fits[/]" if step.within_drop else "[red]too far[/]"
         kept = f"float {', '.join(step.float_layers)}" if step.float_layers else "all int8 (rebuilt)"
         out_console.print(f"  {kept}: {said(step)}, {_size(step.size_bytes)} {verdict}", highlight=False)
+    if r.test is not None:
+        agreement = "" if r.test.agreement is None else f", agreement {r.test.agreement:.1%}"
+        out_console.print(f"  chosen model on the test split: {said(r.test)}{agreement}", highlight=False)
+        if r.test.margins is not None:
+            out_console.print(f"  {_margin_line(r.test.margins)}", highlight=False)
     if r.artifact is not None:
         p50 = f", p50 x{r.p50_ratio:.2f}" if r.p50_ratio is not None else ""
         out_console.print(f"  [bold]{r.artifact.name}[/] -> {r.artifact.path}: size x{r.size_ratio:.2f}{p50} vs "
                           f"{d.artifact}. {r.note}", highlight=False)
     elif r.note:
         out_console.print(f"  {'' if r.within_drop else '[red]'}{r.note}", highlight=False)
+
+
+def _margin_line(m: Any) -> str:
+    """``agreement by float top-2 margin (test): <0.1 61.5% of 13 · 0.1-0.25 92.0% of 25 · …``"""
+    parts = []
+    for b in m.bins:
+        span = f"<{b.high:g}" if b.low == 0 else f"≥{b.low:g}" if b.high >= 1 else f"{b.low:g}-{b.high:g}"
+        share = "—" if b.agreement is None else f"{b.agreement:.1%}"
+        parts.append(f"{span} {share} of {b.samples}")
+    return f"agreement by float top-2 margin ({m.split}): " + " · ".join(parts)
 
 
 @cli.command()

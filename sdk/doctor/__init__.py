@@ -14,8 +14,11 @@ For each int8 artifact of a converted folder (``run.py`` holds the flow):
    inputs that do not look like the training inputs;
 3. **recovery** (``recovery.py``, with ``max_drop``) — the worst layers are kept in float one at a
    time, each alone or with the layers that read its output, until the accuracy drop against the
-   float reference fits; that artifact is written beside the others and registered in
-   manifest.json.
+   float reference fits on the validation split; that artifact is scored on the test split,
+   written beside the others and registered in manifest.json;
+4. **margins** (``margins.py``) — agreement with float by the float model's top-2 margin, which
+   tells ambiguous inputs (the float model is unsure; int8 flips them first) from a damaged layer
+   (int8 flips confident inputs too); advice names which.
 
 Everything lands in ``doctor.json`` (a DoctorReport, ``records.py``: the data model, which imports
 none of the other parts). A new format is one probe module plus one line in ``run.PROBES``.
@@ -23,7 +26,10 @@ none of the other parts). A new format is one probe module plus one line in ``ru
 
 from __future__ import annotations
 
-from edgeship.doctor.records import Advice, Diagnosis, DoctorReport, LayerError, Recovery, RecoveryStep
+from edgeship.doctor.records import (Advice, Diagnosis, DoctorReport, LayerError, MarginBin, Margins, Recovery,
+                                     RecoveryStep)
+from edgeship.doctor.recovery import NO_VAL
 from edgeship.doctor.run import DOCTORED, diagnose
 
-__all__ = ["diagnose", "DoctorReport", "Diagnosis", "LayerError", "Advice", "Recovery", "RecoveryStep", "DOCTORED"]
+__all__ = ["diagnose", "DoctorReport", "Diagnosis", "LayerError", "Advice", "Margins", "MarginBin", "Recovery",
+           "RecoveryStep", "DOCTORED", "NO_VAL"]

@@ -5,6 +5,9 @@
     few-samples        fewer than 100 calibration samples          -> calibrate on 100-500
     normalisation      calibrated input range (or the calibration  -> calibrate on inputs preprocessed
                        samples) unlike the training inputs            like the training split
+    ambiguity          the disagreements sit on inputs the float    -> not a layer's fault: float layers
+                       model is unsure of (low top-2 margin)           will not remove them
+    damage             int8 flips inputs the float model is sure of -> the worst layers (above)
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgeship.doctor.records import Advice, LayerError, Recovery
+from edgeship.doctor.records import Advice, LayerError, Margins, Recovery
 from edgeship.records import AccuracyDelta, Artifact
 
 #: a layer below this per-channel SQNR is harmful enough for its range to be worth explaining
@@ -22,20 +25,62 @@ OUTLIER_RATIO = 10.0  # max |x| over its 99.9th percentile
 CHANNEL_SPREAD = 20.0  # widest channel's peak over the median channel's
 MIN_SAMPLES = 100
 RANGE_RATIO = (0.5, 4.0)  # calibrated input span over the training inputs' span
+#: below this agreement with float the doctor says where the disagreements sit
+AGREEMENT_OK = 0.99
+#: ambiguity: confident inputs agree at least this well, and this share of disagreements is unsure
+CONFIDENT_AGREEMENT, UNSURE_SHARE = 0.99, 0.8
 
 
 def advise(artifact: Artifact, layers: Sequence[LayerError], input_range: tuple[float, float] | None,
-           dataset: Any, calibration: Any, score: AccuracyDelta,
-           recovery: Recovery | None) -> tuple[Advice, ...]:
-    """Every finding, most specific first."""
-    found: list[Advice] = []
+           dataset: Any, calibration: Any, score: AccuracyDelta, recovery: Recovery | None, *,
+           margins: Margins | None = None, baseline: AccuracyDelta | None = None) -> tuple[Advice, ...]:
+    """Every finding, the verdict (ambiguity or damage) first, then the most specific.
+
+    ``score`` is the artifact on test, ``baseline`` on the split recovery chose on (compared with
+    the recovery's own rebuild there)."""
+    found: list[Advice] = _verdict(score, margins, layers)
     for layer in layers:
         if layer.sqnr_db < HARMFUL_DB:
             found += _ranges(layer, artifact.format)
     found += _few_samples(artifact)
     found += _normalisation(input_range, dataset, calibration)
-    found += _rebuild_gap(artifact, score, recovery, dataset)
+    found += _rebuild_gap(artifact, baseline or score, recovery, dataset)
     return tuple(found)
+
+
+def ambiguous(margins: Margins) -> bool:
+    """The disagreements sit on inputs the float model is unsure about, and confident ones agree."""
+    total = margins.disagreements
+    sure = margins.confident_agreement
+    return total > 0 and margins.unsure_disagreements >= UNSURE_SHARE * total \
+        and (sure is None or sure >= CONFIDENT_AGREEMENT)
+
+
+def _verdict(score: AccuracyDelta, margins: Margins | None, layers: Sequence[LayerError]) -> list[Advice]:
+    """Ambiguity or damage, from where the disagreements sit by the float model's top-2 margin."""
+    if margins is None or score.agreement is None or score.agreement >= AGREEMENT_OK or not margins.disagreements:
+        return []
+    total, unsure, edge = margins.disagreements, margins.unsure_disagreements, margins.confident_from
+    sure = "—" if margins.confident_agreement is None else f"{margins.confident_agreement:.1%}"
+    confident = sum(b.samples for b in margins.bins if b.low >= edge)
+    evidence = {"agreement": score.agreement, "disagreements": total, "unsure_disagreements": unsure,
+                "confident_from": edge, "confident_samples": confident, "confident_agreement": margins.confident_agreement,
+                "median_margin": round(margins.median_margin, 4),
+                "disagreement_median_margin": None if margins.disagreement_median_margin is None
+                else round(margins.disagreement_median_margin, 4)}
+    medians = (f"median margin {margins.disagreement_median_margin:.2f} among disagreements, "
+               f"{margins.median_margin:.2f} overall")
+    if ambiguous(margins):
+        return [Advice(kind="ambiguity", evidence=evidence, message=(
+            f"ambiguity: the drop is on inputs the float model itself is unsure about (top-2 margin < {edge:g}): "
+            f"{unsure} of {total} disagreements; on confident inputs agreement is {sure} ({confident} samples); "
+            f"{medians}. Keeping layers in float will not remove it: the inputs are ambiguous or unlike the "
+            "training data"))]
+    worst = ", ".join(f"{l.name} ({l.sqnr_db:.1f} dB)" for l in layers[:3])
+    return [Advice(kind="damage", layer=layers[0].name if layers else "", evidence=evidence, message=(
+        f"damage: int8 flips inputs the float model is sure of (top-2 margin ≥ {edge:g}): agreement there is "
+        f"{sure} ({confident} samples), {total - unsure} of {total} disagreements; {medians}. "
+        f"Worst layers: {worst or 'none measured'}"))]
 
 
 def _ranges(layer: LayerError, fmt: str) -> list[Advice]:

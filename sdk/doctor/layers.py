@@ -152,3 +152,9 @@ class Context:
     max_layers: int
     runs: int
     progress: Progress
+    #: the float outputs on the split candidates are chosen on (validation; test where it is empty)
+    select: Any = None
+    select_split: str = "test"
+
+    def select_scorer(self) -> Any:
+        return self.select if self.select is not None else self.scorer

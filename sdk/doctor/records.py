@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from edgeship.errors import BadInputError
 from edgeship.records import SCHEMA_VERSION, Artifact, Headline, Record, VersionedFile
 
-__all__ = ["LayerError", "Advice", "RecoveryStep", "Recovery", "Diagnosis", "DoctorReport"]
+__all__ = ["LayerError", "Advice", "MarginBin", "Margins", "RecoveryStep", "Recovery", "Diagnosis", "DoctorReport"]
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,45 @@ class Advice(Record):
 
 
 @dataclass(frozen=True)
+class MarginBin(Record):
+    """Samples whose float top-2 probability margin lies in [low, high), and how many the artifact
+    classified as float did (``agreement`` is None for an empty bin)."""
+
+    low: float
+    high: float
+    samples: int
+    agreed: int
+    agreement: float | None = None
+
+
+@dataclass(frozen=True)
+class Margins(Record):
+    """Agreement with float by the float model's top-2 margin on one split (classification only).
+
+    Low-margin samples are ones the float model itself is unsure about: int8 flips them first.
+    ``confident_from`` is the margin from which a sample counts as confident; the medians tell
+    where the disagreements sit against all samples (None when there are none)."""
+
+    split: str
+    bins: tuple[MarginBin, ...]
+    confident_from: float
+    median_margin: float
+    disagreement_median_margin: float | None = None
+    confident_agreement: float | None = None
+
+    @property
+    def disagreements(self) -> int:
+        return sum(b.samples - b.agreed for b in self.bins)
+
+    @property
+    def unsure_disagreements(self) -> int:
+        return sum(b.samples - b.agreed for b in self.bins if b.high <= self.confident_from)
+
+
+@dataclass(frozen=True)
 class RecoveryStep(Record):
-    """One model tried: these layers in float, the rest int8, scored on the test split."""
+    """One model tried: these layers in float, the rest int8, scored on ``split`` (candidates on
+    the validation split; the chosen one again on test, with its margin strata)."""
 
     float_layers: tuple[str, ...]
     accuracy: float | None
@@ -67,6 +104,8 @@ class RecoveryStep(Record):
     size_bytes: int
     within_drop: bool
     headline: Headline | None = None
+    split: str = "test"
+    margins: Margins | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +114,9 @@ class Recovery(Record):
 
     ``steps[0]`` is the doctor's own all-int8 rebuild (same settings, the dataset's calibration
     samples); ratios compare the written artifact with the original int8 one (p50 latency timed
-    interleaved, one thread)."""
+    interleaved, one thread). Candidates are chosen on ``chosen_on`` (the validation split, so the
+    choice does not fit the test split) and ``within_drop`` is judged there; ``test`` holds the
+    chosen model's figures on the test split, the ones to report."""
 
     max_drop: float
     within_drop: bool
@@ -86,11 +127,14 @@ class Recovery(Record):
     p50_ratio: float | None = None
     p50_ms: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    chosen_on: str = "test"
+    test: RecoveryStep | None = None
 
 
 @dataclass(frozen=True)
 class Diagnosis(Record):
-    """One int8 artifact: its accuracy as it is, its layers worst first, advice and recovery."""
+    """One int8 artifact: its accuracy as it is (test split), its layers worst first, its agreement
+    by float top-2 margin (classification), advice and recovery."""
 
     artifact: str
     path: str
@@ -105,6 +149,7 @@ class Diagnosis(Record):
     advice: tuple[Advice, ...] = ()
     recovery: Recovery | None = None
     headline: Headline | None = None
+    margins: Margins | None = None
 
 
 @dataclass(frozen=True)

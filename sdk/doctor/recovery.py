@@ -1,9 +1,11 @@
 """The doctor's recovery: keep the most harmful layers in float until the accuracy drop fits.
 
-Each model tried is built by the backend's Probe, run on the whole test split and scored against
-the float reference's outputs (``edgeship.tasks.Scorer``, the same figures ``validate`` gives);
-the first within the drop is written as ``<model>.<precision>-mixed<suffix>``, registered in
-manifest.json, and timed against the int8 artifact it replaces.
+Each model tried is built by the backend's Probe, run on the whole validation split and scored
+against the float reference's outputs there (``edgeship.tasks.Scorer``, the same figures
+``validate`` gives). The first within the drop is scored once more on the test split, which took
+no part in choosing it (the figures to report), written as ``<model>.<precision>-mixed<suffix>``,
+registered in manifest.json, and timed against the int8 artifact it replaces. Without a
+validation split candidates are chosen on test, and the note says so.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from typing import Any, Sequence
 
 from edgeship import _io
 from edgeship._deps import quiet_native_stderr
+from edgeship.doctor.advice import ambiguous
 from edgeship.doctor.layers import Context, Probe
-from edgeship.doctor.records import LayerError, Recovery, RecoveryStep
+from edgeship.doctor.margins import strata
+from edgeship.doctor.records import LayerError, Margins, Recovery, RecoveryStep
 from edgeship.records import Artifact, Manifest
-from edgeship.tasks import delta_of, said
+from edgeship.tasks import align, delta_of, said
 
 #: the suffix of a recovered artifact's precision: ``int8`` -> ``int8-mixed``
 MIXED = "-mixed"
+NO_VAL = "no validation split: chosen and reported on test — the figures are optimistic"
 
 
 class _Trials:
@@ -31,34 +36,43 @@ class _Trials:
         self.ctx, self.probe, self.tmp = ctx, probe, tmp
         self.steps: list[RecoveryStep] = []
         self.winner: bytes | None = None
+        self.winner_path: Path | None = None
 
     def score(self, float_layers: tuple[str, ...]) -> RecoveryStep:
-        from edgeship.runtimes import load
-
         blob = self.probe.build(float_layers)
         path = self.tmp / f"trial-{len(self.steps)}{self.probe.suffix}"
         path.write_bytes(blob)
-        with quiet_native_stderr():
-            outputs = load(path).predict_outputs(self.ctx.dataset.inputs("test"))
-        delta = self.ctx.scorer(outputs)
-        step = RecoveryStep(float_layers=float_layers, accuracy=delta.accuracy,
-                            accuracy_delta_pts=delta.accuracy_delta_pts, agreement=delta.agreement,
-                            sqnr_db=delta.sqnr_db, size_bytes=len(blob),
-                            within_drop=not self.ctx.gate.check(delta), headline=delta.headline)
-        self.ctx.progress("doctor", f"float {list(float_layers) or 'nothing'}: {said(delta)}")
+        step = _scored(self.ctx, path, float_layers, len(blob), self.ctx.select_split)
+        self.ctx.progress("doctor", f"float {list(float_layers) or 'nothing'} on {step.split}: {said(step)}")
         self.steps.append(step)
         if step.within_drop and self.winner is None:
-            self.winner = blob
+            self.winner, self.winner_path = blob, path
         return step
 
 
+def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, split: str) -> RecoveryStep:
+    """The model at ``path`` scored against float on ``split``; on test with its margin strata."""
+    from edgeship.runtimes import load
+
+    scorer = ctx.scorer if split == "test" else ctx.select_scorer()
+    with quiet_native_stderr():
+        outputs = load(path).predict_outputs(ctx.dataset.inputs(split))
+    delta = scorer(outputs)
+    margins = strata(scorer.reference, align(scorer.reference, outputs), scorer.task, split) if split == "test" \
+        else None
+    return RecoveryStep(float_layers=float_layers, accuracy=delta.accuracy, accuracy_delta_pts=delta.accuracy_delta_pts,
+                        agreement=delta.agreement, sqnr_db=delta.sqnr_db, size_bytes=size,
+                        within_drop=not ctx.gate.check(delta), headline=delta.headline, split=split, margins=margins)
+
+
 def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
-             layers: Sequence[LayerError]) -> Recovery:
+             layers: Sequence[LayerError], margins: Margins | None = None) -> Recovery:
     """Greedy: keep the next-worst layer in float, alone or with its readers, until the drop fits.
 
     A quantized reader requantizes a float layer's output to the same calibrated range, so an
     outlier-dominated tensor only recovers when its readers stay float too; both are tried and
-    the better kept (the smaller set on a tie).
+    the better kept (the smaller set on a tie). ``margins`` (the artifact's on test) tell whether
+    a miss is ambiguity in the data rather than layers left to try.
     """
     with tempfile.TemporaryDirectory(prefix="edgeship-doctor-") as tmp:
         trials = _Trials(ctx, probe, Path(tmp))
@@ -76,16 +90,24 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
                 options.append(trials.score(widened))
             best = max(options, key=lambda s: (s.within_drop, delta_of(s), -len(s.float_layers)))
             kept = best.float_layers
-        note = _note(best, trials.steps, ctx.gate.max_drop, min(len(layers), ctx.max_layers))
+        note = _note(best, trials.steps, ctx.gate.max_drop, min(len(layers), ctx.max_layers),
+                     margins is not None and ambiguous(margins))
+        test = None
+        if best.within_drop and trials.winner_path is not None:
+            test = _scored(ctx, trials.winner_path, best.float_layers, len(trials.winner), "test")
         recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,
                             steps=tuple(trials.steps), float_layers=best.float_layers if best.within_drop else (),
-                            note=note)
+                            note=note if ctx.select is not None else f"{note}; {NO_VAL}",
+                            chosen_on=ctx.select_split, test=test)
         if best.within_drop:
             recovery = _write_mixed(ctx, artifact, path, source, probe, trials.winner, recovery)
     return recovery
 
 
-def _note(best: RecoveryStep, steps: Sequence[RecoveryStep], max_drop: float, tried: int) -> str:
+def _note(best: RecoveryStep, steps: Sequence[RecoveryStep], max_drop: float, tried: int, unsure: bool) -> str:
+    if not best.within_drop and unsure:
+        return (f"no model within {max_drop:g} points after trying {tried} layers in float: the disagreements sit on "
+                "inputs the float model itself is unsure about (see advice), which more float layers do not fix")
     if not best.within_drop:
         return (f"no model within {max_drop:g} points after trying {tried} layers in float; raise max_layers, "
                 "recalibrate (see advice) or train with QAT")
@@ -102,12 +124,12 @@ def _write_mixed(ctx: Context, artifact: Artifact, path: Path, source: Any, prob
 
     precision = artifact.precision + MIXED
     final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
-    winner = next(s for s in recovery.steps if s.within_drop)
+    winner = recovery.test or next(s for s in recovery.steps if s.within_drop)
     # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over
     settings = {k: v for k, v in artifact.settings.items() if k not in ("route", "qat")}
     settings.update(qat=False, float_layers=list(recovery.float_layers), made_from=artifact.name,
-                    made_by="edgeship doctor", max_drop=recovery.max_drop,
-                    accuracy_delta_pts=winner.accuracy_delta_pts)
+                    made_by="edgeship doctor", max_drop=recovery.max_drop, chosen_on=recovery.chosen_on,
+                    accuracy_delta_pts=winner.accuracy_delta_pts, accuracy_split=winner.split)
     with _io.staged(final) as staged:
         _io.write_bytes(staged, blob)
         mixed = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,

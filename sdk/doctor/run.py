@@ -13,15 +13,16 @@ from edgeship.doctor import onnx as _onnx
 from edgeship.doctor import tflite as _tflite
 from edgeship.doctor.advice import advise
 from edgeship.doctor.layers import Context, Probe, ranked
-from edgeship.doctor.records import Diagnosis, DoctorReport, Recovery
-from edgeship.doctor.recovery import recover
+from edgeship.doctor.margins import strata
+from edgeship.doctor.records import Diagnosis, DoctorReport, LayerError, Margins, Recovery
+from edgeship.doctor.recovery import NO_VAL, recover
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError
 from edgeship.progress import Progress, log_progress
-from edgeship.records import Artifact, Gate, Manifest, verified_path
-from edgeship.tasks import Scorer, parse_task, said
+from edgeship.records import AccuracyDelta, Artifact, Gate, Manifest, verified_path
+from edgeship.tasks import Scorer, align, parse_task, said
 from edgeship.validation import dataset_for
 
-__all__ = ["diagnose", "DOCTORED", "PROBES"]
+__all__ = ["diagnose", "DOCTORED", "PROBES", "NO_VAL"]
 
 #: the int8 artifacts the doctor examines
 DOCTORED = {("tflite", "int8"), ("tflite", "int8-float-io"), ("onnx", "int8")}
@@ -61,11 +62,12 @@ def diagnose(
     manifest = Manifest.load(folder)
     chosen = _choose(manifest, artifact)
     dataset = dataset_for(folder, manifest, data)
-    x = dataset.inputs("test")
-    progress("doctor", f"float reference on {len(x[0])} test samples")
-    reference_out = _reference.predictor(folder, manifest)(x[0] if len(x) == 1 else x)
-    scorer = Scorer.for_split(dataset, reference_out, task=parse_task(manifest.task))
+    progress("doctor", f"float reference on {len(dataset.inputs('test')[0])} test samples")
+    task = parse_task(manifest.task)
+    scorer = Scorer.for_split(dataset, _reference.outputs(folder, manifest, dataset, split="test"), task=task)
     context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress)
+    if max_drop is not None:
+        context.select, context.select_split = _selection(folder, manifest, dataset, task, progress)
     diagnoses = tuple(_diagnose_one(context, a) for a in chosen)
     report = DoctorReport(
         edgeship_version=__version__,
@@ -75,6 +77,20 @@ def diagnose(
     )
     report.save(folder)
     return report
+
+
+def _selection(folder: Path, manifest: Manifest, dataset: Any, task: str | None,
+               progress: Progress) -> tuple[Scorer | None, str]:
+    """The scorer candidates are chosen with: the validation split, so that the test split, on
+    which the chosen artifact is reported, plays no part in choosing it; test where val is empty."""
+    from edgeship.converters import reference as _reference
+
+    if not len(dataset.inputs("val")[0]):
+        progress("doctor", NO_VAL)
+        return None, "test"
+    outputs = _reference.outputs(folder, manifest, dataset, split="val")
+    progress("doctor", f"candidates chosen on {len(outputs[0])} validation samples, reported on test")
+    return Scorer.for_split(dataset, outputs, task=task, split="val"), "val"
 
 
 def _check_counts(**counts: Any) -> None:
@@ -108,8 +124,11 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
 
     path = verified_path(ctx.folder, artifact)
     with quiet_native_stderr():
-        outputs = load(path).predict_outputs(ctx.dataset.inputs("test"))
-    score = ctx.scorer(outputs)
+        session = load(path)
+        outputs = session.predict_outputs(ctx.dataset.inputs("test"))
+        chosen = outputs if ctx.select is None else session.predict_outputs(ctx.dataset.inputs(ctx.select_split))
+    score, baseline = ctx.scorer(outputs), ctx.select_scorer()(chosen)
+    margins = strata(ctx.scorer.reference, align(ctx.scorer.reference, outputs), ctx.scorer.task, "test")
     ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
     source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
     x = _model_inputs(ctx.dataset.inputs("test"), source, ctx.samples, artifact.name)
@@ -122,21 +141,30 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
                               f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}") from exc
     try:
         layers = ranked(probe.layers)
-        recovery = None
-        if ctx.gate.max_drop is not None and not ctx.gate.check(score):
-            recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=True,
-                                note=f"{artifact.name} is already within {ctx.gate.max_drop:g} points; nothing to recover")
-        elif ctx.gate.max_drop is not None:
-            recovery = recover(ctx, artifact, path, source, probe, layers)
+        recovery = _recovery(ctx, artifact, path, source, probe, layers, baseline, margins)
     finally:
         probe.close()
-    advice = advise(artifact, layers, probe.input_range, ctx.dataset, ctx.calibration, score, recovery)
+    advice = advise(artifact, layers, probe.input_range, ctx.dataset, ctx.calibration, score, recovery,
+                    margins=margins, baseline=baseline)
     return Diagnosis(
         artifact=artifact.name, path=artifact.path, analysed_with=probe.analysed_with, samples=len(x[0]),
         accuracy=score.accuracy, reference_accuracy=score.reference_accuracy,
         accuracy_delta_pts=score.accuracy_delta_pts, agreement=score.agreement, sqnr_db=score.sqnr_db,
-        layers=layers, advice=advice, recovery=recovery, headline=score.headline,
+        layers=layers, advice=advice, recovery=recovery, headline=score.headline, margins=margins,
     )
+
+
+def _recovery(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
+              layers: tuple[LayerError, ...], baseline: AccuracyDelta, margins: Margins | None) -> Recovery | None:
+    """Recover when the artifact misses the drop on the split candidates are chosen on."""
+    if ctx.gate.max_drop is None:
+        return None
+    if not ctx.gate.check(baseline):
+        note = (f"{artifact.name} is already within {ctx.gate.max_drop:g} points on the {ctx.select_split} split; "
+                "nothing to recover")
+        return Recovery(max_drop=float(ctx.gate.max_drop), within_drop=True, chosen_on=ctx.select_split,
+                        note=note if ctx.select is not None else f"{note}; {NO_VAL}")
+    return recover(ctx, artifact, path, source, probe, layers, margins)
 
 
 def _model_inputs(test: tuple[Any, ...], source: Any, samples: int, name: str) -> list[np.ndarray]:
