@@ -102,8 +102,9 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
     out_console.print(table)
     if d.margins is not None:
         out_console.print(f"  {_margin_line(d.margins)}", highlight=False)
-    for advice in d.advice:
-        out_console.print(f"  [yellow]{advice.kind}[/]: {advice.message}", highlight=False)
+    for advice in d.advice:  # the verdicts' messages open with their kind already
+        text = advice.message.removeprefix(f"{advice.kind}: ")
+        out_console.print(f"  [yellow]{advice.kind}[/]: {text}", highlight=False)
     r = d.recovery
     if r is None:
         return
