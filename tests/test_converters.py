@@ -163,7 +163,7 @@ def test_saved_model_and_keras3_convert_through_the_same_api(float_model_dir, tm
     assert report.entry("tflite:int8").accuracy_delta_pts > -2.0
 
 
-def test_inputs_whose_names_sort_against_their_order_are_calibrated_by_name(tmp_path):
+def test_inputs_whose_names_sort_against_their_order_are_calibrated_and_diagnosed_by_name(tmp_path):
     # TFLite orders a graph's inputs by name: "aa_side" comes before "zz_image", the model's first input
     import tf_keras as k
 
@@ -171,8 +171,13 @@ def test_inputs_whose_names_sort_against_their_order_are_calibrated_by_name(tmp_
     joined = k.layers.Concatenate()([k.layers.Flatten()(image), side])
     model = k.Model([image, side], k.layers.Dense(10, activation="softmax")(joined))
     rng = np.random.default_rng(0)
-    x = rng.random((40, 8, 8, 1), dtype=np.float32), rng.random((40, 2), dtype=np.float32) * 50
-    manifest = convert(model, ["tflite:int8"], calibration=list(x), out=tmp_path)
-    session = edgeship.load(tmp_path / manifest.get("tflite:int8").path)
-    got, want = session.predict_outputs(list(x))[0], model.predict(list(x), verbose=0)
+    x = [rng.random((120, 8, 8, 1), dtype=np.float32), rng.random((120, 2), dtype=np.float32) * 50]
+    labels = model.predict(x, verbose=0).argmax(1)
+    np.savez(tmp_path / "two.npz", x_train_0=x[0][:80], x_train_1=x[1][:80], y_train=labels[:80],
+             x_test_0=x[0][80:], x_test_1=x[1][80:], y_test=labels[80:])
+    manifest = convert(model, ["tflite:int8"], data=tmp_path / "two.npz", out=tmp_path / "out")
+    session = edgeship.load(tmp_path / "out" / manifest.get("tflite:int8").path)
+    got, want = session.predict_outputs(x)[0], model.predict(x, verbose=0)
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.95 and np.abs(got - want).max() < 0.1
+    diagnosis = edgeship.diagnose(tmp_path / "out", samples=40).artifacts[0]
+    assert diagnosis.layers and diagnosis.agreement >= 0.95

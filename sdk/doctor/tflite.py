@@ -162,10 +162,14 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     n = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     samples = _calibration.prepare_all(dataset, source, target=f"tflite:{precision}", samples=n)
     converter = _tflite.tf_converter(source, use_float=True)
-    _tflite.configure(converter, precision, samples, qat=False)
-    with _quiet():  # the debugger feeds a sample's inputs as a list, in the model's order
+    names = _tflite.input_names(source)
+    _tflite.configure(converter, precision, samples, qat=False, names=names)
+    # the debugger feeds a sample's inputs as a list in the graph's order, which sorts them by name
+    graph_order = [x[i] for i in sorted(range(len(x)), key=lambda i: names[i])] if names else list(x)
+    with _quiet():
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: ([a[i : i + 1] for a in x] for i in range(len(x[0]))))
+            converter=converter,
+            debug_dataset=lambda: ([a[i : i + 1] for a in graph_order] for i in range(len(x[0]))))
     local = _Verified(debugger.quant_model)
     traces = _traces(local)
     for _ in local.batches(x):
