@@ -155,6 +155,8 @@ class Context:
     #: the float outputs on the split candidates are chosen on (validation; test where it is empty)
     select: Any = None
     select_split: str = "test"
+    #: why candidates are chosen on test, when they are (said in the recovery's note)
+    select_note: str = ""
 
     def select_scorer(self) -> Any:
         return self.select if self.select is not None else self.scorer

@@ -97,7 +97,7 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             test = _scored(ctx, trials.winner_path, best.float_layers, len(trials.winner), "test")
         recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,
                             steps=tuple(trials.steps), float_layers=best.float_layers if best.within_drop else (),
-                            note=note if ctx.select is not None else f"{note}; {NO_VAL}",
+                            note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}",
                             chosen_on=ctx.select_split, test=test)
         if best.within_drop:
             recovery = _write_mixed(ctx, artifact, path, source, probe, trials.winner, recovery)

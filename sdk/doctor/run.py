@@ -67,7 +67,8 @@ def diagnose(
     scorer = Scorer.for_split(dataset, _reference.outputs(folder, manifest, dataset, split="test"), task=task)
     context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress)
     if max_drop is not None:
-        context.select, context.select_split = _selection(folder, manifest, dataset, task, progress)
+        context.select, context.select_split, context.select_note = _selection(
+            folder, manifest, dataset, task, scorer, progress)
     diagnoses = tuple(_diagnose_one(context, a) for a in chosen)
     report = DoctorReport(
         edgeship_version=__version__,
@@ -79,18 +80,33 @@ def diagnose(
     return report
 
 
-def _selection(folder: Path, manifest: Manifest, dataset: Any, task: str | None,
-               progress: Progress) -> tuple[Scorer | None, str]:
+def _selection(folder: Path, manifest: Manifest, dataset: Any, task: str | None, test: Scorer,
+               progress: Progress) -> tuple[Scorer | None, str, str]:
     """The scorer candidates are chosen with: the validation split, so that the test split, on
-    which the chosen artifact is reported, plays no part in choosing it; test where val is empty."""
+    which the chosen artifact is reported, plays no part in choosing it. Test where val is empty,
+    or where val is judged by another figure than test (an autoencoder's anomaly labels may mark
+    the test split only: its drop would be AUC points on test and error growth on val)."""
     from edgeship.converters import reference as _reference
 
     if not len(dataset.inputs("val")[0]):
         progress("doctor", NO_VAL)
-        return None, "test"
+        return None, "test", NO_VAL
     outputs = _reference.outputs(folder, manifest, dataset, split="val")
+    val = Scorer.for_split(dataset, outputs, task=task, split="val")
+    on_val, on_test = _headline_of(val), _headline_of(test)
+    if on_val != on_test:
+        why = (f"the validation split is judged by {on_val[0]} ({on_val[1]}), the test split by {on_test[0]} "
+               f"({on_test[1]}): chosen and reported on test — the figures are optimistic")
+        progress("doctor", why)
+        return None, "test", why
     progress("doctor", f"candidates chosen on {len(outputs[0])} validation samples, reported on test")
-    return Scorer.for_split(dataset, outputs, task=task, split="val"), "val"
+    return val, "val", ""
+
+
+def _headline_of(scorer: Scorer) -> tuple[str, str]:
+    """(name, unit) of the figure ``scorer`` judges by: the float model scored against itself."""
+    head = scorer(scorer.reference).headline
+    return (head.name, head.unit) if head is not None else ("accuracy", "points")
 
 
 def _check_counts(**counts: Any) -> None:
@@ -163,7 +179,7 @@ def _recovery(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: 
         note = (f"{artifact.name} is already within {ctx.gate.max_drop:g} points on the {ctx.select_split} split; "
                 "nothing to recover")
         return Recovery(max_drop=float(ctx.gate.max_drop), within_drop=True, chosen_on=ctx.select_split,
-                        note=note if ctx.select is not None else f"{note}; {NO_VAL}")
+                        note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}")
     return recover(ctx, artifact, path, source, probe, layers, margins)
 
 
