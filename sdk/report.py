@@ -17,7 +17,7 @@ import numpy as np
 from edgeship import _io
 from edgeship._deps import require
 from edgeship.records import Report, ReportEntry
-from edgeship.tasks import value_text
+from edgeship.tasks import change_text, value_text
 
 PAGE_NAME = "report.html"
 _COLORS = {"keras": "#6b7280", "tflite": "#f59e0b", "onnx": "#2563eb", "coreml": "#10b981"}
@@ -177,7 +177,7 @@ def _table(report: Report) -> str:
         v, b = e.validation, e.benchmark
         h = v.headline if v else None
         cells = [e.name, f"{e.size_bytes / 1024:.1f} KiB"]
-        cells += [value_text(h.unit, h.value) if h else "—", f"{h.delta:+.2f}" if h else "—",
+        cells += [value_text(h.unit, h.value) if h else "—", change_text(h) if h else "—",
                   f"{v.agreement * 100:.1f}%" if v.agreement is not None else "—",
                   f"{v.sqnr_db:.1f}", f"{v.max_abs_error:.2g}"] if v else ["—"] * 5
         cells += [f"{b.p50_ms * 1000:.0f}", f"{b.p99_ms * 1000:.0f}"] if b else ["—", "—"]

@@ -149,12 +149,19 @@ def value_text(unit: str, value: float | None) -> str:
     return f"{value * 100:.2f}%" if unit == "points" else f"{value:.4f}" if unit == "AUC points" else f"{value:.4g}"
 
 
+def change_text(head: Headline) -> str:
+    """The change as its unit reads: points gained (+) or lost (-); for a ``%`` unit the error's
+    growth itself (``+3.10`` when it grew), though ``Headline.delta`` is negative when worse."""
+    shown = -head.delta if head.unit.startswith("%") else head.delta
+    return f"{shown + 0.0:+.2f}"  # + 0.0: no "-0.00"
+
+
 def said(delta: Any) -> str:
-    """The headline change in words: ``accuracy -1.25 points``, ``MAE +3.1 % error growth``."""
+    """The headline change in words: ``accuracy -1.25 points``, ``MAE +3.10 % error growth``."""
     head = getattr(delta, "headline", None)
     if head is None:
         return f"SQNR {getattr(delta, 'sqnr_db', 0.0):.1f} dB"
-    return f"{head.name} {head.delta:+.2f} {head.unit}"
+    return f"{head.name} {change_text(head)} {head.unit}"
 
 
 def _replace(delta: AccuracyDelta, **changes: object) -> AccuracyDelta:

@@ -22,7 +22,7 @@ from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, 
 from edgeship.progress import Progress, log_progress
 from edgeship.records import (Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord,
                               verified_path)
-from edgeship.tasks import Scorer, parse_task
+from edgeship.tasks import Scorer, change_text, parse_task
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def _summary(entry: ReportEntry) -> str:
     if entry.validation is None:
         return entry.status
     head = entry.validation.headline
-    text = (f"{head.name} {head.value:.4g} ({head.delta:+.2f} {head.unit})" if head is not None else
+    text = (f"{head.name} {head.value:.4g} ({change_text(head)} {head.unit})" if head is not None else
             f"SQNR {entry.validation.sqnr_db:.1f} dB")
     return text + (f", p50 {entry.benchmark.p50_ms * 1000:.0f} µs" if entry.benchmark else "")
 

@@ -8,7 +8,7 @@ import pytest
 from edgeship.errors import BadInputError
 from edgeship.preprocess import Preprocess
 from edgeship.records import Gate
-from edgeship.tasks import Scorer, align, detect, score
+from edgeship.tasks import Scorer, align, detect, said, score
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -121,6 +121,10 @@ def test_the_gate_reads_each_output_in_its_unit():
     assert [o.output for o in delta.outputs] == ["cls", "value"]
     failures = Gate(max_drop=50.0).check(delta)
     assert failures == ("value: MAE rose 100.00 % error growth (max 50)",)
+    # an error that grew reads as growth: "+100.00 % error growth", and one that shrank as "-…"
+    assert said(delta.outputs[1]) == "MAE +100.00 % error growth"
+    better = score([yr[:, None] + 0.2], [yr[:, None] + 0.1], [yr], ["regression"], inputs=(np.zeros((200, 2)),))
+    assert said(better) == "MAE -50.00 % error growth" and better.headline.delta == 50.0
 
 
 def test_outputs_are_aligned_by_shape_when_a_format_reorders_them():

@@ -110,7 +110,7 @@ def _size(n: int) -> str:
 
 
 def report_table(report: Report) -> Any:
-    from edgeship.tasks import value_text
+    from edgeship.tasks import change_text, value_text
 
     heads = [e.validation.headline for e in report.artifacts if e.validation and e.validation.headline]
     head = heads[0] if heads else None
@@ -129,7 +129,7 @@ def report_table(report: Report) -> Any:
         table.add_row(
             e.name, _size(e.size_bytes),
             value_text(h.unit, h.value) if h else "—",
-            f"{h.delta:+.2f}{verdict}" if h else (verdict.strip() or "—"),
+            f"{change_text(h)}{verdict}" if h else (verdict.strip() or "—"),
             f"{v.agreement * 100:.1f}%" if v and v.agreement is not None else "—",
             f"{v.max_abs_error:.2g}" if v else "—",
             f"{b.p50_ms * 1000:.0f} µs" if b else "—",
