@@ -106,11 +106,7 @@ class Session:
 
         ``x`` may be anything sliced into numpy arrays (``edgeship.datasets``' lazy arrays): only one
         batch of inputs is held at a time."""
-        arrays = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)  # or a lazy array
-        if len(arrays) != len(self.inputs):
-            raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
-                                f"received {len(arrays)} array(s)")
-        arrays = self._in_model_order(arrays)
+        arrays = self._in_model_order(x)
         n = len(arrays[0])
         if any(len(a) != n for a in arrays):
             raise BadInputError(f"every input needs the same number of samples; received {[len(a) for a in arrays]}")
@@ -123,8 +119,13 @@ class Session:
         return [np.concatenate(p) if p else np.zeros((0,) + tuple(max(d, 0) for d in s.shape[1:]), np.float32)
                 for p, s in zip(parts, self.outputs)]
 
-    def _in_model_order(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Arrays given in the source model's input order, in this file's (``in_order``)."""
+    def _in_model_order(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """``x`` (one array, a lazy array, or one per input in the source model's order) as a list in
+        this file's input order (``in_order``), once its count of inputs is checked."""
+        arrays = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)
+        if len(arrays) != len(self.inputs):
+            raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
+                                f"received {len(arrays)} array(s)")
         return in_order([s.shape for s in self.inputs], arrays)
 
     def feeds_for(self, x: np.ndarray | Sequence[np.ndarray], samples: int | None = None) -> dict[str, np.ndarray]:
@@ -133,11 +134,7 @@ class Session:
 
             >>> edgeship.benchmark(path, feeds=session.feeds_for([images, side], 1))  # doctest: +SKIP
         """
-        arrays = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)  # or a lazy array
-        if len(arrays) != len(self.inputs):
-            raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
-                                f"received {len(arrays)} array(s)")
-        return {name: a[:samples] for name, a in zip(self._input_names, self._in_model_order(arrays))}
+        return {name: a[:samples] for name, a in zip(self._input_names, self._in_model_order(x))}
 
     def sample_feeds(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
         """Random float inputs of the right shape, for benchmarks and smoke tests."""
