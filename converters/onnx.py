@@ -6,6 +6,8 @@ Keras QAT model keeps float weights (docs/stack-notes.md fact 8).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import re
 import platform
@@ -18,7 +20,7 @@ import numpy as np
 from edgeship import _io
 from edgeship._deps import require
 from edgeship._deps import tensorflow as _tf
-from edgeship.converters import _artifact, calibration as _calibration
+from edgeship.converters import _artifact, calibration as _calibration, equalize as _equalize
 from edgeship.errors import BadInputError, ConversionError, UnsupportedModelError
 from edgeship.records import Artifact
 
@@ -127,14 +129,15 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
     graph = require("onnx").load(str(model_path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initializers]
-    q.quantize_static(
-        str(model_path), str(out_path), _Reader(names, samples),
-        quant_format=q.QuantFormat.QDQ, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-        activation_type=q.QuantType.QUInt8 if activation == "uint8" else q.QuantType.QInt8,
-        weight_type=q.QuantType.QInt8,
-        calibrate_method=getattr(q.CalibrationMethod, CALIBRATE_METHODS[method]),
-        nodes_to_exclude=options.get("nodes_to_exclude"),
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
+        q.quantize_static(
+            str(model_path), str(out_path), _Reader(names, samples),
+            quant_format=q.QuantFormat.QDQ, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+            activation_type=q.QuantType.QUInt8 if activation == "uint8" else q.QuantType.QInt8,
+            weight_type=q.QuantType.QInt8,
+            calibrate_method=getattr(q.CalibrationMethod, CALIBRATE_METHODS[method]),
+            nodes_to_exclude=options.get("nodes_to_exclude"),
+        )
     settings.update(format="QDQ", calibrate_method=CALIBRATE_METHODS[method], activation_type=activation,
                     weight_type="int8", calibration_samples=len(samples[0] if isinstance(samples, list) else samples))
     return settings
@@ -143,25 +146,42 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
 def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
     """Write ``out/<model>.<precision>.onnx`` and return its Artifact."""
     onnx = require("onnx", "write ONNX models")
+    path = out / _artifact.file_name(source, precision, SUFFIX)
+    with tempfile.TemporaryDirectory(prefix="edgeship-onnx-") as tmp, _io.staged(path) as staged:
+        settings = _write(source, staged, Path(tmp), precision, calibration, options)
+        _check(staged, path, onnx)
+        artifact = _artifact.make(staged, out, final=path, fmt="onnx", precision=precision, source=source, settings=settings)
+    return artifact
+
+
+def to_bytes(source: Any, precision: str, calibration: Any = None, **options: Any) -> tuple[bytes, dict[str, Any]]:
+    """Convert ``source`` to ONNX ``precision`` in memory; returns (model bytes, settings)."""
+    with tempfile.TemporaryDirectory(prefix="edgeship-onnx-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        settings = _write(source, path, Path(tmp), precision, calibration, options)
+        return path.read_bytes(), settings
+
+
+def _write(source: Any, path: Path, tmp: Path, precision: str, calibration: Any, options: dict[str, Any]) -> dict[str, Any]:
+    onnx = require("onnx", "write ONNX models")
     opset = int(options.get("opset", DEFAULT_OPSET))
     if not 9 <= opset <= MAX_OPSET:
         raise BadInputError(f"opset must be between 9 and {MAX_OPSET} (tf2onnx's range); received {opset}")
     settings: dict[str, Any] = {"opset": opset}
-    path = out / _artifact.file_name(source, precision, SUFFIX)
-    with tempfile.TemporaryDirectory(prefix="edgeship-onnx-") as tmp, _io.staged(path) as staged:
-        if precision == "int8" and source.qat:
-            model_proto, route = _from_qat_tflite(source, opset, calibration)
-            settings.update(route)
-            onnx.save(model_proto, str(staged))
-        else:
-            model_proto = float_model(source, opset)
-            if precision == "fp32":
-                onnx.save(model_proto, str(staged))
-            else:
-                settings.update(_quantize_proto(model_proto, Path(tmp), staged, precision, source, calibration, options))
-        _check(staged, path, onnx)
-        artifact = _artifact.make(staged, out, final=path, fmt="onnx", precision=precision, source=source, settings=settings)
-    return artifact
+    if precision == "int8" and source.qat:
+        model_proto, route = _from_qat_tflite(source, opset, calibration)
+        settings.update(route)
+        onnx.save(model_proto, str(path))
+        return settings
+    if precision != "fp32" and options.get("equalize"):
+        source, equalized = _equalize.source(source, f"onnx:{precision}")
+        settings.update(equalized)
+    model_proto = float_model(source, opset)
+    if precision == "fp32":
+        onnx.save(model_proto, str(path))
+    else:
+        settings.update(_quantize_proto(model_proto, tmp, path, precision, source, calibration, options))
+    return settings
 
 
 def prepare_for_quantization(model_proto: Any, tmp: Path) -> tuple[Path, dict[str, Any]]:

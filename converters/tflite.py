@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeship import _io
 from edgeship._deps import tensorflow as _tf
-from edgeship.converters import _artifact, calibration as _calibration
+from edgeship.converters import _artifact, calibration as _calibration, equalize as _equalize
 from edgeship.errors import ConversionError, UnsupportedModelError
 from edgeship.records import Artifact
 
@@ -97,8 +97,12 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     if precision in _CALIBRATED and not (from_qat and calibration is None):
         samples = _calibration.prepare_all(calibration, source, target=f"tflite:{precision}",
                                            samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+    equalized: dict[str, Any] = {}
+    if options.get("equalize") and not from_qat and precision not in ("fp32", "fp16"):
+        source, equalized = _equalize.source(source, f"tflite:{precision}")
     converter = tf_converter(source, use_float=not from_qat)
     settings = configure(converter, precision, samples, qat=from_qat, names=input_names(source, not from_qat))
+    settings.update(equalized)
     for key, value in options.get("converter_flags", {}).items():
         setattr(converter, key, value)
     try:

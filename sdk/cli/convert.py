@@ -21,17 +21,20 @@ from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run,
 @click.option("--task", type=click.Choice(["auto", "multiclass", "binary", "multilabel", "regression", "autoencoder"]),
               default=None, help="What the outputs mean (default: detected from the outputs and the data).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration (100-500).")
+@click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration, from the training split (default 200; more is slower).")
 @click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
               help="ONNX Runtime static quantization calibration (default minmax).")
 @click.option("--reduce-range/--no-reduce-range", default=None,
               help="ONNX int8: 7-bit weights (default: decided from this CPU's VNNI support).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (<= 18; default 17).")
+@click.option("--equalize", is_flag=True,
+              help="int8/dynamic: cross-layer equalization first (rescales channel ranges between consecutive "
+                   "conv/dense layers; the float function is unchanged). Keras models only.")
 @click.option("--trust-code", is_flag=True, help="Load model files with Lambda layers: their stored Python code runs.")
 @json_option
 def convert(model: str, targets: str, data: str | None, preprocess: str | None, input_shape: str | None,
             task: str | None, out: str, calibration_samples: int | None, calibrate_method: str | None,
-            reduce_range: bool | None, opset: int | None, trust_code: bool) -> None:
+            reduce_range: bool | None, opset: int | None, equalize: bool, trust_code: bool) -> None:
     """Convert a trained model to TFLite, ONNX and Core ML artifacts.
 
     MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
@@ -39,7 +42,7 @@ def convert(model: str, targets: str, data: str | None, preprocess: str | None, 
     """
     from edgeship.converters import convert as run
 
-    common = {"calibration_samples": calibration_samples}
+    common = {"calibration_samples": calibration_samples, "equalize": equalize or None}
     onnx = {"calibrate_method": calibrate_method, "reduce_range": reduce_range, "opset": opset}
     options = {"tflite": _given(common), "onnx": _given({**common, **onnx}), "coreml": {}}
     manifest = _run(lambda: run(model, targets, data=data, out=out, options=options, trust_code=trust_code,
