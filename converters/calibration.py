@@ -9,6 +9,8 @@ import numpy as np
 from edgeship.errors import BadInputError
 
 DEFAULT_SAMPLES = 200
+#: an array handed in as calibration data is cut to this many samples unless ``samples`` asks for
+#: more; a Dataset gives ``samples`` from its training split, as many as it holds
 MAX_SAMPLES = 500
 
 
@@ -17,15 +19,19 @@ def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samp
     """Return calibration samples shaped ``(n,) + input_shape`` in the model's input ``dtype``
     (float32, or integer ids for an Embedding) or say what is wrong.
 
-    ``calibration`` is a Dataset (its calibration subset is used) or an array of samples.
+    ``calibration`` is a Dataset (its calibration subset of ``samples``, at most the training
+    split) or an array of samples (its first ``max(samples, MAX_SAMPLES)``).
     """
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise BadInputError(f"{target}: calibration_samples must be an integer of at least 1; received {samples!r}")
+    cap = max(int(samples), MAX_SAMPLES)
     if calibration is None:
         raise BadInputError(
             f"{target} needs calibration data (a representative dataset) and none was given; "
             "pass data='digits' (or another dataset) or calibration=<array of samples>"
         )
     if hasattr(calibration, "calibration"):
-        calibration = calibration.calibration(min(samples, MAX_SAMPLES))
+        calibration = calibration.calibration(int(samples))
     x = np.asarray(calibration)
     if x.dtype.kind not in "fiu":
         raise BadInputError(f"calibration data for {target} must be numeric; received dtype {x.dtype}")
@@ -42,8 +48,8 @@ def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samp
         if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
             raise BadInputError(f"{target}: the model takes {dtype} ids but the calibration samples are fractional "
                                 f"floats; pass the ids as stored (--preprocess none)")
-        return x[:MAX_SAMPLES].astype(dtype)
-    x = x[:MAX_SAMPLES].astype(np.float32)
+        return x[:cap].astype(dtype)
+    x = x[:cap].astype(np.float32)
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
         raise BadInputError(f"calibration data for {target} has {bad} samples with NaN or infinite values; clean them first")
@@ -57,7 +63,7 @@ def prepare_all(calibration: Any, source: Any, *, target: str, samples: int = DE
     if len(specs) == 1:
         return prepare(calibration, specs[0][0], target=target, samples=samples, dtype=specs[0][1])
     if hasattr(calibration, "calibration"):
-        calibration = calibration.calibration(min(samples, MAX_SAMPLES))
+        calibration = calibration.calibration(int(samples))
     if not isinstance(calibration, (tuple, list)) or len(calibration) != len(specs):
         raise BadInputError(f"{target}: the model has {len(specs)} inputs, so calibration data is one array per "
                             f"input, in the model's order; received {type(calibration).__name__}")
