@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Collection, Iterable, Sequence
 
 import numpy as np
 
@@ -15,22 +15,44 @@ from edgeship.metrics import sqnr_db_from_sums as _db
 from edgeship.progress import Progress
 from edgeship.records import Gate, Manifest
 
-__all__ = ["layer_name", "LayerTrace", "unique_names", "ranked", "Probe", "Context"]
+__all__ = ["layer_name", "leaf_names", "LayerTrace", "unique_names", "ranked", "Probe", "Context"]
 
 
-def layer_name(tensor: str) -> str:
+def layer_name(tensor: str, known: Collection[str] | None = None) -> str:
     """The Keras layer a converter-made tensor or node name belongs to.
 
     ``model/conv_1/Conv2D;model/conv_1/Relu`` -> ``conv_1``; ``model/dense/MatMul/MatMulAddFusion``
-    -> ``dense``; a name without ``/`` is its own layer.
+    -> ``dense``; a name without ``/`` is its own layer. With ``known`` (the model's leaf layer
+    names, ``leaf_names``) the innermost known part wins, so a layer inside a nested backbone
+    (``outer/backbone/conv_1/Conv2D``) is ``conv_1``, not the backbone.
     """
     first = tensor.split(";")[0].split(":")[0]
     parts = [p for p in first.split("/") if p and "PartitionedCall" not in p]
+    if known:
+        inner = [p for p in parts if p in known]
+        if inner:
+            return inner[-1]
     if len(parts) >= 3:
         return parts[1]
     if len(parts) == 2:
         return parts[0] if parts[1][:1].isupper() else parts[1]
     return parts[0] if parts else tensor
+
+
+def leaf_names(model: Any) -> frozenset[str]:
+    """The names of every layer of a Keras ``model`` that is not itself a model, nested ones included."""
+    if model is None or not hasattr(model, "layers"):
+        return frozenset()
+    names: set[str] = set()
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)  # TimeDistributed, Bidirectional and other wrappers
+        if hasattr(layer, "layers"):
+            names |= leaf_names(layer)
+        else:
+            names.add(layer.name)
+            if inner is not None and hasattr(inner, "name"):
+                names.add(inner.name)
+    return frozenset(names)
 
 
 class LayerTrace:
@@ -157,6 +179,12 @@ class Context:
     select_split: str = "test"
     #: why candidates are chosen on test, when they are (said in the recovery's note)
     select_note: str = ""
+    #: whether recovery tries cross-layer equalization before float layers
+    equalize: bool = True
+    #: the most training samples recovery recalibrates with
+    calibration_samples: int = 1000
+    #: seconds after which recovery tries no further model (None: no limit)
+    time_budget: float | None = None
 
     def select_scorer(self) -> Any:
         return self.select if self.select is not None else self.scorer

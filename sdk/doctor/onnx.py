@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 import numpy as np
 
 from edgeship._deps import require
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import onnx as _onnx
-from edgeship.doctor.layers import LayerTrace, Probe, layer_name, unique_names
+from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, unique_names
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
 
@@ -164,7 +164,7 @@ def _input_path(graph: _Graph, tensor: str) -> list[str] | None:
     return nodes
 
 
-def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph) -> list[LayerTrace]:
+def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph, known: Collection[str]) -> list[LayerTrace]:
     traces = []
     several = len(qdq.model.graph.input) > 1
     for name, match in matching.items():
@@ -173,7 +173,7 @@ def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph) -> lis
         ndim = match["pre_qdq"][0].ndim
         # tf2onnx names the input's NCHW transpose after the first layer: call its quantization "input"
         reached = _input_reached(qdq, _pre_tensor(qdq, name))
-        layer = "input" if reached is not None else layer_name(name)
+        layer = "input" if reached is not None else layer_name(name, known)
         trace = LayerTrace(layer, producer.op_type if producer is not None else "Input", name,
                            channel_axis=1 if ndim == 4 else -1,  # tf2onnx keeps 4-D activations NCHW
                            scale=params[0] if params else None, zero_point=params[1] if params else None)
@@ -188,21 +188,43 @@ def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph) -> lis
 
 
 def _groups(fp: _Graph, traces: list[LayerTrace]) -> dict[str, list[str]]:
-    """Float-graph node names per trace (its whole Keras layer; the shape ops for the input), and
-    each trace's readers (the layers whose nodes read its tensor)."""
-    nodes: dict[str, list[str]] = {}
-    for node in fp.model.graph.node:
-        nodes.setdefault(layer_name(node.name), []).append(node.name)
-    first: dict[str, str] = {}
-    for trace in traces:
-        first.setdefault(trace.layer, trace.name)
-    groups = {}
+    """Float-graph node names per trace: the nodes that compute its tensor from the traced
+    tensors before it (the shape ops for the input), found by tensor, so that a layer of a nested
+    backbone is its own nodes and not the backbone's; and each trace's readers (the traces its
+    tensor reaches first)."""
+    traced = {t.tensor: t.name for t in traces}
+    inputs = {i.name for i in fp.model.graph.input}
+    groups: dict[str, list[str]] = {}
     for trace in traces:
         path = _input_path(fp, trace.tensor) if trace.layer == "input" else None
-        groups[trace.name] = path if path is not None else nodes.get(trace.layer, [])
-        readers = {layer_name(n.name) for n in fp.consumers.get(trace.tensor, [])} - {trace.layer}
-        trace.readers = tuple(first[r] for r in sorted(readers) if r in first)
+        groups[trace.name] = path if path is not None else _computing(fp, trace.tensor, traced, inputs)
+        reached = [r for node in fp.consumers.get(trace.tensor, []) for r in _reached(fp, node, traced)]
+        trace.readers = tuple(dict.fromkeys(r for r in reached if r != trace.name))
     return groups
+
+
+def _computing(fp: _Graph, tensor: str, traced: dict[str, str], inputs: set[str]) -> list[str]:
+    """The nodes between the traced tensors (or graph inputs) before ``tensor`` and ``tensor``."""
+    nodes: list[str] = []
+    stack = [tensor]
+    while stack:
+        node = fp.producer.get(stack.pop())
+        if node is None or node.name in nodes:
+            continue
+        nodes.append(node.name)
+        stack += [i for i in node.input if i and i not in fp.init and i not in inputs and i not in traced]
+    return nodes
+
+
+def _reached(fp: _Graph, node: Any, traced: dict[str, str], depth: int = 16) -> list[str]:
+    """The traces whose tensors ``node`` computes first, walking forward past untraced tensors."""
+    found: list[str] = []
+    for out in node.output:
+        if out in traced:
+            found.append(traced[out])
+        elif depth > 0:
+            found += [r for reader in fp.consumers.get(out, []) for r in _reached(fp, reader, traced, depth - 1)]
+    return found
 
 
 def _options(settings: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +235,7 @@ def _options(settings: dict[str, Any]) -> dict[str, Any]:
             "activation_type": settings.get("activation_type", "uint8")}
 
 
-def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path) -> list[LayerTrace]:
+def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path, known: Collection[str]) -> list[LayerTrace]:
     """A LayerTrace per QDQ activation: its own error, and its error against the float model."""
     debug = require("onnxruntime.quantization.qdq_loss_debug", "debug ONNX quantization")
     quantize = [n for n in qdq.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in qdq.init]
@@ -221,7 +243,7 @@ def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path) -> lis
                    for t in (node.input[0], *(d.output[0] for d in qdq.consumers.get(node.output[0], [])))]
     qdq_acts = _collect(qdq.model, activations, x, tmp, "qdq-debug")
     float_acts = _collect(fp.model, list(qdq_acts), x, tmp, "float-debug")
-    traces = _traces(debug.create_activation_matching(qdq_acts, float_acts), qdq, fp)
+    traces = _traces(debug.create_activation_matching(qdq_acts, float_acts), qdq, fp, known)
     unique_names(traces)
     return traces
 
@@ -251,7 +273,8 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     rebuilt = "route" in settings
     fp = _Graph(onnx.load(str(prepared)))
     qdq = _Graph(onnx.load_from_string(build(())) if rebuilt else onnx.load(str(path)))
-    traces = _analyse(qdq, fp, x, tmp)
+    known = leaf_names(source.float_keras()) if source.kind == "keras" else frozenset()
+    traces = _analyse(qdq, fp, x, tmp, known)
     groups.update(_groups(fp, traces))
     what = ("the doctor's post-training rebuild (the artifact came from a QAT model through TFLite)"
             if rebuilt else artifact.path)

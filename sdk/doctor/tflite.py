@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Collection, Iterator, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from edgeship._deps import quiet_native_stderr
 from edgeship._deps import tensorflow as _tf
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import tflite as _tflite
-from edgeship.doctor.layers import LayerTrace, Probe, layer_name, unique_names
+from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, unique_names
 from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
@@ -91,13 +91,13 @@ def _batchless(detail: dict[str, Any]) -> tuple[int, ...]:
     return (-1, *(int(d) for d in detail["shape"][1:]))
 
 
-def _traces(local: _Verified) -> dict[int, LayerTrace]:
+def _traces(local: _Verified, known: Collection[str]) -> dict[int, LayerTrace]:
     """One LayerTrace per verified tensor, keyed by the quantized tensor's index, with readers."""
     traces: dict[int, LayerTrace] = {}
     for q, f in local.pairs:
         op = local.producer[q]["op_name"]
         tensor = local.name(f)  # the float op's output keeps the converter's name: denylists use it
-        name = layer_name(tensor)
+        name = layer_name(tensor, known)
         scale, zero_point = local.quant(q)
         traces[q] = LayerTrace(op.lower() if name == tensor else name, op, tensor, scale=scale, zero_point=zero_point)
     unique_names(list(traces.values()))
@@ -171,7 +171,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
             converter=converter,
             debug_dataset=lambda: ([a[i : i + 1] for a in graph_order] for i in range(len(x[0]))))
     local = _Verified(debugger.quant_model)
-    traces = _traces(local)
+    traces = _traces(local, leaf_names(source.float_keras()) if source.kind == "keras" else frozenset())
     for _ in local.batches(x):
         for q, f in local.pairs:
             traces[q].add(*local.values(q, f))
