@@ -92,10 +92,14 @@ def test_recovery_keeps_spiky_in_float_and_fits_the_drop(doctored, digits):
         recovery = diagnosis.recovery
         assert diagnosis.accuracy_delta_pts < -10  # the plain int8 artifact is far outside the drop
         assert not recovery.steps[0].within_drop  # and so is the doctor's own all-int8 rebuild
-        assert recovery.within_drop and "spiky" in recovery.float_layers
-        mixed = manifest.get(f"{diagnosis.artifact}-mixed")
+        assert recovery.within_drop and recovery.method == "float" and "spiky" in recovery.requested_float_layers
+        # no zero-cost fix reaches it: the outlier channels are read by nothing, so equalization has no partner
+        assert [s.method for s in recovery.steps if not s.float_layers][-1] == "equalization"
+        mixed = manifest.get(f"{diagnosis.artifact}-float")
         assert mixed == recovery.artifact and (folder / mixed.path).is_file()
-        assert mixed.settings["float_layers"] == list(recovery.float_layers)
+        # what the file holds, read back: spiky and its reader run in float, nothing else does
+        assert mixed.settings["float_layers"] == list(recovery.float_layers) == ["logits", "spiky"]
+        assert len(recovery.float_ops) == 2 and recovery.compute_ops >= 3
         assert recovery.size_ratio == pytest.approx(mixed.size_bytes / manifest.get(diagnosis.artifact).size_bytes)
         assert recovery.size_ratio > 1 and recovery.p50_ratio > 0
     # the pipeline's own gate agrees: the mixed artifacts pass where the int8 ones fail
@@ -127,7 +131,7 @@ def test_cli_json_and_exit_2_when_nothing_fits(spiky_dir, tmp_path):
     assert data["layers"][0]["name"] == "spiky" and data["layers"][0]["artifact"] == "tflite:int8-float-io"
     assert {"name", "op", "sqnr_db"} <= set(data["layers"][0])
     assert diagnosis["recovery"]["within_drop"] is False and diagnosis["recovery"]["artifact"] is None
-    assert not list(Path(folder).glob("*-mixed*"))
+    assert len(Manifest.load(folder).artifacts) == len(TARGETS)  # nothing written
 
 
 def test_wrong_normalisation_is_named(damaged_dir, tmp_path, digits):
@@ -209,11 +213,11 @@ def test_candidates_are_chosen_on_val_and_reported_on_test(doctored, digits):
         assert recovery.chosen_on == "val" and {s.split for s in recovery.steps} == {"val"}
         chosen = next(s for s in recovery.steps if s.within_drop)
         test = recovery.test
-        assert test.split == "test" and test.float_layers == chosen.float_layers == recovery.float_layers
+        assert test.split == "test" and test.float_layers == chosen.float_layers == recovery.requested_float_layers
         assert sum(b.samples for b in test.margins.bins) == len(digits.x_test)
         # the float model's accuracy differs between the splits: the two scores are of different samples
         assert test.headline.reference != chosen.headline.reference
-        mixed = manifest.get(f"{diagnosis.artifact}-mixed")
+        mixed = manifest.get(f"{diagnosis.artifact}-float")
         assert mixed.settings["chosen_on"] == "val" and mixed.settings["accuracy_split"] == "test"
         assert mixed.settings["accuracy_delta_pts"] == test.accuracy_delta_pts
 

@@ -59,21 +59,30 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--data", default=None, help="Dataset (default: the one in manifest.json).")
 @click.option("--max-drop", type=float, default=None,
-              help="Keep the most harmful layers in float until accuracy drops at most this many points, and write "
-                   "that <model>.<precision>-mixed artifact (exit 2 when none fits).")
+              help="Find the smallest artifact within this many points of float: recalibration, then cross-layer "
+                   "equalization, then the most harmful layers in float; write it as "
+                   "<model>.<precision>-<method> (exit 2 when none fits).")
 @click.option("--artifact", default=None, help="Examine one artifact, e.g. onnx:int8 (default: every int8 one).")
 @click.option("--samples", default=200, show_default=True, help="Test samples compared layer by layer.")
 @click.option("--max-layers", default=8, show_default=True, help="Most layers tried in float.")
 @click.option("--runs", default=200, show_default=True, help="Timed runs for the latency cost.")
+@click.option("--equalize/--no-equalize", default=True, show_default=True,
+              help="Try cross-layer equalization before keeping layers in float (Keras models).")
+@click.option("--calibration-samples", default=1000, show_default=True,
+              help="Most training samples recovery recalibrates with.")
+@click.option("--time-budget", type=float, default=None, help="Seconds per artifact after which recovery tries "
+              "no further model (default: no limit).")
 @json_option
 def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str | None, samples: int,
-           max_layers: int, runs: int) -> None:
+           max_layers: int, runs: int, equalize: bool, calibration_samples: int, time_budget: float | None) -> None:
     """Find the layers int8 hurts in FOLDER's artifacts, say why, and with --max-drop write a
     mixed-precision artifact that keeps the most harmful ones in float (FOLDER/doctor.json)."""
     from edgeship.doctor import diagnose
 
     result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
-                                   max_layers=max_layers, runs=runs, progress=_progress))
+                                   max_layers=max_layers, runs=runs, equalize=equalize,
+                                   calibration_samples=calibration_samples, time_budget=time_budget,
+                                   progress=_progress))
     if State.json:
         # doctor.json keeps layers per artifact; `layers` up front are the worst-hit artifact's, worst first
         worst = min(result.artifacts, key=delta_of, default=None)
@@ -112,7 +121,9 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
         out_console.print(f"  candidates chosen on the {r.chosen_on} split:", highlight=False)
     for step in r.steps:
         verdict = "[green]fits[/]" if step.within_drop else "[red]too far[/]"
-        kept = f"float {', '.join(step.float_layers)}" if step.float_layers else "all int8 (rebuilt)"
+        kept = (f"float {', '.join(step.float_layers)}" if step.float_layers
+                else f"{step.method}: " + (", ".join(f"{k}={v}" for k, v in step.changes.items())
+                                           or "the artifact's settings, rebuilt"))
         out_console.print(f"  {kept}: {said(step)}, {_size(step.size_bytes)} {verdict}", highlight=False)
     if r.test is not None:
         agreement = "" if r.test.agreement is None else f", agreement {r.test.agreement:.1%}"
@@ -121,8 +132,10 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
             out_console.print(f"  {_margin_line(r.test.margins)}", highlight=False)
     if r.artifact is not None:
         p50 = f", p50 x{r.p50_ratio:.2f}" if r.p50_ratio is not None else ""
-        out_console.print(f"  [bold]{r.artifact.name}[/] -> {r.artifact.path}: size x{r.size_ratio:.2f}{p50} vs "
-                          f"{d.artifact}. {r.note}", highlight=False)
+        held = (f"{len(r.float_ops)} of {r.compute_ops} compute ops float"
+                + (f" ({', '.join(r.float_layers)})" if r.float_layers else "")) if r.compute_ops is not None else ""
+        out_console.print(f"  [bold]{r.artifact.name}[/] ({r.method}) -> {r.artifact.path}: size x{r.size_ratio:.2f}"
+                          f"{p50} vs {d.artifact}; in the file: {held}. {r.note}", highlight=False)
     elif r.note:
         out_console.print(f"  {'' if r.within_drop else '[red]'}{r.note}", highlight=False)
 

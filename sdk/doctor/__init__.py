@@ -12,10 +12,12 @@ For each int8 artifact of a converted folder (``run.py`` holds the flow):
    outputs of the QDQ model); ``layers.py`` holds the running sums and the ranking;
 2. **advice** (``advice.py``) — outlier-dominated ranges, too few calibration samples, calibration
    inputs that do not look like the training inputs;
-3. **recovery** (``recovery.py``, with ``max_drop``) — the worst layers are kept in float one at a
-   time, each alone or with the layers that read its output, until the accuracy drop against the
-   float reference fits on the validation split; that artifact is scored on the test split,
-   written beside the others and registered in manifest.json;
+3. **recovery** (``recovery.py``, with ``max_drop``) — cheapest fix first: recalibration,
+   cross-layer equalization (``edgeship.converters.equalize``), then layers kept in float (ranked
+   by the accuracy each recovers alone), until the accuracy drop against the float reference fits
+   on the validation split; that artifact is scored on the test split, written beside the others
+   as ``<precision>-<method>``, registered in manifest.json, and its float ops are read back from
+   the file (``readback.py``);
 4. **margins** (``margins.py``) — agreement with float by the float model's top-2 margin, which
    tells ambiguous inputs (the float model is unsure; int8 flips them first) from a damaged layer
    (int8 flips confident inputs too); advice names which.

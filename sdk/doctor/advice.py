@@ -94,8 +94,10 @@ def _ranges(layer: LayerError, fmt: str) -> list[Advice]:
             message=(f"{layer.name}: a few of its {layer.channels} channels peak {layer.channel_spread:.0f}x higher than "
                      f"the median channel; int8 activations share one scale per tensor, so the other channels get "
                      f"few levels (median channel SQNR {layer.sqnr_db:.1f} dB, whole tensor {layer.tensor_sqnr_db:.1f} dB). "
-                     f"Keep {layer.name} and its readers in float (edgeship doctor --max-drop), use int16 activations "
-                     f"(tflite:int16x8), or rescale those channels in the model before quantizing"),
+                     f"Where its channels reach the next conv/dense layer through ReLU, BatchNormalization or pooling, "
+                     f"cross-layer equalization evens them at no cost on the device (edgeship convert --equalize; "
+                     f"doctor --max-drop tries it); else use int16 activations (tflite:int16x8) or keep "
+                     f"{layer.name} and its readers in float (doctor --max-drop)"),
         ))
     if layer.outlier_ratio >= OUTLIER_RATIO:
         how = ("calibrate with Percentile or Entropy instead of MinMax (edgeship convert --calibrate-method "

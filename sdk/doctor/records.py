@@ -93,8 +93,11 @@ class Margins(Record):
 
 @dataclass(frozen=True)
 class RecoveryStep(Record):
-    """One model tried: these layers in float, the rest int8, scored on ``split`` (candidates on
-    the validation split; the chosen one again on test, with its margin strata)."""
+    """One model tried, scored on ``split`` (candidates on the validation split; the chosen one
+    again on test, with its margin strata). ``method`` is how it was made: ``calibration`` (the
+    artifact's settings re-quantized, or ``changes`` such as more samples or another calibration
+    method), ``equalization`` (cross-layer equalization, then the artifact's settings) or
+    ``float`` (``float_layers`` kept in float, the rest int8)."""
 
     float_layers: tuple[str, ...]
     accuracy: float | None
@@ -106,6 +109,8 @@ class RecoveryStep(Record):
     headline: Headline | None = None
     split: str = "test"
     margins: Margins | None = None
+    method: str = "float"
+    changes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,7 +121,12 @@ class Recovery(Record):
     samples); ratios compare the written artifact with the original int8 one (p50 latency timed
     interleaved, one thread). Candidates are chosen on ``chosen_on`` (the validation split, so the
     choice does not fit the test split) and ``within_drop`` is judged there; ``test`` holds the
-    chosen model's figures on the test split, the ones to report."""
+    chosen model's figures on the test split, the ones to report.
+
+    Methods are tried cheapest size first: calibration, equalization, then layers in float.
+    ``method`` is the written artifact's; ``float_layers`` and ``float_ops`` are read back from
+    the written file (its float compute ops, of ``compute_ops``), ``requested_float_layers`` what
+    the quantizer was asked to keep in float."""
 
     max_drop: float
     within_drop: bool
@@ -129,6 +139,10 @@ class Recovery(Record):
     note: str = ""
     chosen_on: str = "test"
     test: RecoveryStep | None = None
+    method: str | None = None
+    requested_float_layers: tuple[str, ...] = ()
+    float_ops: tuple[str, ...] = ()
+    compute_ops: int | None = None
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,26 @@
-"""The doctor's recovery: keep the most harmful layers in float until the accuracy drop fits.
+"""The doctor's recovery: the smallest artifact within the drop, cheapest fix first.
 
-Each model tried is built by the backend's Probe, run on the whole validation split and scored
-against the float reference's outputs there (``edgeship.tasks.Scorer``, the same figures
-``validate`` gives). The first within the drop is scored once more on the test split, which took
-no part in choosing it (the figures to report), written as ``<model>.<precision>-mixed<suffix>``,
-registered in manifest.json, and timed against the int8 artifact it replaces. Without a
-validation split candidates are chosen on test, and the note says so.
+Methods, in order of what they cost on the device: **calibration** (re-quantize with the
+artifact's settings on the dataset's samples; then more samples, up to ``calibration_samples``
+from the training split; for ONNX also the Percentile and Entropy calibrators), **equalization**
+(cross-layer equalization of the Keras float model, then the artifact's settings:
+``edgeship.converters.equalize``), and only then **float** (the worst layers by SQNR each kept in
+float alone, ranked by the accuracy each recovers, then combined in that order). The first two
+cost nothing at run time; the first model within the drop wins. Each model tried is run on the whole validation split and scored against the float
+reference's outputs there (``edgeship.tasks.Scorer``, the same figures ``validate`` gives). The
+winner is scored once more on the test split, which took no part in choosing it (the figures to
+report), written as ``<model>.<precision>-<method><suffix>``, registered in manifest.json, read
+back (which compute ops run in float: ``readback``) and timed against the artifact it replaces.
+Without a validation split candidates are chosen on test, and the note says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from edgeship import _io
 from edgeship._deps import quiet_native_stderr
@@ -21,33 +28,62 @@ from edgeship.doctor.advice import ambiguous
 from edgeship.doctor.layers import Context, Probe
 from edgeship.doctor.margins import strata
 from edgeship.doctor.records import LayerError, Margins, Recovery, RecoveryStep
+from edgeship.errors import EdgeshipError
 from edgeship.records import Artifact, Manifest
 from edgeship.tasks import align, delta_of, said
 
-#: the suffix of a recovered artifact's precision: ``int8`` -> ``int8-mixed``
-MIXED = "-mixed"
+__all__ = ["recover", "METHODS", "NO_VAL"]
+
+#: how a recovered artifact was made, cheapest on the device first; its file is <precision>-<method>
+METHODS = ("calibration", "equalization", "float")
 NO_VAL = "no validation split: chosen and reported on test — the figures are optimistic"
 
 
 class _Trials:
-    """Builds and scores mixed models; remembers the bytes of the best one within the drop."""
+    """Builds and scores candidate models; remembers the bytes of the first within the drop."""
 
     def __init__(self, ctx: Context, probe: Probe, tmp: Path) -> None:
         self.ctx, self.probe, self.tmp = ctx, probe, tmp
         self.steps: list[RecoveryStep] = []
         self.winner: bytes | None = None
         self.winner_path: Path | None = None
+        self.winner_settings: dict[str, Any] = {}  # what the converter recorded making the winner
+        self.started = time.monotonic()
+
+    @property
+    def out_of_time(self) -> bool:
+        budget = self.ctx.time_budget
+        return budget is not None and time.monotonic() - self.started > budget
 
     def score(self, float_layers: tuple[str, ...]) -> RecoveryStep:
-        blob = self.probe.build(float_layers)
+        return self._scored(self.probe.build(float_layers), "float" if float_layers else "calibration", {},
+                            float_layers)
+
+    def variant(self, method: str, changes: dict[str, Any],
+                build: Callable[[], tuple[bytes, dict[str, Any]]]) -> RecoveryStep | None:
+        try:
+            blob, settings = build()
+        except EdgeshipError as exc:  # a method this model cannot take: said, and the next one tried
+            self.ctx.progress("doctor", f"{method} {_changes(changes)} not tried: {exc}")
+            return None
+        return self._scored(blob, method, changes, (), settings)
+
+    def _scored(self, blob: bytes, method: str, changes: dict[str, Any], float_layers: tuple[str, ...],
+                settings: dict[str, Any] | None = None) -> RecoveryStep:
         path = self.tmp / f"trial-{len(self.steps)}{self.probe.suffix}"
         path.write_bytes(blob)
-        step = _scored(self.ctx, path, float_layers, len(blob), self.ctx.select_split)
-        self.ctx.progress("doctor", f"float {list(float_layers) or 'nothing'} on {step.split}: {said(step)}")
+        step = dataclasses.replace(_scored(self.ctx, path, float_layers, len(blob), self.ctx.select_split),
+                                   method=method, changes=dict(changes))
+        what = f"float {list(float_layers)}" if float_layers else f"{method} {_changes(changes)}".strip()
+        self.ctx.progress("doctor", f"{what} on {step.split}: {said(step)}")
         self.steps.append(step)
         if step.within_drop and self.winner is None:
-            self.winner, self.winner_path = blob, path
+            self.winner, self.winner_path, self.winner_settings = blob, path, dict(settings or {})
         return step
+
+
+def _changes(changes: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in changes.items())
 
 
 def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, split: str) -> RecoveryStep:
@@ -65,9 +101,45 @@ def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, 
                         within_drop=not ctx.gate.check(delta), headline=delta.headline, split=split, margins=margins)
 
 
+def ladder(ctx: Context, artifact: Artifact) -> list[tuple[str, dict[str, Any]]]:
+    """The zero-cost candidates after the plain rebuild, in the order they are tried."""
+    from edgeship.converters import calibration as _calibration
+
+    had = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+    more = min(ctx.calibration_samples, len(ctx.dataset.inputs("train")[0]))
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if more > had:
+        steps.append(("calibration", {"calibration_samples": more}))
+    if artifact.format == "onnx":
+        method = str(artifact.settings.get("calibrate_method", "MinMax")).lower()
+        steps += [("calibration", {"calibration_samples": max(had, more), "calibrate_method": m})
+                  for m in ("percentile", "entropy") if m != method]
+    if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
+        steps.append(("equalization", {"equalize": True}))
+    return steps
+
+
+def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """``artifact`` converted again from its float reference (``source``, equalized already where
+    the artifact was) with its own settings and ``changes``; returns (bytes, settings)."""
+    from edgeship.converters import backend, onnx as _onnx_conv
+
+    settings = artifact.settings
+    options: dict[str, Any] = {"calibration_samples": settings.get("calibration_samples")}
+    if artifact.format == "onnx":
+        methods = {v: k for k, v in _onnx_conv.CALIBRATE_METHODS.items()}
+        options.update(reduce_range=settings.get("reduce_range"), per_channel=settings.get("per_channel", True),
+                       calibrate_method=methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
+                       activation_type=settings.get("activation_type"), opset=settings.get("opset"))
+    options = {k: v for k, v in {**options, **changes}.items() if v is not None}
+    float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) if source.qat else source
+    with quiet_native_stderr():
+        return backend(artifact.format).to_bytes(float_source, artifact.precision, ctx.dataset, **options)
+
+
 def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
              layers: Sequence[LayerError], margins: Margins | None = None) -> Recovery:
-    """Greedy: keep the next-worst layer in float, alone or with its readers, until the drop fits.
+    """Cheapest fix first: recalibration, equalization, then float layers (``_float_layers``).
 
     A quantized reader requantizes a float layer's output to the same calibrated range, so an
     outlier-dominated tensor only recovers when its readers stay float too; both are tried and
@@ -77,69 +149,118 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
     with tempfile.TemporaryDirectory(prefix="edgeship-doctor-") as tmp:
         trials = _Trials(ctx, probe, Path(tmp))
         best = trials.score(())
-        kept: tuple[str, ...] = ()
-        for layer in layers[: ctx.max_layers]:
-            if best.within_drop:
+        for method, changes in ladder(ctx, artifact):
+            if best.within_drop or trials.out_of_time:
                 break
-            if layer.name in kept:
-                continue
-            alone = kept + (layer.name,)
-            options = [trials.score(alone)]
-            widened = alone + tuple(r for r in layer.readers if r not in alone)
-            if widened != alone and not options[0].within_drop:
-                options.append(trials.score(widened))
-            best = max(options, key=lambda s: (s.within_drop, delta_of(s), -len(s.float_layers)))
-            kept = best.float_layers
-        note = _note(best, trials.steps, ctx.gate.max_drop, min(len(layers), ctx.max_layers),
-                     margins is not None and ambiguous(margins))
+            step = trials.variant(method, changes, lambda: _rebuild(ctx, artifact, source, changes))
+            if step is not None and step.within_drop:
+                best = step
+        if not best.within_drop:
+            best = _float_layers(ctx, trials, trials.steps[0], layers)
+        note = _note(best, trials, ctx, min(len(layers), ctx.max_layers), margins is not None and ambiguous(margins))
         test = None
         if best.within_drop and trials.winner_path is not None:
-            test = _scored(ctx, trials.winner_path, best.float_layers, len(trials.winner), "test")
+            test = dataclasses.replace(_scored(ctx, trials.winner_path, best.float_layers, len(trials.winner), "test"),
+                                       method=best.method, changes=best.changes)
         recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,
-                            steps=tuple(trials.steps), float_layers=best.float_layers if best.within_drop else (),
+                            steps=tuple(trials.steps), requested_float_layers=best.float_layers if best.within_drop else (),
                             note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}",
-                            chosen_on=ctx.select_split, test=test)
+                            chosen_on=ctx.select_split, test=test, method=best.method if best.within_drop else None)
         if best.within_drop:
-            recovery = _write_mixed(ctx, artifact, path, source, probe, trials.winner, recovery)
+            recovery = _write(ctx, artifact, path, source, probe, trials.winner, recovery, trials.winner_settings)
     return recovery
 
 
-def _note(best: RecoveryStep, steps: Sequence[RecoveryStep], max_drop: float, tried: int, unsure: bool) -> str:
+def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError]) -> RecoveryStep:
+    """Rank the ``max_layers`` worst layers (by SQNR) by what keeping each in float recovers,
+    measured: each alone, and with its readers where alone is not enough. The first within the
+    drop wins; otherwise they are combined in the measured order until the drop fits."""
+    measured: list[RecoveryStep] = []
+    for layer in layers[: ctx.max_layers]:
+        if trials.out_of_time:
+            break
+        options = [trials.score((layer.name,))]
+        widened = (layer.name,) + tuple(r for r in layer.readers if r != layer.name)
+        if len(widened) > 1 and not options[0].within_drop:
+            options.append(trials.score(widened))
+        chosen = max(options, key=lambda s: (s.within_drop, delta_of(s), -len(s.float_layers)))
+        if chosen.within_drop:
+            return chosen
+        measured.append(chosen)
+    if measured:
+        ctx.progress("doctor", "float layers by measured recovery: " + ", ".join(
+            f"{'+'.join(s.float_layers)} {delta_of(s):+.2f}" for s in sorted(measured, key=delta_of, reverse=True)))
+    order = sorted(measured, key=delta_of, reverse=True)
+    best = max([best, *measured], key=delta_of)
+    kept = order[0].float_layers if order else ()
+    for step in order[1:]:
+        if trials.out_of_time:
+            break
+        combined = kept + tuple(n for n in step.float_layers if n not in kept)
+        if combined == kept:
+            continue
+        tried = trials.score(combined)
+        if delta_of(tried) >= delta_of(best):
+            best, kept = tried, combined
+        if best.within_drop:
+            break
+    return best
+
+
+def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool) -> str:
+    max_drop = ctx.gate.max_drop
+    timed_out = (f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models"
+                 if trials.out_of_time else "")
     if not best.within_drop and unsure:
         return (f"no model within {max_drop:g} points after trying {tried} layers in float: the disagreements sit on "
-                "inputs the float model itself is unsure about (see advice), which more float layers do not fix")
+                f"inputs the float model itself is unsure about (see advice), which more float layers do not fix"
+                f"{timed_out}")
     if not best.within_drop:
-        return (f"no model within {max_drop:g} points after trying {tried} layers in float; raise max_layers, "
-                "recalibrate (see advice) or train with QAT")
-    if not best.float_layers:
-        return "the all-int8 rebuild fits: recalibrating on the dataset's samples was enough, no layer stays float"
-    return f"{len(best.float_layers)} layer(s) kept in float after {len(steps)} models tried"
+        return (f"no model within {max_drop:g} points after recalibration, equalization and {tried} layers in float; "
+                f"raise max_layers, or train with QAT{timed_out}")
+    if best.method == "calibration":
+        how = _changes(best.changes) or "the artifact's settings on the dataset's samples"
+        return f"recalibration was enough ({how}): all int8, no layer in float"
+    if best.method == "equalization":
+        return "cross-layer equalization was enough: all int8, no layer in float"
+    return f"{len(best.float_layers)} layer(s) asked to stay float after {len(trials.steps)} models tried{timed_out}"
 
 
-def _write_mixed(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,
-                 recovery: Recovery) -> Recovery:
-    """Write ``<model>.<precision>-mixed<suffix>``, register it, and time it against the int8 one."""
+def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,
+           recovery: Recovery, made_with: dict[str, Any]) -> Recovery:
+    """Write ``<model>.<precision>-<method><suffix>``, read back its float ops, register it, and
+    time it against the artifact it replaces."""
     from edgeship.converters import _artifact
+    from edgeship.doctor import readback
+    from edgeship.doctor.layers import leaf_names
     from edgeship.runtimes.benchmark import compare
 
-    precision = artifact.precision + MIXED
+    precision = f"{artifact.precision}-{recovery.method}"
     final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
     winner = recovery.test or next(s for s in recovery.steps if s.within_drop)
+    known = leaf_names(source.float_keras()) if source.kind == "keras" else None
     # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over
     settings = {k: v for k, v in artifact.settings.items() if k not in ("route", "qat")}
-    settings.update(qat=False, float_layers=list(recovery.float_layers), made_from=artifact.name,
+    settings.update(made_with)  # a rebuild's own record: its calibration samples and method, its equalized pairs
+    settings.update(qat=False, method=recovery.method, changes=dict(winner.changes), made_from=artifact.name,
                     made_by="edgeship doctor", max_drop=recovery.max_drop, chosen_on=recovery.chosen_on,
-                    accuracy_delta_pts=winner.accuracy_delta_pts, accuracy_split=winner.split)
+                    accuracy_delta_pts=winner.accuracy_delta_pts, accuracy_split=winner.split,
+                    requested_float_layers=list(recovery.requested_float_layers))
     with _io.staged(final) as staged:
         _io.write_bytes(staged, blob)
-        mixed = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,
-                               source=source, settings=settings)
-    manifest = Manifest.load(ctx.folder).with_artifact(mixed)
+        held = readback.read(staged, known)
+        settings.update(float_layers=list(held.float_layers), float_ops=len(held.float_ops),
+                        compute_ops=held.compute_ops)
+        written = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,
+                                 source=source, settings=settings)
+    manifest = Manifest.load(ctx.folder).with_artifact(written)
     manifest.save(ctx.folder)
-    ctx.progress("doctor", f"{mixed.name} -> {mixed.path}; timing it against {artifact.name}")
-    int8, mixed_bench = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
+    ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
+                           f"{held.compute_ops} compute ops int8); timing it against {artifact.name}")
+    before, after = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
     return dataclasses.replace(
-        recovery, artifact=mixed, size_ratio=mixed.size_bytes / artifact.size_bytes,
-        p50_ratio=mixed_bench.p50_ms / int8.p50_ms if int8.p50_ms > 0 else None,
-        p50_ms={artifact.name: int8.p50_ms, mixed.name: mixed_bench.p50_ms},
+        recovery, artifact=written, size_ratio=written.size_bytes / artifact.size_bytes,
+        float_layers=held.float_layers, float_ops=held.float_ops, compute_ops=held.compute_ops,
+        p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
+        p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms},
     )

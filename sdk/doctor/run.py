@@ -40,6 +40,9 @@ def diagnose(
     samples: int = 200,
     max_layers: int = 8,
     runs: int = 200,
+    equalize: bool = True,
+    calibration_samples: int = 1000,
+    time_budget: float | None = None,
     progress: Progress = log_progress,
 ) -> DoctorReport:
     """Diagnose the int8 artifacts of ``folder`` (written by ``edgeship.convert``) and, with
@@ -51,21 +54,28 @@ def diagnose(
     ``artifact`` picks one artifact by name; ``calibration`` (the samples the artifacts were
     calibrated with, when known) sharpens the normalisation check; ``samples`` test samples feed
     the per-layer comparison; at most ``max_layers`` layers are tried in float; ``runs`` timed
-    runs measure the latency cost. Writes ``folder/doctor.json`` and returns the report.
+    runs measure the latency cost. Recovery tries recalibration (up to ``calibration_samples``
+    training samples), cross-layer equalization (unless ``equalize`` is False) and then float
+    layers, and stops trying after ``time_budget`` seconds per artifact. Writes
+    ``folder/doctor.json`` and returns the report.
     """
     from edgeship import __version__
     from edgeship.converters import reference as _reference
 
     folder = Path(folder)
     gate = Gate(max_drop=max_drop)  # validates max_drop before any work
-    _check_counts(samples=samples, max_layers=max_layers, runs=runs)
+    _check_counts(samples=samples, max_layers=max_layers, runs=runs, calibration_samples=calibration_samples)
+    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
+                                    or not time_budget > 0):
+        raise BadInputError(f"time_budget is seconds, a number above 0; received {time_budget!r}")
     manifest = Manifest.load(folder)
     chosen = _choose(manifest, artifact)
     dataset = dataset_for(folder, manifest, data)
     progress("doctor", f"float reference on {len(dataset.inputs('test')[0])} test samples")
     task = parse_task(manifest.task)
     scorer = Scorer.for_split(dataset, _reference.outputs(folder, manifest, dataset, split="test"), task=task)
-    context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress)
+    context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
+                      equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget)
     if max_drop is not None:
         context.select, context.select_split, context.select_note = _selection(
             folder, manifest, dataset, task, scorer, progress)
@@ -147,6 +157,10 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     margins = strata(ctx.scorer.reference, align(ctx.scorer.reference, outputs), ctx.scorer.task, "test")
     ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
     source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
+    if artifact.settings.get("equalized") is not None:  # made from the equalized model: probe and rebuild that
+        from edgeship.converters import equalize
+
+        source, _ = equalize.source(source, artifact.name)
     x = _model_inputs(ctx.dataset.inputs("test"), source, ctx.samples, artifact.name)
     try:
         probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
