@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
+from typing import Any, Collection
 
 from edgeship._deps import require
 from edgeship.doctor.layers import layer_name
 
-__all__ = ["Precisions", "read"]
+__all__ = ["Precisions", "read", "tflite_ops"]
 
 _TFLITE_MOVES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION", "PACK",
                  "UNPACK", "SHAPE", "STRIDED_SLICE", "SLICE", "GATHER", "SPLIT", "SPLIT_V", "PAD", "PADV2",
@@ -44,25 +44,39 @@ def read(path: Path, known: Collection[str] | None = None) -> Precisions:
                       float_layers=tuple(sorted({layer_name(name, known) for _, name in floats})))
 
 
-def _tflite(path: Path) -> list[tuple[str, str, bool]]:
+def tflite_ops(model: bytes) -> list[dict[str, Any]]:
+    """The ops of a ``.tflite`` flatbuffer's main graph in execution order: ``op_name`` (the
+    builtin's name, or a custom op's own: ``NumericVerify``), ``inputs`` and ``outputs`` (tensor
+    indices, as the interpreter numbers them) and the output tensors' ``output_types``."""
     schema = require("ai_edge_litert.schema_py_generated", "read .tflite files")
-    model = schema.Model.GetRootAs(path.read_bytes(), 0)
+    root = schema.Model.GetRootAs(model, 0)
     builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
-    found = []
-    graph = model.Subgraphs(0)
+    codes = [root.OperatorCodes(i) for i in range(root.OperatorCodesLength())]
+    graph = root.Subgraphs(0)
+    ops = []
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
         code = codes[op.OpcodeIndex()]
         name = builtin.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-        if name in _TFLITE_MOVES or op.OutputsLength() == 0:
+        if name == "CUSTOM" and code.CustomCode():
+            name = code.CustomCode().decode(errors="replace")
+        outputs = [op.Outputs(j) for j in range(op.OutputsLength())]
+        ops.append({"index": i, "op_name": name, "inputs": [op.Inputs(j) for j in range(op.InputsLength())],
+                    "outputs": outputs, "output_types": [types.get(graph.Tensors(t).Type(), "") for t in outputs],
+                    "output_names": [graph.Tensors(t).Name().decode(errors="replace") for t in outputs]})
+    return ops
+
+
+def _tflite(path: Path) -> list[tuple[str, str, bool]]:
+    found = []
+    for op in tflite_ops(path.read_bytes()):
+        if op["op_name"] in _TFLITE_MOVES or not op["outputs"]:
             continue
-        out = graph.Tensors(op.Outputs(0))
-        dtype = types.get(out.Type(), "")
+        dtype = op["output_types"][0]
         if dtype in ("INT32", "INT64", "BOOL"):  # arg max and other index ops: neither
             continue
-        found.append((name, out.Name().decode(errors="replace"), dtype in _TFLITE_FLOAT))
+        found.append((op["op_name"], op["output_names"][0], dtype in _TFLITE_FLOAT))
     return found
 
 

@@ -7,7 +7,13 @@ error it shows is that layer's own. The debugger's built-in metrics are scalars 
 doctor reads the pairs itself to score every channel. A second instrumented model
 (``enable_whole_model_verify``) runs the float path end to end for the accumulated error, and
 ``mlir_quantize(..., denylisted_nodes=...)`` on the one calibration makes each mixed model in
-milliseconds.
+milliseconds. Ops are read from the flatbuffer with LiteRT's schema (``readback.tflite_ops``).
+
+``mlir_quantize`` is TensorFlow's internal entry point, and the one call left here that is not
+public API: the debugger's public route (``QuantizationDebugger.options =
+QuantizationDebugOptions(denylisted_nodes=...)``, then ``get_nondebug_quantized_model()``) reuses
+the calibration too, but always makes float32 input and output, so a ``tflite:int8`` artifact's
+int8 interface could not be kept; the debugger itself calls ``mlir_quantize`` the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from edgeship._deps import tensorflow as _tf
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import tflite as _tflite
 from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, unique_names
+from edgeship.doctor.readback import tflite_ops
 from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
@@ -53,7 +60,7 @@ class _Verified:
 
     def __init__(self, model: bytes) -> None:
         self.interp = _interpreter(model, preserve=True)
-        self.ops = self.interp._get_ops_details()  # the debugger reads the graph the same way
+        self.ops = tflite_ops(model)  # read from the flatbuffer with LiteRT's schema
         self.details = {d["index"]: d for d in self.interp.get_tensor_details()}
         self.pairs = [tuple(op["inputs"][:2]) for op in self.ops if op["op_name"] == _VERIFY]
         self.producer = {t: op for op in self.ops for t in op["outputs"]}
@@ -125,7 +132,8 @@ def _input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | N
     details = interp.get_input_details()
     ordered = in_order([_batchless(d) for d in details], x)
     first = next((i for i, a in enumerate(ordered) if a is x[0]), 0)
-    params = [_quantization(interp, d) for d in details]
+    ops = tflite_ops(path.read_bytes())
+    params = [_quantization(interp, ops, d) for d in details]
     if params[first] is None or params.count(params[first]) > 1:
         # inputs that share one scale took the range of the op that joins them (CONCATENATION
         # requires one scale): that range says nothing about how this input was calibrated
@@ -135,10 +143,10 @@ def _input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | N
     return scale * (info.min - zero_point), scale * (info.max - zero_point)
 
 
-def _quantization(interp: Any, detail: dict[str, Any]) -> tuple[float, int, np.dtype] | None:
+def _quantization(interp: Any, ops: list[dict[str, Any]], detail: dict[str, Any]) -> tuple[float, int, np.dtype] | None:
     """(scale, zero point, dtype) an input is quantized with: its own, or its QUANTIZE op's output's."""
     if np.dtype(detail["dtype"]).kind not in "iu":
-        quantize = next((op for op in interp._get_ops_details()
+        quantize = next((op for op in ops
                          if op["op_name"] == "QUANTIZE" and op["inputs"][0] == detail["index"]), None)
         if quantize is None:
             return None
