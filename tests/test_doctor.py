@@ -232,3 +232,16 @@ def test_without_a_validation_split_the_choice_says_it_is_optimistic(spiky_dir, 
     recovery = report.artifacts[0].recovery
     assert recovery.chosen_on == "test" and NO_VAL in recovery.note
     assert {s.split for s in recovery.steps} == {"test"}
+
+
+def test_qat_is_tried_last_and_reported_beside_the_ptq_models(spiky_dir, tmp_path, digits):
+    folder = shutil.copytree(spiky_dir, tmp_path / "out")
+    report = diagnose(folder, data=digits, max_drop=MAX_DROP, artifact="tflite:int8-float-io", samples=50,
+                      max_layers=0, runs=5, qat_epochs=3)
+    recovery = report.artifacts[0].recovery
+    qat = recovery.steps[-1]
+    assert qat.method == "qat" and qat.changes == {"epochs": 3} and qat.split == "val"
+    # the outlier channels still set the range, so QAT does not reach the drop; it does move towards float
+    # (measured: agreement 67.7% -> 79.9% after 5 epochs)
+    assert not recovery.within_drop and qat.agreement > recovery.steps[0].agreement + 0.03, recovery.steps
+    assert "quantization-aware fine-tuning (3 epochs) reached" in recovery.note

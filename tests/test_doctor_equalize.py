@@ -176,3 +176,12 @@ def test_equalize_refuses_what_it_cannot_rescale(tmp_path, digits):
     onnx_like = _source.SourceModel(name="m", origin="m.onnx", input_shape=(8, 8, 1), onnx=tmp_path / "m.onnx")
     with pytest.raises(UnsupportedModelError, match="rescales Keras weights.*without equalize"):
         eq.source(onnx_like, "onnx:int8")
+
+
+def test_a_method_the_model_cannot_take_is_named_in_the_note(converted, pixels, tmp_path):
+    folder = Path(shutil.copytree(converted, tmp_path / "out"))
+    report = diagnose(folder, data=pixels, max_drop=MAX_DROP, artifact="tflite:int8", runs=5, samples=50,
+                      equalize=False, max_layers=0, qat_epochs=1)
+    recovery = report.artifacts[0].recovery
+    assert not recovery.within_drop and "qat" not in {s.method for s in recovery.steps}
+    assert "qat not tried:" in recovery.note, recovery.note  # tfmot does not wrap a model nested in another

@@ -72,9 +72,13 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
               help="Most training samples recovery recalibrates with.")
 @click.option("--time-budget", type=float, default=None, help="Seconds per artifact after which recovery tries "
               "no further model (default: no limit).")
+@click.option("--qat", "qat_epochs", type=int, default=0, show_default=True, metavar="EPOCHS",
+              help="Last resort: quantization-aware fine-tuning for this many epochs (tf_keras models; the float "
+                   "model's outputs teach it, no labels needed).")
 @json_option
 def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str | None, samples: int,
-           max_layers: int, runs: int, equalize: bool, calibration_samples: int, time_budget: float | None) -> None:
+           max_layers: int, runs: int, equalize: bool, calibration_samples: int, time_budget: float | None,
+           qat_epochs: int) -> None:
     """Find the layers int8 hurts in FOLDER's artifacts, say why, and with --max-drop write a
     mixed-precision artifact that keeps the most harmful ones in float (FOLDER/doctor.json)."""
     from edgeship.doctor import diagnose
@@ -82,7 +86,7 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
     result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
                                    max_layers=max_layers, runs=runs, equalize=equalize,
                                    calibration_samples=calibration_samples, time_budget=time_budget,
-                                   progress=_progress))
+                                   qat_epochs=qat_epochs, progress=_progress))
     if State.json:
         # doctor.json keeps layers per artifact; `layers` up front are the worst-hit artifact's, worst first
         worst = min(result.artifacts, key=delta_of, default=None)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from edgeship import _io
 from edgeship._deps import quiet_native_stderr
 from edgeship.doctor.advice import ambiguous
@@ -35,7 +37,7 @@ from edgeship.tasks import align, delta_of, said
 __all__ = ["recover", "METHODS", "NO_VAL"]
 
 #: how a recovered artifact was made, cheapest on the device first; its file is <precision>-<method>
-METHODS = ("calibration", "equalization", "float")
+METHODS = ("calibration", "equalization", "float", "qat")
 NO_VAL = "no validation split: chosen and reported on test — the figures are optimistic"
 
 
@@ -48,6 +50,7 @@ class _Trials:
         self.winner: bytes | None = None
         self.winner_path: Path | None = None
         self.winner_settings: dict[str, Any] = {}  # what the converter recorded making the winner
+        self.skipped: list[str] = []  # methods this model could not take, and why
         self.started = time.monotonic()
 
     @property
@@ -65,6 +68,7 @@ class _Trials:
             blob, settings = build()
         except EdgeshipError as exc:  # a method this model cannot take: said, and the next one tried
             self.ctx.progress("doctor", f"{method} {_changes(changes)} not tried: {exc}")
+            self.skipped.append(f"{method} not tried: {exc}")
             return None
         return self._scored(blob, method, changes, (), settings)
 
@@ -119,7 +123,8 @@ def ladder(ctx: Context, artifact: Artifact) -> list[tuple[str, dict[str, Any]]]
     return steps
 
 
-def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any],
+             keep_qat: bool = False) -> tuple[bytes, dict[str, Any]]:
     """``artifact`` converted again from its float reference (``source``, equalized already where
     the artifact was) with its own settings and ``changes``; returns (bytes, settings)."""
     from edgeship.converters import backend, onnx as _onnx_conv
@@ -132,9 +137,39 @@ def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, A
                        calibrate_method=methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
                        activation_type=settings.get("activation_type"), opset=settings.get("opset"))
     options = {k: v for k, v in {**options, **changes}.items() if v is not None}
-    float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) if source.qat else source
+    float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) \
+        if source.qat and not keep_qat else source
     with quiet_native_stderr():
         return backend(artifact.format).to_bytes(float_source, artifact.precision, ctx.dataset, **options)
+
+
+def _qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[bytes, dict[str, Any]]:
+    """Quantization-aware fine-tuning of the float model (tfmot's 8-bit scheme), taught by the
+    float model's own outputs on the training split (KL divergence for a softmax classifier, else
+    squared error): no labels needed, and what it learns is to stay close to float. Converted as
+    the artifact's precision from the QAT model's ranges."""
+    from edgeship._deps import keras as _keras
+    from edgeship.converters._source import resolve
+    from edgeship.errors import UnsupportedModelError
+    from edgeship.trainers import compress
+
+    if source.kind != "keras" or len(source.input_specs) != 1:
+        raise UnsupportedModelError(f"the doctor fine-tunes single-input tf_keras models; {source.name} is "
+                                    f"{'a ' + source.kind + ' model' if source.kind != 'keras' else 'multi-input'}")
+    keras = _keras()
+    model = source.float_keras()
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    qat = compress.quantize_aware(clone)  # UnsupportedModelError for what tfmot cannot wrap (nested models)
+    x = np.asarray(ctx.dataset.inputs("train")[0], dtype=np.float32)
+    compress.init_quantizer_ranges(qat, ctx.dataset.calibration(min(len(x), 256)))
+    teacher = model.predict(x, verbose=0, batch_size=256)
+    loss = "kl_divergence" if ctx.scorer.task == "multiclass" else "mse"
+    ctx.progress("doctor", f"QAT: {epochs} epoch(s) on {len(x)} training samples, {loss} to the float outputs")
+    qat.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
+    qat.fit(x, teacher, epochs=epochs, batch_size=32, verbose=0)
+    blob, settings = _rebuild(ctx, artifact, resolve(qat, source.name), {}, keep_qat=True)
+    return blob, {**settings, "qat_epochs": epochs, "qat_loss": f"{loss} to the float model's outputs"}
 
 
 def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
@@ -157,6 +192,11 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
                 best = step
         if not best.within_drop:
             best = _float_layers(ctx, trials, trials.steps[0], layers)
+        if not best.within_drop and ctx.qat_epochs and not trials.out_of_time:
+            changes = {"epochs": ctx.qat_epochs}
+            step = trials.variant("qat", changes, lambda: _qat(ctx, artifact, source, ctx.qat_epochs))
+            if step is not None and step.within_drop:
+                best = step
         note = _note(best, trials, ctx, min(len(layers), ctx.max_layers), margins is not None and ambiguous(margins))
         test = None
         if best.within_drop and trials.winner_path is not None:
@@ -208,22 +248,28 @@ def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Seq
 
 
 def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool) -> str:
+    """What the search found, in one sentence, with the methods this model could not take."""
     max_drop = ctx.gate.max_drop
-    timed_out = (f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models"
-                 if trials.out_of_time else "")
+    tail = "".join(f"; {why}" for why in trials.skipped)
+    if trials.out_of_time:
+        tail += f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models"
     if not best.within_drop and unsure:
         return (f"no model within {max_drop:g} points after trying {tried} layers in float: the disagreements sit on "
-                f"inputs the float model itself is unsure about (see advice), which more float layers do not fix"
-                f"{timed_out}")
+                f"inputs the float model itself is unsure about (see advice), which more float layers do not fix{tail}")
     if not best.within_drop:
-        return (f"no model within {max_drop:g} points after recalibration, equalization and {tried} layers in float; "
-                f"raise max_layers, or train with QAT{timed_out}")
+        qat = next((s for s in trials.steps if s.method == "qat"), None)
+        last = (f", and quantization-aware fine-tuning ({ctx.qat_epochs} epochs) reached {said(qat)}" if qat else
+                "; quantization-aware fine-tuning is left (doctor --qat EPOCHS)" if not ctx.qat_epochs else "")
+        return (f"no model within {max_drop:g} points after recalibration, equalization and {tried} layers in float"
+                f"{last}; raise max_layers{tail}")
     if best.method == "calibration":
         how = _changes(best.changes) or "the artifact's settings on the dataset's samples"
-        return f"recalibration was enough ({how}): all int8, no layer in float"
+        return f"recalibration was enough ({how}): all int8, no layer in float{tail}"
     if best.method == "equalization":
-        return "cross-layer equalization was enough: all int8, no layer in float"
-    return f"{len(best.float_layers)} layer(s) asked to stay float after {len(trials.steps)} models tried{timed_out}"
+        return f"cross-layer equalization was enough: all int8, no layer in float{tail}"
+    if best.method == "qat":
+        return f"quantization-aware fine-tuning ({ctx.qat_epochs} epochs) was enough: all int8, no layer in float{tail}"
+    return f"{len(best.float_layers)} layer(s) asked to stay float after {len(trials.steps)} models tried{tail}"
 
 
 def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,

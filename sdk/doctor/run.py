@@ -43,6 +43,7 @@ def diagnose(
     equalize: bool = True,
     calibration_samples: int = 1000,
     time_budget: float | None = None,
+    qat_epochs: int = 0,
     progress: Progress = log_progress,
 ) -> DoctorReport:
     """Diagnose the int8 artifacts of ``folder`` (written by ``edgeship.convert``) and, with
@@ -56,7 +57,8 @@ def diagnose(
     the per-layer comparison; at most ``max_layers`` layers are tried in float; ``runs`` timed
     runs measure the latency cost. Recovery tries recalibration (up to ``calibration_samples``
     training samples), cross-layer equalization (unless ``equalize`` is False) and then float
-    layers, and stops trying after ``time_budget`` seconds per artifact. Writes
+    layers, then (with ``qat_epochs``) quantization-aware fine-tuning of a tf_keras source, and
+    stops trying after ``time_budget`` seconds per artifact. Writes
     ``folder/doctor.json`` and returns the report.
     """
     from edgeship import __version__
@@ -64,7 +66,8 @@ def diagnose(
 
     folder = Path(folder)
     gate = Gate(max_drop=max_drop)  # validates max_drop before any work
-    _check_counts(samples=samples, max_layers=max_layers, runs=runs, calibration_samples=calibration_samples)
+    _check_counts(samples=samples, max_layers=max_layers, runs=runs, calibration_samples=calibration_samples,
+                  qat_epochs=qat_epochs)
     if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
                                     or not time_budget > 0):
         raise BadInputError(f"time_budget is seconds, a number above 0; received {time_budget!r}")
@@ -75,7 +78,8 @@ def diagnose(
     task = parse_task(manifest.task)
     scorer = Scorer.for_split(dataset, _reference.outputs(folder, manifest, dataset, split="test"), task=task)
     context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
-                      equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget)
+                      equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget,
+                      qat_epochs=qat_epochs)
     if max_drop is not None:
         context.select, context.select_split, context.select_note = _selection(
             folder, manifest, dataset, task, scorer, progress)
@@ -121,7 +125,7 @@ def _headline_of(scorer: Scorer) -> tuple[str, str]:
 
 def _check_counts(**counts: Any) -> None:
     for name, value in counts.items():
-        least = 0 if name == "max_layers" else 1
+        least = 0 if name in ("max_layers", "qat_epochs") else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise BadInputError(f"{name} must be an integer of at least {least}; received {value!r}")
 
