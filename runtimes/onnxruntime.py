@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -99,6 +99,24 @@ class OnnxRuntimeSession(Session):
             return self._sess.run(None, dict(zip(self._input_names, arrays)))
         except Exception as exc:
             raise RuntimeFailure(f"onnxruntime failed to run {self.path.name}: {exc}") from exc
+
+    def raw_call(self, feeds: Any) -> tuple[Callable[[list[np.ndarray]], list[np.ndarray]], list[np.ndarray]]:
+        """As ``Session.raw_call``; called with the very list it returned, the call feeds ONNX Runtime
+        a name -> array dict built once (building it per call costs 1-2 µs, measured on a 30 µs
+        model). The arrays themselves may be rewritten in place between calls."""
+        call, arrays = super().raw_call(feeds)
+        prepared = dict(zip(self._input_names, arrays))
+        run, name = self._sess.run, self.path.name
+
+        def invoke(given: list[np.ndarray]) -> list[np.ndarray]:
+            if given is not arrays:
+                return call(given)
+            try:
+                return run(None, prepared)
+            except Exception as exc:
+                raise RuntimeFailure(f"onnxruntime failed to run {name}: {exc}") from exc
+
+        return invoke, arrays
 
     def end_profiling(self) -> str:
         """Stop profiling and return the path of ONNX Runtime's JSON trace."""

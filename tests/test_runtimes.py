@@ -269,6 +269,26 @@ def test_run_returns_fresh_outputs_and_model_inputs_are_copies(quickstart_dir):
     assert session.model_dtypes() == "int8" and load(quickstart_dir / "tiny_cnn.fp32.tflite").model_dtypes() == "float32"
 
 
+@pytest.mark.parametrize("name", ["tiny_cnn.fp32.onnx", "tiny_cnn.int8.tflite"])
+def test_the_timed_raw_call_runs_what_it_is_given(quickstart_dir, name):
+    """What benchmarks time: the list raw_call returned (ONNX feeds a dict built once), its arrays
+    rewritten in place, and any other list, all give run()'s outputs for those inputs."""
+    session = load(quickstart_dir / name)
+    a, b = (np.random.default_rng(s).random((1, 8, 8, 1), dtype=np.float32) for s in (1, 2))
+    call, arrays = session.raw_call({session.inputs[0].name: a})
+    expected = {x.tobytes(): session.run({session.inputs[0].name: x}, raw=False) for x in (a, b)}
+    first = call(arrays)[0].copy()
+    arrays[0][...] = session.model_inputs({session.inputs[0].name: b})[session.inputs[0].name]
+    second = call(arrays)[0].copy()
+    other = call(list(session.model_inputs({session.inputs[0].name: a}).values()))[0]
+    np.testing.assert_array_equal(other, first)
+    assert not np.array_equal(first, second)
+    out = session.outputs[0].name
+    if not session.outputs[0].quantized:
+        np.testing.assert_allclose(first, expected[a.tobytes()][out], rtol=1e-6)
+        np.testing.assert_allclose(second, expected[b.tobytes()][out], rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["tiny_cnn.int8.tflite", "tiny_cnn.fp32.tflite"])
 def test_compiled_model_gives_the_interpreters_outputs(quickstart_dir, keras_reference, name):
     inputs, _ = keras_reference
