@@ -26,15 +26,22 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".mlpackage"
 DEPLOYMENT_TARGET = "iOS16"  # the first target with ML Program weight compression ops
+#: precisions whose compression needs a newer target: per-block scales and grouped palettes are iOS18 ops
+DEPLOYMENT_TARGETS = {"w8-block": "iOS18", "w4-block": "iOS18", "pal4-grouped": "iOS18"}
+BLOCK_SIZE = 32  # input channels per quantization block
+GROUP_SIZE = 16  # output channels per palette
 MAX_BATCH = 1024
 PRECISIONS = {
     "fp16": "ML Program, float16 compute and weights",
     "fp32": "ML Program, float32 compute and weights",
-    "w8": "int8 linear (symmetric) weights, fp16 compute",
+    "w8": "int8 linear (symmetric) weights, a scale per output channel, fp16 compute",
+    "w8-block": "int8 linear weights, a scale per block of 32 input channels (iOS18, macOS15 and later)",
+    "w4-block": "int4 linear weights, a scale per block of 32 input channels (iOS18, macOS15 and later)",
     "pal2": "2-bit k-means palettized weights",
     "pal4": "4-bit k-means palettized weights",
     "pal6": "6-bit k-means palettized weights",
     "pal8": "8-bit k-means palettized weights",
+    "pal4-grouped": "4-bit k-means palettes, one per group of 16 output channels (iOS18, macOS15 and later)",
     "pruned": "sparse weights: threshold pruning for sparse models, else 50% magnitude pruning",
 }
 
@@ -65,7 +72,7 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
     try:
         return ct.convert(
             model, convert_to="mlprogram", inputs=inputs, compute_precision=compute,
-            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET), skip_model_load=True,
+            minimum_deployment_target=getattr(ct.target, target(precision)), skip_model_load=True,
         )
     except NotImplementedError as exc:
         ops = re.findall(r"TF op '(\w+)'", str(exc))
@@ -77,13 +84,34 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
                                     f"({type(exc).__name__}: {first[:200]})") from exc
 
 
+def target(precision: str) -> str:
+    """The minimum deployment target an ML Program of ``precision`` is written for."""
+    return DEPLOYMENT_TARGETS.get(precision, DEPLOYMENT_TARGET)
+
+
 def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:
     opt = ct.optimize.coreml
     threshold = int(options.get("weight_threshold", 64))  # default 2048 would skip a compact model's tensors
     if precision == "w8":
-        config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=threshold)
+        config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel",
+                                             weight_threshold=threshold)
         return {"model": opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
-                "compression": "int8 linear symmetric", "weight_threshold": threshold}
+                "compression": "int8 linear symmetric", "granularity": "per_channel", "weight_threshold": threshold}
+    if precision in ("w8-block", "w4-block"):
+        block = int(options.get("block_size", BLOCK_SIZE))
+        dtype = "int8" if precision == "w8-block" else "int4"
+        config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=dtype, granularity="per_block",
+                                             block_size=block, weight_threshold=threshold)
+        return {"model": opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
+                "compression": f"{dtype} linear symmetric", "granularity": "per_block", "block_size": block,
+                "weight_threshold": threshold}
+    if precision == "pal4-grouped":
+        group = int(options.get("group_size", GROUP_SIZE))
+        config = opt.OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_grouped_channel", group_size=group,
+                                        weight_threshold=threshold)
+        return {"model": opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
+                "compression": "4-bit k-means palettization", "granularity": "per_grouped_channel",
+                "group_size": group, "weight_threshold": threshold}
     if precision.startswith("pal"):
         bits = int(precision[3:])
         config = opt.OpPalettizerConfig(mode="kmeans", nbits=bits, weight_threshold=threshold)
@@ -125,7 +153,7 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
         "converter": f"coremltools {ct.__version__}",
         "model_type": "mlprogram",
         "compute_precision": "fp32" if precision == "fp32" else "fp16",
-        "minimum_deployment_target": DEPLOYMENT_TARGET,
+        "minimum_deployment_target": target(precision),
         "max_batch": MAX_BATCH,
     }
     if precision not in ("fp16", "fp32"):

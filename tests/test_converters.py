@@ -54,10 +54,14 @@ def test_coreml_artifacts_are_saved_as_ml_programs(matrix, model):
         spec = ct.utils.load_spec(str(folder / artifact.path))
         assert spec.WhichOneof("Type") == "mlProgram"
         assert artifact.inputs[0].name == "input" and artifact.inputs[0].shape[1:] == (8, 8, 1)
-        assert artifact.settings["minimum_deployment_target"] == "iOS16"
+        # per-block scales and grouped palettes are iOS18 ops; everything else runs from iOS16
+        ios18 = target in ("coreml:w8-block", "coreml:w4-block", "coreml:pal4-grouped")
+        assert artifact.settings["minimum_deployment_target"] == ("iOS18" if ios18 else "iOS16"), target
         sizes[target] = artifact.size_bytes
     # compression really shrinks the weights: fp32 > fp16 > w8 > pal4 > pal2
     assert sizes["coreml:fp32"] > sizes["coreml:fp16"] > sizes["coreml:w8"] > sizes["coreml:pal4"] > sizes["coreml:pal2"]
+    assert sizes["coreml:fp16"] > sizes["coreml:w8-block"] > sizes["coreml:w4-block"]
+    assert sizes["coreml:w8"] > sizes["coreml:pal4-grouped"]
 
 
 def test_quantized_files_are_smaller(matrix):
