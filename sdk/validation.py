@@ -159,8 +159,14 @@ def validate(
     dataset = dataset_for(folder, manifest, data, preprocess=preprocess, lazy=True)
     chosen = _select(manifest, artifacts)
     x = dataset.inputs("test")
-    progress("validate", f"float reference on {len(x[0])} test samples")
-    reference = _reference.outputs(folder, manifest, dataset, trust_code=trust_code)
+    reference = _reference.stored_outputs(folder, manifest, dataset, "test")
+    if reference is not None:
+        progress("validate", f"float reference's outputs on {len(x[0])} test samples: read from "
+                             f"{_reference.FOLDER}/{_reference.OUTPUTS} (stored by convert)")
+    else:
+        progress("validate", f"float reference on {len(x[0])} test samples: running it (none stored for "
+                             "this data and model file)")
+        reference = _reference.outputs(folder, manifest, dataset, trust_code=trust_code)
     scorer = Scorer.for_split(dataset, reference, task=parse_task(task) or parse_task(manifest.task))
     entries, outputs = [], {}
     for i, artifact in enumerate(chosen):

@@ -110,10 +110,15 @@ def test_other_data_runs_the_reference_and_stores_its_outputs_beside(converted, 
     folder = _copy(converted, tmp_path)
     other = tmp_path / "other.npz"
     np.savez(other, **_arrays(seed=1))
+    said: list[str] = []
     with caplog.at_level(logging.INFO, logger="edgeship.converters.reference"):
-        validate(folder, data=str(other), write_bundle=False)
+        validate(folder, data=str(other), write_bundle=False, progress=lambda stage, msg, *a: said.append(msg))
     assert any("no stored float outputs" in r.message for r in caplog.records)
+    assert any("running it (none stored" in m for m in said), said  # the progress line says which it did
     assert len(_stored(folder)) == 2  # one per data fingerprint
+    said.clear()
+    validate(folder, data=str(other), write_bundle=False, progress=lambda stage, msg, *a: said.append(msg))
+    assert any("outputs on 150 test samples: read from reference/outputs" in m for m in said), said
     dataset = load_dataset(other, lazy=True)
     stored = reference.stored_outputs(folder, Manifest.load(folder), dataset, "test")
     np.testing.assert_allclose(stored[0], reference.predictor(folder, Manifest.load(folder))(np.asarray(dataset.x_test))[0],

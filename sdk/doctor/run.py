@@ -74,9 +74,16 @@ def diagnose(
     manifest = Manifest.load(folder)
     chosen = _choose(manifest, artifact)
     dataset = dataset_for(folder, manifest, data)
-    progress("doctor", f"float reference on {len(dataset.inputs('test')[0])} test samples")
+    n = len(dataset.inputs("test")[0])
+    reference = _reference.stored_outputs(folder, manifest, dataset, "test")
+    if reference is not None:
+        progress("doctor", f"float reference's outputs on {n} test samples: read from {_reference.FOLDER}/"
+                           f"{_reference.OUTPUTS} (stored by convert)")
+    else:
+        progress("doctor", f"float reference on {n} test samples: running it (none stored for this data and model file)")
+        reference = _reference.outputs(folder, manifest, dataset, split="test")
     task = parse_task(manifest.task)
-    scorer = Scorer.for_split(dataset, _reference.outputs(folder, manifest, dataset, split="test"), task=task)
+    scorer = Scorer.for_split(dataset, reference, task=task)
     context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
                       equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget,
                       qat_epochs=qat_epochs)
