@@ -12,9 +12,9 @@ pixels, the way a backbone trained elsewhere is wrapped.
 
 For each variant and format (tflite:int8, onnx:int8) the table gives, on the test split:
 the plain artifact; the plain TFLiteConverter with the same calibration samples (int8 I/O); the
-doctor's recovery with equalization (method, accuracy delta, size against plain int8); and with
-equalization switched off, the float fallback, whose float layers and size are checked against
-the file it wrote. The margin verdict (ambiguity or damage) of each doctor run is printed too.
+doctor's recovery (method, accuracy delta, size against plain int8); and with equalization and
+int16 switched off, the float fallback, whose float layers and size are checked against the file
+it wrote. The margin verdict (ambiguity or damage) of each doctor run is printed too.
 Exits 1 when a recovery misses the drop, is more than 1.1x the int8 size with equalization, or a
 report disagrees with its file.
 """
@@ -123,7 +123,7 @@ def run(variant: str, model, data, out: Path) -> list[dict]:
     with_eq = diagnose(folder, data=data, max_drop=MAX_DROP, runs=50)
     t_eq = time.monotonic() - t
     t = time.monotonic()
-    without = diagnose(off, data=data, max_drop=MAX_DROP, runs=50, equalize=False)
+    without = diagnose(off, data=data, max_drop=MAX_DROP, runs=50, equalize=False, int16=False)
     t_off = time.monotonic() - t
     from edgeship.records import Manifest
 

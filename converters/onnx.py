@@ -129,6 +129,9 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
     graph = require("onnx").load(str(model_path), load_external_data=False).graph
     initializers = {t.name for t in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initializers]
+    int16 = list(options.get("int16_tensors") or [])
+    extra = ({"TensorQuantOverrides": {t: [{"quant_type": q.QuantType.QInt16}] for t in int16},
+              "UseQDQContribOps": True} if int16 else None)  # int16 Q/DQ: com.microsoft ops below opset 21
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
         q.quantize_static(
             str(model_path), str(out_path), _Reader(names, samples),
@@ -136,8 +139,10 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
             activation_type=q.QuantType.QUInt8 if activation == "uint8" else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8,
             calibrate_method=getattr(q.CalibrationMethod, CALIBRATE_METHODS[method]),
-            nodes_to_exclude=options.get("nodes_to_exclude"),
+            nodes_to_exclude=options.get("nodes_to_exclude"), extra_options=extra,
         )
+    if int16:
+        settings["int16_tensors"] = int16
     settings.update(format="QDQ", calibrate_method=CALIBRATE_METHODS[method], activation_type=activation,
                     weight_type="int8", calibration_samples=len(samples[0] if isinstance(samples, list) else samples))
     return settings

@@ -66,8 +66,9 @@ def spiky_dir(tmp_path_factory, digits) -> Path:
 
 @pytest.fixture(scope="module")
 def doctored(spiky_dir, tmp_path_factory, digits) -> tuple[Path, DoctorReport]:
+    """The float fallback: int16 activations (which fix spiky at int8 size) switched off."""
     folder = Path(shutil.copytree(spiky_dir, tmp_path_factory.mktemp("doctored") / "out"))
-    return folder, diagnose(folder, data=digits, max_drop=MAX_DROP, runs=30)
+    return folder, diagnose(folder, data=digits, max_drop=MAX_DROP, runs=30, int16=False)
 
 
 def test_the_outlier_layer_is_ranked_first_and_explained(doctored):
@@ -120,7 +121,7 @@ def test_cli_json_and_exit_2_when_nothing_fits(spiky_dir, tmp_path):
     folder = shutil.copytree(spiky_dir, tmp_path / "out")
     result = subprocess.run(
         [sys.executable, "-m", "edgeship.cli", "doctor", str(folder), "--artifact", "tflite:int8-float-io",
-         "--max-drop", "1", "--max-layers", "0", "--samples", "50", "--json"],
+         "--max-drop", "1", "--max-layers", "0", "--no-int16", "--samples", "50", "--json"],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 2, result.stderr
@@ -237,7 +238,7 @@ def test_without_a_validation_split_the_choice_says_it_is_optimistic(spiky_dir, 
 def test_qat_is_tried_last_and_reported_beside_the_ptq_models(spiky_dir, tmp_path, digits):
     folder = shutil.copytree(spiky_dir, tmp_path / "out")
     report = diagnose(folder, data=digits, max_drop=MAX_DROP, artifact="tflite:int8-float-io", samples=50,
-                      max_layers=0, runs=5, qat_epochs=3)
+                      max_layers=0, runs=5, qat_epochs=3, int16=False)
     recovery = report.artifacts[0].recovery
     qat = recovery.steps[-1]
     assert qat.method == "qat" and qat.changes == {"epochs": 3} and qat.split == "val"
@@ -245,3 +246,22 @@ def test_qat_is_tried_last_and_reported_beside_the_ptq_models(spiky_dir, tmp_pat
     # (measured: agreement 67.7% -> 79.9% after 5 epochs)
     assert not recovery.within_drop and qat.agreement > recovery.steps[0].agreement + 0.03, recovery.steps
     assert "quantization-aware fine-tuning (3 epochs) reached" in recovery.note
+
+
+def test_int16_activations_fix_spiky_before_any_float_layer(spiky_dir, tmp_path, digits):
+    from edgeship.doctor import readback
+
+    folder = Path(shutil.copytree(spiky_dir, tmp_path / "out"))
+    report = diagnose(folder, data=digits, max_drop=MAX_DROP, runs=5, samples=50)
+    for diagnosis in report.artifacts:
+        recovery = diagnosis.recovery
+        assert recovery.within_drop and recovery.method == "int16", (diagnosis.artifact, recovery.note)
+        assert recovery.test.accuracy_delta_pts >= -MAX_DROP and recovery.float_ops == ()
+        assert "float" not in {s.method for s in recovery.steps}  # never reached
+        written = Manifest.load(folder).get(f"{diagnosis.artifact}-int16")
+        if diagnosis.artifact.startswith("onnx"):  # int16 for the worst tensors only: the size barely moves
+            assert any("spiky" in t for t in written.settings["int16_tensors"]) and recovery.size_ratio < 1.05
+        else:  # TFLite's 16x8, the whole model, keeping the float I/O of int8-float-io
+            assert recovery.test.changes == {"precision": "int16x8"} and recovery.size_ratio < 1.15
+            assert written.inputs[0].dtype == "float32"
+        assert readback.read(folder / written.path).float_ops == ()

@@ -138,7 +138,7 @@ def test_equalization_recovers_the_nested_outlier_at_int8_size(converted, pixels
 
 def test_without_equalization_the_float_layers_reported_are_the_files(converted, planted, digits, pixels, tmp_path):
     folder = Path(shutil.copytree(converted, tmp_path / "out"))
-    report = diagnose(folder, data=pixels, max_drop=MAX_DROP, runs=20, equalize=False)
+    report = diagnose(folder, data=pixels, max_drop=MAX_DROP, runs=20, equalize=False, int16=False)
     known = leaf_names(_nested(planted, digits))
     for diagnosis in report.artifacts:
         recovery = diagnosis.recovery

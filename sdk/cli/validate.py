@@ -68,6 +68,8 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
 @click.option("--runs", default=200, show_default=True, help="Timed runs for the latency cost.")
 @click.option("--equalize/--no-equalize", default=True, show_default=True,
               help="Try cross-layer equalization before keeping layers in float (Keras models).")
+@click.option("--int16/--no-int16", default=True, show_default=True,
+              help="Try int16 activations (ONNX: the worst tensors; TFLite: 16x8, float-I/O artifacts) before float.")
 @click.option("--calibration-samples", default=1000, show_default=True,
               help="Most training samples recovery recalibrates with.")
 @click.option("--time-budget", type=float, default=None, help="Seconds per artifact after which recovery tries "
@@ -78,7 +80,7 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
 @json_option
 def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str | None, samples: int,
            max_layers: int, runs: int, equalize: bool, calibration_samples: int, time_budget: float | None,
-           qat_epochs: int) -> None:
+           qat_epochs: int, int16: bool) -> None:
     """Find the layers int8 hurts in FOLDER's artifacts, say why, and with --max-drop write a
     mixed-precision artifact that keeps the most harmful ones in float (FOLDER/doctor.json)."""
     from edgeship.doctor import diagnose
@@ -86,7 +88,7 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
     result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
                                    max_layers=max_layers, runs=runs, equalize=equalize,
                                    calibration_samples=calibration_samples, time_budget=time_budget,
-                                   qat_epochs=qat_epochs, progress=_progress))
+                                   qat_epochs=qat_epochs, int16=int16, progress=_progress))
     if State.json:
         # doctor.json keeps layers per artifact; `layers` up front are the worst-hit artifact's, worst first
         worst = min(result.artifacts, key=delta_of, default=None)

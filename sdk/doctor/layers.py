@@ -185,6 +185,8 @@ class Context:
     calibration_samples: int = 1000
     #: seconds after which recovery tries no further model (None: no limit)
     time_budget: float | None = None
+    #: whether recovery tries int16 activations before float layers
+    int16: bool = True
     #: epochs of quantization-aware fine-tuning tried last (0: none)
     qat_epochs: int = 0
 

@@ -4,13 +4,16 @@ Methods, in order of what they cost on the device: **calibration** (re-quantize 
 artifact's settings on the dataset's samples; then more samples, up to ``calibration_samples``
 from the training split; for ONNX also the Percentile and Entropy calibrators), **equalization**
 (cross-layer equalization of the Keras float model, then the artifact's settings:
-``edgeship.converters.equalize``), and only then **float** (the worst layers by SQNR each kept in
-float alone, ranked by the accuracy each recovers, then combined in that order). The first two
-cost nothing at run time; the first model within the drop wins. Each model tried is run on the whole validation split and scored against the float
-reference's outputs there (``edgeship.tasks.Scorer``, the same figures ``validate`` gives). The
-winner is scored once more on the test split, which took no part in choosing it (the figures to
-report), written as ``<model>.<precision>-<method><suffix>``, registered in manifest.json, read
-back (which compute ops run in float: ``readback``) and timed against the artifact it replaces.
+``edgeship.converters.equalize``), **int16** activations (ONNX Runtime's QDQ overrides for the
+worst tensors; TFLite's 16x8 mode for float-I/O artifacts), and only then **float** (the worst
+layers by SQNR each kept in float alone, ranked by the accuracy each recovers, then combined in
+that order); **qat** last when asked. The first two cost nothing at run time; the first model
+within the drop wins. Each model tried is run on the whole validation split and scored against
+the float reference's outputs there (``edgeship.tasks.Scorer``, the same figures ``validate``
+gives). The winner is scored once more on the test split, which took no part in choosing it (the
+figures to report), written as ``<model>.<precision>-<method><suffix>``, registered in
+manifest.json, read back (which compute ops run in float: ``readback``) and timed against the
+artifact it replaces.
 Without a validation split candidates are chosen on test, and the note says so.
 """
 
@@ -37,7 +40,7 @@ from edgeship.tasks import align, delta_of, said
 __all__ = ["recover", "METHODS", "NO_VAL"]
 
 #: how a recovered artifact was made, cheapest on the device first; its file is <precision>-<method>
-METHODS = ("calibration", "equalization", "float", "qat")
+METHODS = ("calibration", "equalization", "int16", "float", "qat")
 NO_VAL = "no validation split: chosen and reported on test — the figures are optimistic"
 
 
@@ -120,11 +123,38 @@ def ladder(ctx: Context, artifact: Artifact) -> list[tuple[str, dict[str, Any]]]
                   for m in ("percentile", "entropy") if m != method]
     if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
         steps.append(("equalization", {"equalize": True}))
+    if ctx.int16:
+        steps.append(("int16", {}))  # the tensors are chosen once the layers are ranked: _int16
     return steps
 
 
+#: how many of the worst tensors an ONNX artifact gets int16 activations for
+INT16_TENSORS = 3
+
+
+def _int16_changes(artifact: Artifact, layers: Sequence[LayerError]) -> dict[str, Any]:
+    """int16 activations where the runtime takes them beside int8: ONNX Runtime's QDQ overrides for
+    the worst tensors; TFLite's 16x8 mode (the whole model: TFLite has no mixed int8/int16)."""
+    if artifact.format == "onnx":
+        return {"int16_tensors": [layer.tensor for layer in layers[:INT16_TENSORS]]}
+    return {"precision": "int16x8"}
+
+
+def _int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The artifact rebuilt with ``_int16_changes``; TFLite's 16x8 only for an artifact with float
+    I/O, as 16x8 has int16 input and output and would change an int8 interface."""
+    from edgeship.errors import UnsupportedModelError
+
+    if artifact.format == "onnx":
+        return _rebuild(ctx, artifact, source, changes)
+    if artifact.precision != "int8-float-io":
+        raise UnsupportedModelError(f"TFLite takes int16 activations for a whole model only (16x8), with int16 "
+                                    f"input and output: {artifact.name}'s int8 interface would change")
+    return _rebuild(ctx, artifact, source, {}, precision="int16x8")
+
+
 def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any],
-             keep_qat: bool = False) -> tuple[bytes, dict[str, Any]]:
+             keep_qat: bool = False, precision: str | None = None) -> tuple[bytes, dict[str, Any]]:
     """``artifact`` converted again from its float reference (``source``, equalized already where
     the artifact was) with its own settings and ``changes``; returns (bytes, settings)."""
     from edgeship.converters import backend, onnx as _onnx_conv
@@ -140,7 +170,7 @@ def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, A
     float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) \
         if source.qat and not keep_qat else source
     with quiet_native_stderr():
-        return backend(artifact.format).to_bytes(float_source, artifact.precision, ctx.dataset, **options)
+        return backend(artifact.format).to_bytes(float_source, precision or artifact.precision, ctx.dataset, **options)
 
 
 def _qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[bytes, dict[str, Any]]:
@@ -174,7 +204,8 @@ def _qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[by
 
 def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
              layers: Sequence[LayerError], margins: Margins | None = None) -> Recovery:
-    """Cheapest fix first: recalibration, equalization, then float layers (``_float_layers``).
+    """Cheapest fix first: recalibration, equalization, int16, float layers (``_float_layers``),
+    then QAT with ``ctx.qat_epochs``.
 
     A quantized reader requantizes a float layer's output to the same calibrated range, so an
     outlier-dominated tensor only recovers when its readers stay float too; both are tried and
@@ -187,7 +218,11 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
         for method, changes in ladder(ctx, artifact):
             if best.within_drop or trials.out_of_time:
                 break
-            step = trials.variant(method, changes, lambda: _rebuild(ctx, artifact, source, changes))
+            if method == "int16":
+                changes = _int16_changes(artifact, layers)
+            build = (lambda: _int16(ctx, artifact, source, changes)) if method == "int16" else \
+                (lambda: _rebuild(ctx, artifact, source, changes))
+            step = trials.variant(method, changes, build)
             if step is not None and step.within_drop:
                 best = step
         if not best.within_drop:
@@ -267,6 +302,10 @@ def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure:
         return f"recalibration was enough ({how}): all int8, no layer in float{tail}"
     if best.method == "equalization":
         return f"cross-layer equalization was enough: all int8, no layer in float{tail}"
+    if best.method == "int16":
+        what = f"{len(best.changes['int16_tensors'])} tensor(s)" if "int16_tensors" in best.changes else \
+            "the whole model (TFLite 16x8)"
+        return f"int16 activations for {what} were enough: int8 weights, no layer in float{tail}"
     if best.method == "qat":
         return f"quantization-aware fine-tuning ({ctx.qat_epochs} epochs) was enough: all int8, no layer in float{tail}"
     return f"{len(best.float_layers)} layer(s) asked to stay float after {len(trials.steps)} models tried{tail}"

@@ -44,6 +44,7 @@ def diagnose(
     calibration_samples: int = 1000,
     time_budget: float | None = None,
     qat_epochs: int = 0,
+    int16: bool = True,
     progress: Progress = log_progress,
 ) -> DoctorReport:
     """Diagnose the int8 artifacts of ``folder`` (written by ``edgeship.convert``) and, with
@@ -56,7 +57,8 @@ def diagnose(
     calibrated with, when known) sharpens the normalisation check; ``samples`` test samples feed
     the per-layer comparison; at most ``max_layers`` layers are tried in float; ``runs`` timed
     runs measure the latency cost. Recovery tries recalibration (up to ``calibration_samples``
-    training samples), cross-layer equalization (unless ``equalize`` is False) and then float
+    training samples), cross-layer equalization (unless ``equalize`` is False), int16 activations
+    (unless ``int16`` is False) and then float
     layers, then (with ``qat_epochs``) quantization-aware fine-tuning of a tf_keras source, and
     stops trying after ``time_budget`` seconds per artifact. Writes
     ``folder/doctor.json`` and returns the report.
@@ -86,7 +88,7 @@ def diagnose(
     scorer = Scorer.for_split(dataset, reference, task=task)
     context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
                       equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget,
-                      qat_epochs=qat_epochs)
+                      qat_epochs=qat_epochs, int16=bool(int16))
     if max_drop is not None:
         context.select, context.select_split, context.select_note = _selection(
             folder, manifest, dataset, task, scorer, progress)
