@@ -219,14 +219,13 @@ def equalize(model: Any) -> tuple[Any, list[Pair]]:
     except Exception as exc:  # clone_model raises whatever a layer's from_config raises
         raise UnsupportedModelError(f"cross-layer equalization needs a model Keras can clone; {model.name} cannot "
                                     f"be ({type(exc).__name__}: {str(exc)[:200]}): convert without equalize") from exc
-    triples = find_pairs(clone)
+    # channels line up through everything find_pairs passes; the check keeps a surprise harmless
+    triples = [t for t in find_pairs(clone) if len(_out_range(t[0], t[1])) == len(_in_range(t[2]))]
     before = [_spread(_out_range(f, s)) for f, s, _ in triples]
     for _ in range(_SWEEPS):
         moved = 0.0
         for first, scaled, second in triples:
             r1, r2 = _out_range(first, scaled), _in_range(second)
-            if len(r1) != len(r2):
-                continue  # a Flatten or reshape between them: channels do not line up
             ok = (r1 > _TINY) & (r2 > _TINY)
             s = np.ones_like(r1)
             s[ok] = np.sqrt(r1[ok] / r2[ok])
@@ -236,9 +235,11 @@ def equalize(model: Any) -> tuple[Any, list[Pair]]:
             _multiply_inputs(second, s)
         if moved < _SETTLED:
             break
-    pairs = [Pair(first=f.name, scaled=s.name, second=t.name, channels=len(_out_range(f, s)), spread_before=b,
-                  spread_after=_spread(_out_range(f, s)))
-             for (f, s, t), b in zip(triples, before) if len(_out_range(f, s)) == len(_in_range(t))]
+    pairs = []
+    for (first, scaled, second), spread in zip(triples, before):
+        r1 = _out_range(first, scaled)
+        pairs.append(Pair(first=first.name, scaled=scaled.name, second=second.name, channels=len(r1),
+                          spread_before=spread, spread_after=_spread(r1)))
     return clone, pairs
 
 

@@ -105,6 +105,15 @@ class _Reader:
         return next(self._items, None)
 
 
+def options_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """The options that make an artifact again, from the settings it recorded (``quantize``'s and
+    ``convert``'s keywords)."""
+    methods = {v: k for k, v in CALIBRATE_METHODS.items()}
+    return {"reduce_range": bool(settings.get("reduce_range", False)), "per_channel": bool(settings.get("per_channel", True)),
+            "calibrate_method": methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
+            "activation_type": settings.get("activation_type", "uint8"), "opset": settings.get("opset", DEFAULT_OPSET)}
+
+
 def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | list[np.ndarray] | None,
              options: dict[str, Any]) -> dict[str, Any]:
     q = require("onnxruntime.quantization", "quantize ONNX models")

@@ -227,14 +227,6 @@ def _reached(fp: _Graph, node: Any, traced: dict[str, str], depth: int = 16) -> 
     return found
 
 
-def _options(settings: dict[str, Any]) -> dict[str, Any]:
-    """The artifact's quantize_static settings, as ``converters.onnx`` takes them."""
-    methods = {v: k for k, v in _onnx.CALIBRATE_METHODS.items()}
-    return {"reduce_range": bool(settings.get("reduce_range", False)), "per_channel": bool(settings.get("per_channel", True)),
-            "calibrate_method": methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
-            "activation_type": settings.get("activation_type", "uint8")}
-
-
 def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path, known: Collection[str]) -> list[LayerTrace]:
     """A LayerTrace per QDQ activation: its own error, and its error against the float model."""
     debug = require("onnxruntime.quantization.qdq_loss_debug", "debug ONNX quantization")
@@ -266,7 +258,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     def build(float_layers: Sequence[str]) -> bytes:
         excluded = sorted({node for name in float_layers for node in groups[name]})
         out = tmp / "mixed.onnx"
-        _onnx.quantize(prepared, out, "int8", samples, {**_options(settings), "nodes_to_exclude": excluded})
+        _onnx.quantize(prepared, out, "int8", samples, {**_onnx.options_of(settings), "nodes_to_exclude": excluded})
         return out.read_bytes()
 
     # a QAT artifact went through TFLite (tf2onnx.from_tflite): its QDQ layout is not ONNX Runtime's

@@ -108,8 +108,9 @@ def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, 
                         within_drop=not ctx.gate.check(delta), headline=delta.headline, split=split, margins=margins)
 
 
-def ladder(ctx: Context, artifact: Artifact) -> list[tuple[str, dict[str, Any]]]:
-    """The zero-cost candidates after the plain rebuild, in the order they are tried."""
+def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> list[tuple[str, dict[str, Any]]]:
+    """The candidates after the plain rebuild and before float layers, in the order they are tried:
+    the zero-cost ones (calibration, equalization), then int16 for the worst ``layers``."""
     from edgeship.converters import calibration as _calibration
 
     had = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
@@ -124,7 +125,7 @@ def ladder(ctx: Context, artifact: Artifact) -> list[tuple[str, dict[str, Any]]]
     if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
         steps.append(("equalization", {"equalize": True}))
     if ctx.int16:
-        steps.append(("int16", {}))  # the tensors are chosen once the layers are ranked: _int16
+        steps.append(("int16", _int16_changes(artifact, layers)))
     return steps
 
 
@@ -162,10 +163,7 @@ def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, A
     settings = artifact.settings
     options: dict[str, Any] = {"calibration_samples": settings.get("calibration_samples")}
     if artifact.format == "onnx":
-        methods = {v: k for k, v in _onnx_conv.CALIBRATE_METHODS.items()}
-        options.update(reduce_range=settings.get("reduce_range"), per_channel=settings.get("per_channel", True),
-                       calibrate_method=methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
-                       activation_type=settings.get("activation_type"), opset=settings.get("opset"))
+        options.update(_onnx_conv.options_of(settings))
     options = {k: v for k, v in {**options, **changes}.items() if v is not None}
     float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) \
         if source.qat and not keep_qat else source
@@ -215,11 +213,9 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
     with tempfile.TemporaryDirectory(prefix="edgeship-doctor-") as tmp:
         trials = _Trials(ctx, probe, Path(tmp))
         best = trials.score(())
-        for method, changes in ladder(ctx, artifact):
+        for method, changes in ladder(ctx, artifact, layers):
             if best.within_drop or trials.out_of_time:
                 break
-            if method == "int16":
-                changes = _int16_changes(artifact, layers)
             build = (lambda: _int16(ctx, artifact, source, changes)) if method == "int16" else \
                 (lambda: _rebuild(ctx, artifact, source, changes))
             step = trials.variant(method, changes, build)
