@@ -7,11 +7,12 @@ Saving works on Linux; running needs macOS (or edgeship's reference evaluator).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from edgeship._deps import require
 from edgeship.converters import _artifact
 from edgeship.errors import BadInputError, UnsupportedModelError
 from edgeship.records import Artifact, TensorSpec
+from edgeship.runtimes import mil
 from edgeship.runtimes.mil import FEATURE_DTYPES
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,12 @@ def _coremltools() -> Any:
     return ct
 
 
+def program(source: Any, precision: str) -> Any:
+    """The uncompressed ML Program (an in-memory MLModel) an artifact of ``precision`` compresses:
+    fp16 compute (fp32 for ``fp32``), written for ``target(precision)``."""
+    return _program(source, _coremltools(), precision)
+
+
 def _program(source: Any, ct: Any, precision: str) -> Any:
     if source.kind == "onnx":
         raise UnsupportedModelError(
@@ -89,34 +97,78 @@ def target(precision: str) -> str:
     return DEPLOYMENT_TARGETS.get(precision, DEPLOYMENT_TARGET)
 
 
-def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:
+def compress(mlmodel: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``mlmodel`` (left as it is) compressed as ``precision`` with ``options``; returns the
+    settings to record with the compressed MLModel under ``"model"``. ``options["keep"]`` names
+    ops (conv, linear, …) whose weights stay uncompressed fp16 (``op_name_configs`` set to None;
+    recorded as ``kept_ops``; ``held`` reads what the saved package holds);
+    ``options["eight_bit"]`` ops compressed with 8 bits in the precision's own family (8-bit
+    palettes, int8 blocks: ``EIGHT_BIT``)."""
+    ct = _coremltools()
     opt = ct.optimize.coreml
     threshold = int(options.get("weight_threshold", 64))  # default 2048 would skip a compact model's tensors
+    config, record = _config(opt, precision, source, options, threshold)
+    names: dict[str, Any] = {name: None for name in options.get("keep") or ()}
+    eight = sorted(options.get("eight_bit") or ())
+    if eight:
+        if precision not in EIGHT_BIT:
+            raise UnsupportedModelError(f"coreml:{precision} has no 8-bit form of its own; keep ops uncompressed "
+                                        f"instead (precisions with one: {sorted(EIGHT_BIT)})")
+        finer, _ = _config(opt, EIGHT_BIT[precision], source, options, threshold)
+        names.update({name: finer for name in eight})
+    compressor = opt.linear_quantize_weights if isinstance(config, opt.OpLinearQuantizerConfig) else \
+        opt.palettize_weights if isinstance(config, opt.OpPalettizerConfig) else opt.prune_weights
+    with _root_warnings_from_coremltools_off():
+        model = compressor(mlmodel, opt.OptimizationConfig(global_config=config, op_name_configs=names))
+    keep = sorted(options.get("keep") or ())
+    return {"model": model, **record, **({"kept_ops": keep} if keep else {}),
+            **({"eight_bit_ops": eight} if eight else {})}
+
+
+@contextlib.contextmanager
+def _root_warnings_from_coremltools_off() -> Iterator[None]:
+    """coremltools' compressors warn on the root logger for each weight they skip (channels not
+    divisible into blocks, too small): ``held`` records those ops in the artifact's settings instead."""
+    def outside(record: logging.LogRecord) -> bool:
+        return "coremltools" not in record.pathname
+
+    root = logging.getLogger()
+    root.addFilter(outside)
+    try:
+        yield
+    finally:
+        root.removeFilter(outside)
+
+
+#: precision -> the same compression at 8 bits, for the ops it hurts most (``compress``'s ``eight_bit``)
+EIGHT_BIT = {"pal2": "pal8", "pal4": "pal8", "pal6": "pal8", "pal4-grouped": "pal8-grouped", "w4-block": "w8-block"}
+#: precision -> the next finer uniform precision a user would convert to instead
+FINER = {"pal2": "pal4", "pal4": "pal6", "pal6": "pal8", "pal8": "w8", "pal4-grouped": "pal6", "w4-block": "w8-block",
+         "w8": "fp16", "w8-block": "fp16"}
+
+
+def _config(opt: Any, precision: str, source: Any, options: dict[str, Any], threshold: int) -> tuple[Any, dict[str, Any]]:
+    """The coremltools OpCompressorConfig of ``precision`` and the settings that record it."""
     if precision == "w8":
-        config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel",
-                                             weight_threshold=threshold)
-        return {"model": opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
-                "compression": "int8 linear symmetric", "granularity": "per_channel", "weight_threshold": threshold}
+        return (opt.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=threshold),
+                {"compression": "int8 linear symmetric", "granularity": "per_channel", "weight_threshold": threshold})
     if precision in ("w8-block", "w4-block"):
         block = int(options.get("block_size", BLOCK_SIZE))
         dtype = "int8" if precision == "w8-block" else "int4"
         config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=dtype, granularity="per_block",
                                              block_size=block, weight_threshold=threshold)
-        return {"model": opt.linear_quantize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
-                "compression": f"{dtype} linear symmetric", "granularity": "per_block", "block_size": block,
-                "weight_threshold": threshold}
-    if precision == "pal4-grouped":
-        group = int(options.get("group_size", GROUP_SIZE))
-        config = opt.OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_grouped_channel", group_size=group,
+        return config, {"compression": f"{dtype} linear symmetric", "granularity": "per_block", "block_size": block,
+                        "weight_threshold": threshold}
+    if precision.startswith("pal") and precision.endswith("-grouped"):
+        bits, group = int(precision[3:].split("-")[0]), int(options.get("group_size", GROUP_SIZE))
+        config = opt.OpPalettizerConfig(mode="kmeans", nbits=bits, granularity="per_grouped_channel", group_size=group,
                                         weight_threshold=threshold)
-        return {"model": opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
-                "compression": "4-bit k-means palettization", "granularity": "per_grouped_channel",
-                "group_size": group, "weight_threshold": threshold}
+        return config, {"compression": f"{bits}-bit k-means palettization", "granularity": "per_grouped_channel",
+                        "group_size": group, "weight_threshold": threshold}
     if precision.startswith("pal"):
         bits = int(precision[3:])
-        config = opt.OpPalettizerConfig(mode="kmeans", nbits=bits, weight_threshold=threshold)
-        return {"model": opt.palettize_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
-                "compression": f"{bits}-bit k-means palettization", "weight_threshold": threshold}
+        return (opt.OpPalettizerConfig(mode="kmeans", nbits=bits, weight_threshold=threshold),
+                {"compression": f"{bits}-bit k-means palettization", "weight_threshold": threshold})
     sparsity = source.record.sparsity if source.record is not None else {}
     if sparsity and min(sparsity.values()) > 0.3:
         config = opt.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.3, weight_threshold=threshold)
@@ -125,8 +177,7 @@ def _compress(mlmodel: Any, ct: Any, precision: str, source: Any, options: dict[
         target = float(options.get("target_sparsity", 0.5))
         config = opt.OpMagnitudePrunerConfig(target_sparsity=target, weight_threshold=threshold)
         how = f"magnitude pruning to {target:.0%} (no fine-tuning: validate the accuracy)"
-    return {"model": opt.prune_weights(mlmodel, opt.OptimizationConfig(global_config=config)),
-            "compression": how, "weight_threshold": threshold}
+    return config, {"compression": how, "weight_threshold": threshold}
 
 
 def specs(mlmodel_spec: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
@@ -143,8 +194,8 @@ def specs(mlmodel_spec: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, 
     return tuple(one(f) for f in desc.input), tuple(one(f) for f in desc.output)
 
 
-def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
-    """Write ``out/<model>.<precision>.mlpackage`` and return its Artifact."""
+def made(source: Any, precision: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The MLModel of ``precision`` (converted, then compressed) and the settings that record it."""
     ct = _coremltools()
     if precision not in PRECISIONS:
         raise BadInputError(f"coreml has no precision '{precision}'; choose one of {sorted(PRECISIONS)}")
@@ -157,12 +208,30 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
         "max_batch": MAX_BATCH,
     }
     if precision not in ("fp16", "fp32"):
-        result = _compress(mlmodel, ct, precision, source, options)
+        result = compress(mlmodel, precision, source, options)
         mlmodel = result.pop("model")
         settings.update(result)
+    return mlmodel, settings
+
+
+def held(package: Path) -> dict[str, Any]:
+    """What a saved compressed package holds, read back: how many of its weighted compute ops
+    (conv, linear, matmul) have compressed weights, and the names of those that do not (kept on
+    request, or skipped by coremltools: too small for ``weight_threshold``, channels not divisible
+    into blocks)."""
+    ops = mil.weighted_ops(mil.read(package).program)
+    return {"compute_ops": len(ops), "compressed_ops": sum(c for _, c in ops),
+            "uncompressed_ops": [op.name for op, c in ops if not c]}
+
+
+def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+    """Write ``out/<model>.<precision>.mlpackage`` and return its Artifact."""
+    mlmodel, settings = made(source, precision, options)
     inputs, outputs = specs(mlmodel.get_spec())
     path = out / _artifact.file_name(source, precision, SUFFIX)
     with _io.staged(path, directory=True) as staged:
         mlmodel.save(str(staged))
+        if precision not in ("fp16", "fp32"):
+            settings.update(held(staged))
         return _artifact.make(staged, out, final=path, fmt="coreml", precision=precision, source=source,
                               settings=settings, inputs=inputs, outputs=outputs)

@@ -164,12 +164,34 @@ class Evaluator:
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The program's outputs for ``feeds`` (input name -> array), in their declared dtypes."""
+        env = self.values(feeds)
+        return {name: self._output(env[name], self._types.get(name)) for name in self.program.outputs}
+
+    def values(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Every value of one run by name: the constants (weights decompressed), the inputs and
+        each op's outputs, as held (fp16 values as float32). What ``edgeship doctor`` compares op by op."""
         env = dict(self._values)
         for name, ttype in self.program.inputs:
             env[name] = self._store(np.asarray(feeds[name]), ttype)
         for op, kernel in self._steps:
             self._apply(op, kernel, env)
-        return {name: self._output(env[name], self._types.get(name)) for name in self.program.outputs}
+        return env
+
+    @property
+    def ops(self) -> list[mil.Op]:
+        """The ops run per inference, in order."""
+        return [op for op, _ in self._steps]
+
+    @property
+    def constants(self) -> Mapping[str, Any]:
+        """The values computed at load: consts, decompressed weights and folded subgraphs."""
+        return self._values
+
+    def apply(self, op: mil.Op, env: Mapping[str, Any]) -> dict[str, Any]:
+        """The outputs (name -> value) of ``op``, one of ``ops``, run on the values in ``env``."""
+        scratch = {b: env[b] for refs in op.inputs.values() for b in refs if isinstance(b, str)}
+        self._apply(op, self._kernel(op), scratch)
+        return {name: scratch[name] for name, _ in op.outputs}
 
     def _constant(self, op: mil.Op) -> Any:
         val = op.inputs.get("val", ())

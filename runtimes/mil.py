@@ -29,7 +29,7 @@ from edgeship.runtimes._protobuf import _bytes, _fields, _map, _str, _varints
 from edgeship.records import TensorSpec
 from edgeship.runtimes._mil_ops import unpack_bits
 
-__all__ = ["read", "Package", "Program", "Op", "TensorType", "Literal"]
+__all__ = ["read", "Package", "Program", "Op", "TensorType", "Literal", "weighted_ops", "COMPUTE"]
 
 # MIL DataType code -> (numpy dtype the evaluator holds it in, bits when packed below a byte)
 _DTYPES: dict[int, tuple[str, int]] = {
@@ -341,3 +341,38 @@ def read(path: str | Path) -> Package:
         raise BadArtifactError(f"{path} could not be read as a Core ML ML Program ({type(exc).__name__}: {exc}); "
                                "convert again or check the package was copied whole") from exc
     return Package(path, model.get(1, [0])[0], inputs, outputs, program)
+
+
+# -- what compression did to a program ------------------------------------------------------------
+#: ops whose constant weights coremltools compresses (and ``edgeship doctor`` can leave uncompressed)
+COMPUTE = frozenset({"conv", "conv_transpose", "linear", "matmul", "einsum"})
+
+
+def compressed_values(program: Program) -> tuple[set[str], set[str]]:
+    """(constant value names, those made by decompression) of a MIL ``program``: a value is
+    constant when every input of its op is, and compressed when a ``constexpr_*`` op is among them."""
+    constant: set[str] = set()
+    compressed: set[str] = set()
+    for op in program.ops:
+        names = [b for refs in op.inputs.values() for b in refs if isinstance(b, str)]
+        if op.type == "const" or op.type.startswith("constexpr_") or (names and all(n in constant for n in names)):
+            outputs = [name for name, _ in op.outputs]
+            constant.update(outputs)
+            if op.type.startswith("constexpr_") or any(n in compressed for n in names):
+                compressed.update(outputs)
+    return constant, compressed
+
+
+def weighted_ops(program: Program) -> list[tuple[Op, bool]]:
+    """(op, whether its weights are compressed) for each compute op of ``program`` that reads a
+    constant weight, in program order."""
+    constant, compressed = compressed_values(program)
+    found = []
+    for op in program.ops:
+        if op.type not in COMPUTE:
+            continue
+        weights = [b for param, refs in op.inputs.items() if param != "bias"
+                   for b in refs if isinstance(b, str) and b in constant]
+        if weights:
+            found.append((op, any(w in compressed for w in weights)))
+    return found

@@ -154,7 +154,7 @@ def test_only_int8_artifacts_are_examined(damaged_dir, tmp_path):
     manifest = Manifest.load(damaged_dir)
     fp32_only = Manifest(model=manifest.model, dataset=manifest.dataset, artifacts=(manifest.get("tflite:fp32"),))
     fp32_only.save(tmp_path)
-    with pytest.raises(BadInputError, match="no int8 artifact"):
+    with pytest.raises(BadInputError, match="no int8 or compressed artifact"):
         diagnose(tmp_path)
 
 

@@ -60,9 +60,10 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
 @click.option("--data", default=None, help="Dataset (default: the one in manifest.json).")
 @click.option("--max-drop", type=float, default=None,
               help="Find the smallest artifact within this many points of float: recalibration, then cross-layer "
-                   "equalization, then the most harmful layers in float; write it as "
-                   "<model>.<precision>-<method> (exit 2 when none fits).")
-@click.option("--artifact", default=None, help="Examine one artifact, e.g. onnx:int8 (default: every int8 one).")
+                   "equalization, int16, then the most harmful layers in float (Core ML: their weights "
+                   "uncompressed); write it as <model>.<precision>-<method> (exit 2 when none fits).")
+@click.option("--artifact", default=None, help="Examine one artifact, e.g. onnx:int8 or coreml:pal4 (default: every int8 "
+              "or compressed one).")
 @click.option("--samples", default=200, show_default=True, help="Test samples compared layer by layer.")
 @click.option("--max-layers", default=8, show_default=True, help="Most layers tried in float.")
 @click.option("--runs", default=200, show_default=True, help="Timed runs for the latency cost.")
@@ -81,8 +82,9 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
 def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str | None, samples: int,
            max_layers: int, runs: int, equalize: bool, calibration_samples: int, time_budget: float | None,
            qat_epochs: int, int16: bool) -> None:
-    """Find the layers int8 hurts in FOLDER's artifacts, say why, and with --max-drop write a
-    mixed-precision artifact that keeps the most harmful ones in float (FOLDER/doctor.json)."""
+    """Find the layers int8 (or Core ML weight compression) hurts in FOLDER's artifacts, say why,
+    and with --max-drop write a mixed-precision artifact that keeps the most harmful ones in float
+    (FOLDER/doctor.json)."""
     from edgeship.doctor import diagnose
 
     result = _run(lambda: diagnose(folder, data=data, max_drop=max_drop, artifact=artifact, samples=samples,
@@ -97,6 +99,8 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
     elif not State.quiet:
         for diagnosis in result.artifacts:
             _show_diagnosis(diagnosis)
+        for line in result.skipped:
+            out_console.print(f"[yellow]not examined[/]: {line}", highlight=False)
     failed = [d.artifact for d in result.artifacts if d.recovery is not None and not d.recovery.within_drop]
     if failed:
         err_console.print(f"[bold red]no artifact within --max-drop {max_drop:g}:[/] {', '.join(failed)}", highlight=False)

@@ -8,6 +8,8 @@
     ambiguity          the disagreements sit on inputs the float    -> not a layer's fault: float layers
                        model is unsure of (low top-2 margin)           will not remove them
     damage             int8 flips inputs the float model is sure of -> the worst layers (above)
+    weights            (Core ML) an op's compressed weights hurt    -> keep its weights uncompressed, or
+                       its output                                      a finer precision
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def advise(artifact: Artifact, layers: Sequence[LayerError], input_range: tuple[
 
     ``score`` is the artifact on test, ``baseline`` on the split recovery chose on (compared with
     the recovery's own rebuild there)."""
-    found: list[Advice] = _verdict(score, margins, layers)
+    found: list[Advice] = _verdict(score, margins, layers, "compression" if artifact.format == "coreml" else "int8")
+    if artifact.format == "coreml":  # weights only, compressed without data: no ranges or calibration to blame
+        return tuple(found + [a for layer in layers if layer.sqnr_db < HARMFUL_DB for a in _weights(layer, artifact)])
     for layer in layers:
         if layer.sqnr_db < HARMFUL_DB:
             found += _ranges(layer, artifact.format)
@@ -56,7 +60,8 @@ def ambiguous(margins: Margins) -> bool:
         and (sure is None or sure >= CONFIDENT_AGREEMENT)
 
 
-def _verdict(score: AccuracyDelta, margins: Margins | None, layers: Sequence[LayerError]) -> list[Advice]:
+def _verdict(score: AccuracyDelta, margins: Margins | None, layers: Sequence[LayerError],
+             what: str = "int8") -> list[Advice]:
     """Ambiguity or damage, from where the disagreements sit by the float model's top-2 margin."""
     if margins is None or score.agreement is None or score.agreement >= AGREEMENT_OK or not margins.disagreements:
         return []
@@ -78,9 +83,22 @@ def _verdict(score: AccuracyDelta, margins: Margins | None, layers: Sequence[Lay
             "training data"))]
     worst = ", ".join(f"{l.name} ({l.sqnr_db:.1f} dB)" for l in layers[:3])
     return [Advice(kind="damage", layer=layers[0].name if layers else "", evidence=evidence, message=(
-        f"damage: int8 flips inputs the float model is sure of (top-2 margin ≥ {edge:g}): agreement there is "
+        f"damage: {what} flips inputs the float model is sure of (top-2 margin ≥ {edge:g}): agreement there is "
         f"{sure} ({confident} samples), {total - unsure} of {total} disagreements; {medians}. "
         f"Worst layers: {worst or 'none measured'}"))]
+
+
+def _weights(layer: LayerError, artifact: Artifact) -> list[Advice]:
+    """A Core ML op whose compressed weights cost its output more than ``HARMFUL_DB``."""
+    how = artifact.settings.get("compression", artifact.precision)
+    return [Advice(
+        kind="weights", layer=layer.name,
+        evidence={"sqnr_db": round(layer.sqnr_db, 2), "tensor_sqnr_db": round(layer.tensor_sqnr_db, 2),
+                  "compression": how, "op": layer.op},
+        message=(f"{layer.name}: its {how} weights leave its output at {layer.sqnr_db:.1f} dB SQNR (median channel; "
+                 f"the op run on uncompressed inputs). Keep its weights uncompressed (edgeship doctor --max-drop "
+                 f"does, op by op) or convert with a finer precision (more palette bits, w8, per-block or grouped)"),
+    )]
 
 
 def _ranges(layer: LayerError, fmt: str) -> list[Advice]:

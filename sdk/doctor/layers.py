@@ -4,6 +4,7 @@ tensor, the ranking, and the Probe a format's debugger hands back to the doctor.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Sequence
@@ -15,7 +16,7 @@ from edgeship.metrics import sqnr_db_from_sums as _db
 from edgeship.progress import Progress
 from edgeship.records import Gate, Manifest
 
-__all__ = ["layer_name", "leaf_names", "LayerTrace", "unique_names", "ranked", "Probe", "Context"]
+__all__ = ["layer_name", "op_layer", "leaf_names", "LayerTrace", "unique_names", "ranked", "Probe", "Context"]
 
 
 def layer_name(tensor: str, known: Collection[str] | None = None) -> str:
@@ -37,6 +38,20 @@ def layer_name(tensor: str, known: Collection[str] | None = None) -> str:
     if len(parts) == 2:
         return parts[0] if parts[1][:1].isupper() else parts[1]
     return parts[0] if parts else tensor
+
+
+def op_layer(name: str, known: Collection[str] | None = None) -> str:
+    """The Keras layer a Core ML op belongs to. coremltools joins a TensorFlow name's parts with
+    ``_`` (``tiny_cnn/conv_1/BiasAdd`` -> ``tiny_cnn_conv_1_BiasAdd_cast_fp16``), so the known leaf
+    name (``leaf_names``) found last in it wins, the longer on a tie (``dense_1`` over ``dense``);
+    the op's own name where none is found."""
+    best: tuple[int, int, str] | None = None
+    for layer in known or ():
+        key = re.sub(r"\W", "_", layer)
+        for match in re.finditer(rf"(?:^|_){re.escape(key)}(?=_|$)", name):
+            found = (match.end(), len(key), layer)
+            best = found if best is None or found[:2] > best[:2] else best
+    return best[2] if best is not None else name
 
 
 def leaf_names(model: Any) -> frozenset[str]:
@@ -147,17 +162,23 @@ def ranked(layers: Iterable[LayerError]) -> tuple[LayerError, ...]:
 class Probe:
     """What a backend's debugger hands back: the layers, and a builder of mixed-precision models.
 
-    ``build(float_layers)`` returns the model bytes with those layers (LayerError names) in float
-    and the rest quantized as the artifact was; ``build(())`` is the all-int8 rebuild.
+    ``build(float_layers)`` returns the model bytes (or the path of the model it wrote: a Core ML
+    package is a folder) with those layers (LayerError names) in float and the rest quantized as
+    the artifact was; ``build(())`` is the all-int8 rebuild, a step of method ``rebuild_method``.
     ``input_range`` is the float input range the *artifact* was calibrated to, when it says.
     """
 
     layers: list[LayerError]
-    build: Callable[[Sequence[str]], bytes]
+    build: Callable[[Sequence[str]], bytes | Path]
     suffix: str
     analysed_with: str
     input_range: tuple[float, float] | None = None
     close: Callable[[], None] = lambda: None
+    rebuild_method: str = "calibration"
+    #: Core ML: the model with those layers compressed at 8 bits in the artifact's own family
+    eight_bit: Callable[[Sequence[str]], bytes | Path] | None = None
+    #: Core ML: (precision, builder of (path, settings)) of the next finer uniform precision
+    finer: tuple[str, Callable[[], tuple[Path, dict[str, Any]]]] | None = None
 
 
 @dataclass

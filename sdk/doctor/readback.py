@@ -4,8 +4,10 @@ The doctor reports a recovered artifact's float layers from here, not from what 
 quantizer for: a float layer can pull its neighbours into float (a reader of a float tensor that
 the quantizer leaves unquantized), and a name that matches nothing keeps nothing float.
 ``.tflite`` files are read with LiteRT's flatbuffer schema (``ai_edge_litert.schema_py_generated``),
-``.onnx`` files with ``onnx``. Ops that only move data (reshape, transpose, concatenation, …) and
-the quantize/dequantize ops themselves are not compute ops and are not counted.
+``.onnx`` files with ``onnx``, ``.mlpackage`` folders with edgeship's own ML Program reader (a
+Core ML op counts as float when its constant weights are not decompressed from compressed ones).
+Ops that only move data (reshape, transpose, concatenation, …) and the quantize/dequantize ops
+themselves are not compute ops and are not counted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any, Collection
 
 from edgeship._deps import require
-from edgeship.doctor.layers import layer_name
+from edgeship.doctor.layers import layer_name, op_layer
 
 __all__ = ["Precisions", "read", "tflite_ops"]
 
@@ -37,11 +39,15 @@ class Precisions:
 
 
 def read(path: Path, known: Collection[str] | None = None) -> Precisions:
-    """The compute ops of the ``.tflite`` or ``.onnx`` file at ``path`` and which run in float."""
-    ops = _tflite(path) if path.suffix == ".tflite" else _onnx(path)
+    """The compute ops of the ``.tflite``, ``.onnx`` or ``.mlpackage`` at ``path`` and which run
+    in float (for Core ML, whose compression is of weights only: which keep uncompressed weights)."""
+    if path.suffix == ".mlpackage":
+        ops, namer = _coreml(path), op_layer
+    else:
+        ops, namer = (_tflite(path) if path.suffix == ".tflite" else _onnx(path)), layer_name
     floats = [(op, name) for op, name, is_float in ops if is_float]
     return Precisions(compute_ops=len(ops), float_ops=tuple(f"{op} {name}" for op, name in floats),
-                      float_layers=tuple(sorted({layer_name(name, known) for _, name in floats})))
+                      float_layers=tuple(sorted({namer(name, known) for _, name in floats})))
 
 
 def tflite_ops(model: bytes) -> list[dict[str, Any]]:
@@ -104,3 +110,10 @@ def _dequantized(tensor: str, producer: dict) -> bool:
     while node is not None and node.op_type in _ONNX_MOVES - {"DequantizeLinear", "QuantizeLinear"}:
         node = producer.get(node.input[0]) if node.input else None
     return node is not None and node.op_type == "DequantizeLinear"
+
+
+def _coreml(path: Path) -> list[tuple[str, str, bool]]:
+    from edgeship.runtimes.mil import weighted_ops
+    from edgeship.runtimes import mil
+
+    return [(op.type, op.name, not compressed) for op, compressed in weighted_ops(mil.read(path).program)]

@@ -47,7 +47,8 @@ class LayerError(Record):
 
 @dataclass(frozen=True)
 class Advice(Record):
-    """One finding about calibration: ``kind`` is outliers, channel-outliers, few-samples or normalisation."""
+    """One finding: ``kind`` is ambiguity or damage (the verdict), outliers, channel-outliers, few-samples,
+    normalisation, or weights (a Core ML op its compressed weights hurt)."""
 
     kind: str
     message: str
@@ -180,6 +181,9 @@ class DoctorReport(VersionedFile):
     dataset_fingerprint: str = ""
     max_drop: float | None = None
     artifacts: tuple[Diagnosis, ...] = ()
+    #: "<artifact>: why" for each artifact of the folder the doctor could not examine (a Core ML
+    #: package with an op the numpy evaluator lacks, when every artifact was asked for)
+    skipped: tuple[str, ...] = ()
 
     def diagnosis(self, name: str) -> Diagnosis:
         for item in self.artifacts:

@@ -20,6 +20,7 @@ Without a validation split candidates are chosen on test, and the note says so.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,8 +40,13 @@ from edgeship.tasks import align, delta_of, said
 
 __all__ = ["recover", "METHODS", "NO_VAL"]
 
-#: how a recovered artifact was made, cheapest on the device first; its file is <precision>-<method>
-METHODS = ("calibration", "equalization", "int16", "float", "qat")
+#: how a recovered artifact was made, cheapest on the device first; its file is <precision>-<method>.
+#: A Core ML artifact's rebuild is "compression" (its compression needs no data), its "float" ops
+#: keep uncompressed fp16 weights, and "8bit" gives the ops float would keep 8 bits in the
+#: artifact's own family (8-bit palettes, int8 blocks) instead; "precision" is the whole model at
+#: the next finer uniform precision (written as that precision, e.g. ``coreml:pal4``), chosen when
+#: it is the smallest within the drop.
+METHODS = ("calibration", "compression", "equalization", "int16", "8bit", "float", "precision", "qat")
 NO_VAL = "no validation split: chosen and reported on test — the figures are optimistic"
 
 
@@ -50,9 +56,7 @@ class _Trials:
     def __init__(self, ctx: Context, probe: Probe, tmp: Path) -> None:
         self.ctx, self.probe, self.tmp = ctx, probe, tmp
         self.steps: list[RecoveryStep] = []
-        self.winner: bytes | None = None
-        self.winner_path: Path | None = None
-        self.winner_settings: dict[str, Any] = {}  # what the converter recorded making the winner
+        self.made: dict[int, tuple[Path, dict[str, Any]]] = {}  # id(step) -> its model's path, its settings
         self.skipped: list[str] = []  # methods this model could not take, and why
         self.started = time.monotonic()
 
@@ -62,7 +66,7 @@ class _Trials:
         return budget is not None and time.monotonic() - self.started > budget
 
     def score(self, float_layers: tuple[str, ...]) -> RecoveryStep:
-        return self._scored(self.probe.build(float_layers), "float" if float_layers else "calibration", {},
+        return self._scored(self.probe.build(float_layers), "float" if float_layers else self.probe.rebuild_method, {},
                             float_layers)
 
     def variant(self, method: str, changes: dict[str, Any],
@@ -75,17 +79,20 @@ class _Trials:
             return None
         return self._scored(blob, method, changes, (), settings)
 
-    def _scored(self, blob: bytes, method: str, changes: dict[str, Any], float_layers: tuple[str, ...],
+    def _scored(self, blob: bytes | Path, method: str, changes: dict[str, Any], float_layers: tuple[str, ...],
                 settings: dict[str, Any] | None = None) -> RecoveryStep:
+        """``blob``: a model's bytes, or the path of the model a probe wrote (a Core ML package is a folder)."""
         path = self.tmp / f"trial-{len(self.steps)}{self.probe.suffix}"
-        path.write_bytes(blob)
-        step = dataclasses.replace(_scored(self.ctx, path, float_layers, len(blob), self.ctx.select_split),
+        if isinstance(blob, Path):
+            shutil.move(str(blob), str(path))
+        else:
+            path.write_bytes(blob)
+        step = dataclasses.replace(_scored(self.ctx, path, float_layers, _io.size_bytes(path), self.ctx.select_split),
                                    method=method, changes=dict(changes))
         what = f"float {list(float_layers)}" if float_layers else f"{method} {_changes(changes)}".strip()
         self.ctx.progress("doctor", f"{what} on {step.split}: {said(step)}")
         self.steps.append(step)
-        if step.within_drop and self.winner is None:
-            self.winner, self.winner_path, self.winner_settings = blob, path, dict(settings or {})
+        self.made[id(step)] = (path, dict(settings or {}))
         return step
 
 
@@ -113,6 +120,8 @@ def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> li
     the zero-cost ones (calibration, equalization), then int16 for the worst ``layers``."""
     from edgeship.converters import calibration as _calibration
 
+    if artifact.format == "coreml":  # weights only, compressed without data: nothing to calibrate or equalize
+        return []
     had = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     more = min(ctx.calibration_samples, len(ctx.dataset.inputs("train")[0]))
     steps: list[tuple[str, dict[str, Any]]] = []
@@ -221,31 +230,55 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             step = trials.variant(method, changes, build)
             if step is not None and step.within_drop:
                 best = step
+        weights_only = artifact.format == "coreml"
         if not best.within_drop:
-            best = _float_layers(ctx, trials, trials.steps[0], layers)
-        if not best.within_drop and ctx.qat_epochs and not trials.out_of_time:
+            best = _float_layers(ctx, trials, trials.steps[0], layers, monotone=weights_only)
+        if weights_only and not trials.steps[0].within_drop:
+            best = _smaller(trials, probe, best)
+        if not best.within_drop and ctx.qat_epochs and not trials.out_of_time and artifact.format != "coreml":
             changes = {"epochs": ctx.qat_epochs}
             step = trials.variant("qat", changes, lambda: _qat(ctx, artifact, source, ctx.qat_epochs))
             if step is not None and step.within_drop:
                 best = step
-        note = _note(best, trials, ctx, min(len(layers), ctx.max_layers), margins is not None and ambiguous(margins))
+        note = _note(best, trials, ctx, min(len(layers), ctx.max_layers), margins is not None and ambiguous(margins),
+                     weights_only=weights_only)
         test = None
-        if best.within_drop and trials.winner_path is not None:
-            test = dataclasses.replace(_scored(ctx, trials.winner_path, best.float_layers, len(trials.winner), "test"),
+        winner, made_with = trials.made[id(best)]
+        if best.within_drop:
+            test = dataclasses.replace(_scored(ctx, winner, best.float_layers, _io.size_bytes(winner), "test"),
                                        method=best.method, changes=best.changes)
         recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,
                             steps=tuple(trials.steps), requested_float_layers=best.float_layers if best.within_drop else (),
                             note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}",
                             chosen_on=ctx.select_split, test=test, method=best.method if best.within_drop else None)
         if best.within_drop:
-            recovery = _write(ctx, artifact, path, source, probe, trials.winner, recovery, trials.winner_settings)
+            recovery = _write(ctx, artifact, path, source, probe, winner, recovery, made_with)
     return recovery
 
 
-def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError]) -> RecoveryStep:
+def _smaller(trials: _Trials, probe: Probe, best: RecoveryStep) -> RecoveryStep:
+    """Core ML: cheaper than the ops ``best`` leaves uncompressed (fp16), the same ops at 8 bits in
+    the artifact's own family; and the whole model at the next finer uniform precision (what a
+    user would convert to instead). The smallest within the drop wins."""
+    candidates = [best]
+    if best.within_drop and best.method == "float" and probe.eight_bit is not None and not trials.out_of_time:
+        kept = best.float_layers
+        candidates.append(trials.variant("8bit", {"eight_bit_layers": list(kept)},
+                                         lambda: (probe.eight_bit(kept), {})))
+    if probe.finer is not None and not trials.out_of_time:
+        precision, build = probe.finer
+        candidates.append(trials.variant("precision", {"precision": precision}, build))
+    fitting = [s for s in candidates if s is not None and s.within_drop]
+    return min(fitting, key=lambda s: s.size_bytes) if fitting else best
+
+
+def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError],
+                  monotone: bool = False) -> RecoveryStep:
     """Rank the ``max_layers`` worst layers (by SQNR) by what keeping each in float recovers,
     measured: each alone, and with its readers where alone is not enough. The first within the
-    drop wins; otherwise they are combined in the measured order until the drop fits."""
+    drop wins; otherwise they are combined in the measured order until the drop fits. A layer
+    that does not help is dropped from the combination, unless ``monotone`` (Core ML: an
+    uncompressed weight cannot add error, so every step keeps growing the set toward all-fp16)."""
     measured: list[RecoveryStep] = []
     for layer in layers[: ctx.max_layers]:
         if trials.out_of_time:
@@ -271,16 +304,21 @@ def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Seq
         if combined == kept:
             continue
         tried = trials.score(combined)
-        if delta_of(tried) >= delta_of(best):
+        if monotone:
+            kept = combined
+        if delta_of(tried) >= delta_of(best) or (monotone and tried.within_drop):
             best, kept = tried, combined
         if best.within_drop:
             break
     return best
 
 
-def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool) -> str:
-    """What the search found, in one sentence, with the methods this model could not take."""
+def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool, weights_only: bool = False) -> str:
+    """What the search found, in one sentence, with the methods this model could not take.
+    ``weights_only``: a Core ML artifact, whose "float" layers keep uncompressed fp16 weights."""
     max_drop = ctx.gate.max_drop
+    if weights_only:
+        return _weights_note(best, trials, ctx, tried, unsure)
     tail = "".join(f"; {why}" for why in trials.skipped)
     if trials.out_of_time:
         tail += f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models"
@@ -307,7 +345,34 @@ def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure:
     return f"{len(best.float_layers)} layer(s) asked to stay float after {len(trials.steps)} models tried{tail}"
 
 
-def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, blob: bytes,
+def _weights_note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool) -> str:
+    """``_note`` for Core ML: its compression is of weights only and needs no data, so the one fix
+    is leaving the ops whose weights it hurts most uncompressed."""
+    tail = f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models" \
+        if trials.out_of_time else ""
+    if best.within_drop and best.method == "precision":
+        size = best.size_bytes / trials.steps[0].size_bytes
+        return (f"the whole model as {best.changes['precision']} is the smallest model within the drop "
+                f"(x{size:.2f} the rebuild's size; leaving ops uncompressed came to more or missed){tail}")
+    if best.within_drop and best.method == "8bit":
+        kept = best.changes.get("eight_bit_layers", [])
+        return (f"{len(kept)} op(s) compressed at 8 bits in the artifact's own family instead of the rest's bits, "
+                f"no weight uncompressed, after {len(trials.steps)} models tried{tail}")
+    if best.within_drop and not best.float_layers:
+        return f"the rebuild with the artifact's own settings is within the drop: every weight compressed{tail}"
+    if best.within_drop:
+        return (f"{len(best.float_layers)} op(s) asked to keep uncompressed fp16 weights after {len(trials.steps)} "
+                f"models tried (Core ML compresses weights only: activations are fp16 either way){tail}")
+    if unsure:
+        return (f"no model within {ctx.gate.max_drop:g} points after leaving {tried} ops uncompressed: the "
+                f"disagreements sit on inputs the float model itself is unsure about (see advice){tail}")
+    finer = next((s for s in trials.steps if s.method == "precision"), None)
+    also = f", nor the whole model as {finer.changes['precision']} ({said(finer)})" if finer is not None else ""
+    return (f"no model within {ctx.gate.max_drop:g} points after leaving {tried} ops uncompressed{also}; raise "
+            f"max_layers, or convert with a finer precision (more palette bits, w8, per-block or grouped){tail}")
+
+
+def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, chosen: Path,
            recovery: Recovery, made_with: dict[str, Any]) -> Recovery:
     """Write ``<model>.<precision>-<method><suffix>``, read back its float ops, register it, and
     time it against the artifact it replaces."""
@@ -316,32 +381,54 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
     from edgeship.doctor.layers import leaf_names
     from edgeship.runtimes.benchmark import compare
 
-    precision = f"{artifact.precision}-{recovery.method}"
-    final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
     winner = recovery.test or next(s for s in recovery.steps if s.within_drop)
+    # "precision": another uniform precision, written as convert writes it; else <precision>-<method>
+    uniform = recovery.method == "precision"
+    precision = winner.changes["precision"] if uniform else f"{artifact.precision}-{recovery.method}"
+    final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
     known = leaf_names(source.float_keras()) if source.kind == "keras" else None
-    # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over
-    settings = {k: v for k, v in artifact.settings.items() if k not in ("route", "qat")}
+    # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over; a
+    # uniform precision keeps only the artifact's metadata (its made_with is the converter's record)
+    settings = {k: v for k, v in artifact.settings.items()
+                if k not in ("route", "qat") and (not uniform or k == "metadata")}
     settings.update(made_with)  # a rebuild's own record: its calibration samples and method, its equalized pairs
     settings.update(qat=False, method=recovery.method, changes=dict(winner.changes), made_from=artifact.name,
                     made_by="edgeship doctor", max_drop=recovery.max_drop, chosen_on=recovery.chosen_on,
                     accuracy_delta_pts=winner.accuracy_delta_pts, accuracy_split=winner.split,
                     requested_float_layers=list(recovery.requested_float_layers))
-    with _io.staged(final) as staged:
-        _io.write_bytes(staged, blob)
+    with _io.staged(final, directory=chosen.is_dir()) as staged:
+        if chosen.is_dir():
+            shutil.copytree(chosen, staged, dirs_exist_ok=True)
+        else:
+            _io.write_bytes(staged, chosen.read_bytes())
         held = readback.read(staged, known)
         settings.update(float_layers=list(held.float_layers), float_ops=len(held.float_ops),
                         compute_ops=held.compute_ops)
+        if artifact.format == "coreml":  # as convert records a package: its compressed ops, read back
+            from edgeship.converters.coreml import held as _coreml_held
+
+            settings.update(_coreml_held(staged))
         written = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,
                                  source=source, settings=settings)
     manifest = Manifest.load(ctx.folder).with_artifact(written)
     manifest.save(ctx.folder)
-    ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
-                           f"{held.compute_ops} compute ops int8); timing it against {artifact.name}")
-    before, after = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
-    return dataclasses.replace(
+    kept = "compressed" if artifact.format == "coreml" else "int8"
+    recovery = dataclasses.replace(
         recovery, artifact=written, size_ratio=written.size_bytes / artifact.size_bytes,
-        float_layers=held.float_layers, float_ops=held.float_ops, compute_ops=held.compute_ops,
-        p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
-        p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms},
-    )
+        float_layers=held.float_layers, float_ops=held.float_ops, compute_ops=held.compute_ops)
+    if artifact.format == "coreml" and not _has_coreml():
+        ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
+                               f"{held.compute_ops} compute ops {kept}); not timed: Core ML runs on macOS only")
+        return dataclasses.replace(recovery, note=f"{recovery.note}; latency not measured: Core ML runs on macOS only "
+                                                  "(this host evaluates ML Programs with numpy)")
+    ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
+                           f"{held.compute_ops} compute ops {kept}); timing it against {artifact.name}")
+    before, after = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
+    return dataclasses.replace(recovery, p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
+                               p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms})
+
+
+def _has_coreml() -> bool:
+    from edgeship.runtimes.coreml import has_coreml
+
+    return has_coreml()

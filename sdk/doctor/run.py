@@ -9,6 +9,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edgeship._deps import quiet_native_stderr
+from edgeship.converters.coreml import PRECISIONS as _COREML_PRECISIONS
+from edgeship.doctor import coreml as _coreml
 from edgeship.doctor import onnx as _onnx
 from edgeship.doctor import tflite as _tflite
 from edgeship.doctor.advice import advise
@@ -16,7 +18,7 @@ from edgeship.doctor.layers import Context, Probe, ranked
 from edgeship.doctor.margins import strata
 from edgeship.doctor.records import Diagnosis, DoctorReport, LayerError, Margins, Recovery
 from edgeship.doctor.recovery import NO_VAL, recover
-from edgeship.errors import BadInputError, ConversionError, EdgeshipError
+from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.progress import Progress, log_progress
 from edgeship.records import AccuracyDelta, Artifact, Gate, Manifest, verified_path
 from edgeship.tasks import Scorer, align, parse_task, said
@@ -24,10 +26,11 @@ from edgeship.validation import dataset_for
 
 __all__ = ["diagnose", "DOCTORED", "PROBES", "NO_VAL"]
 
-#: the int8 artifacts the doctor examines
-DOCTORED = {("tflite", "int8"), ("tflite", "int8-float-io"), ("onnx", "int8")}
+#: the artifacts the doctor examines: int8 TFLite and ONNX, and Core ML's compressed weights
+DOCTORED = {("tflite", "int8"), ("tflite", "int8-float-io"), ("onnx", "int8")} | \
+    {("coreml", p) for p in _COREML_PRECISIONS if p not in ("fp16", "fp32")}
 #: format -> the function that probes an artifact of it layer by layer (one module per format)
-PROBES: dict[str, Callable[..., Probe]] = {"tflite": _tflite.probe, "onnx": _onnx.probe}
+PROBES: dict[str, Callable[..., Probe]] = {"tflite": _tflite.probe, "onnx": _onnx.probe, "coreml": _coreml.probe}
 
 
 def diagnose(
@@ -92,12 +95,21 @@ def diagnose(
     if max_drop is not None:
         context.select, context.select_split, context.select_note = _selection(
             folder, manifest, dataset, task, scorer, progress)
-    diagnoses = tuple(_diagnose_one(context, a) for a in chosen)
+    diagnoses, skipped = [], []
+    for one in chosen:
+        try:
+            diagnoses.append(_diagnose_one(context, one))
+        except UnsupportedModelError as exc:
+            if artifact is not None or one.format != "coreml":
+                raise
+            # a Core ML package the numpy evaluator cannot run: the int8 artifacts are still examined
+            skipped.append(f"{one.name}: {exc}")
+            progress("doctor", f"{one.name} not examined: {exc}")
     report = DoctorReport(
         edgeship_version=__version__,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         model=manifest.model, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-        max_drop=max_drop, artifacts=diagnoses,
+        max_drop=max_drop, artifacts=tuple(diagnoses), skipped=tuple(skipped),
     )
     report.save(folder)
     return report
@@ -145,14 +157,15 @@ def _choose(manifest: Manifest, name: str | None) -> tuple[Artifact, ...]:
         chosen = manifest.get(name)
         if chosen not in doctored:
             raise BadInputError(
-                f"the doctor examines int8 artifacts ({', '.join(sorted(f'{f}:{p}' for f, p in DOCTORED))}); "
+                f"the doctor examines int8 and compressed artifacts "
+                f"({', '.join(sorted(f'{f}:{p}' for f, p in DOCTORED))}); "
                 f"received '{name}' ({chosen.format}:{chosen.precision})"
             )
         return (chosen,)
     if not doctored:
         raise BadInputError(
-            f"the folder holds no int8 artifact to examine (artifacts: {[a.name for a in manifest.artifacts]}); "
-            "convert with --to tflite:int8,onnx:int8 first"
+            f"the folder holds no int8 or compressed artifact to examine (artifacts: "
+            f"{[a.name for a in manifest.artifacts]}); convert with --to tflite:int8,onnx:int8,coreml:pal4 first"
         )
     return doctored
 

@@ -1,0 +1,138 @@
+"""Core ML per-op error of weight compression, by edgeship's numpy evaluator; mixed models by op_name_configs.
+
+Core ML's compressed precisions (``w8``, ``pal4``, ``w4-block``, ``pruned``, …) change weights
+only: activations stay fp16. The doctor rebuilds the artifact's ML Program from the float
+reference (``converters.coreml.program``: fp16 compute, the artifact's deployment target), keeps
+it uncompressed as the reference, and compresses it again with the artifact's settings. Both are
+run by the reference evaluator (``runtimes.coreml.Evaluator``: no macOS needed) on the test
+samples. For each op whose weights were compressed (conv, linear, matmul with a constant), its
+own error is that op run on the *uncompressed* program's inputs with the compressed weights,
+against the uncompressed op; the accumulated error is the compressed program's value of the
+same tensor. Mixed models leave the chosen ops' weights uncompressed (fp16): coremltools'
+``OptimizationConfig(op_name_configs={op: None})``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Collection, Sequence
+
+import numpy as np
+
+from edgeship.doctor.layers import LayerTrace, Probe, leaf_names, op_layer, unique_names
+from edgeship.errors import UnsupportedModelError
+from edgeship.records import Artifact
+from edgeship.runtimes.mil import weighted_ops
+from edgeship.runtimes._session import in_order
+
+_BATCH = 50
+SUFFIX = ".mlpackage"
+
+
+def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
+    """Per-op figures of ``artifact``'s rebuild on ``x`` (one array per model input, in the
+    model's order) and a builder of variants with ops left uncompressed."""
+    from edgeship.converters import coreml as _coreml
+    from edgeship.runtimes import mil
+    from edgeship.runtimes.coreml import Evaluator
+
+    if source.kind == "onnx":
+        raise UnsupportedModelError(f"{artifact.name} cannot be rebuilt from an ONNX reference; coremltools "
+                                    "converts Keras and SavedModel models")
+    precision = artifact.precision
+    options = {k: artifact.settings[k] for k in ("weight_threshold", "block_size", "group_size", "target_sparsity")
+               if k in artifact.settings}
+    tmp = Path(tempfile.mkdtemp(prefix="edgeship-doctor-coreml-"))
+    try:
+        uncompressed = _coreml.program(source, precision)
+        reference = tmp / f"uncompressed{SUFFIX}"
+        uncompressed.save(str(reference))
+        made = [0]
+
+        def build(keep: Sequence[str], how: str = "keep", as_precision: str = precision) -> Path:
+            """The artifact's compression with the ops of ``keep`` (layer names) left uncompressed
+            (or, with ``how="eight_bit"``, compressed at 8 bits)."""
+            made[0] += 1
+            out = tmp / f"build-{made[0]}{SUFFIX}"
+            result = _coreml.compress(uncompressed, as_precision, source, {**options, how: [ops[n] for n in keep]})
+            result["model"].save(str(out))
+            return out
+
+        ops: dict[str, str] = {}  # layer name -> op name, filled by _traces before any build with layers
+        plain = build(())
+        known = leaf_names(source.float_keras()) if source.kind == "keras" else frozenset()
+        float_program, quantized_program = mil.read(reference).program, mil.read(plain).program
+        traces = _traces(quantized_program, known)
+        ops.update({t.name: t.tensor for t in traces.values()})
+        _compare(Evaluator(float_program, "the uncompressed program"),
+                 Evaluator(quantized_program, "the compressed rebuild"), traces, x, mil.read(plain).inputs)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Probe(
+        layers=[t.result() for t in traces.values()], build=build, suffix=SUFFIX,
+        analysed_with=(f"edgeship's numpy ML Program evaluator (not Apple's Core ML runtime): the float reference "
+                       f"converted and compressed again as {artifact.name} ({artifact.settings.get('compression', precision)}), "
+                       f"each compressed op run on the uncompressed program's inputs, on {len(x[0])} test samples"
+                       f"{_inputs(x)}"),
+        close=lambda: shutil.rmtree(tmp, ignore_errors=True), rebuild_method="compression",
+        eight_bit=(lambda keep: build(keep, "eight_bit")) if precision in _coreml.EIGHT_BIT else None,
+        finer=_finer(source, precision, options, tmp),
+    )
+
+
+def _finer(source: Any, precision: str, options: dict[str, Any], tmp: Path) -> tuple[str, Any] | None:
+    """The next finer uniform precision (``converters.coreml.FINER``) and a builder of it,
+    returning (path, settings): what a user would convert to instead, a candidate beside the
+    mixed ones."""
+    from edgeship.converters import coreml as _coreml
+
+    finer = _coreml.FINER.get(precision)
+    if finer is None:
+        return None
+
+    def build() -> tuple[Path, dict[str, Any]]:
+        out = tmp / f"finer-{finer}{SUFFIX}"
+        model, settings = _coreml.made(source, finer, options)
+        model.save(str(out))
+        return out, settings
+
+    return finer, build
+
+
+def _traces(program: Any, known: Collection[str]) -> dict[str, LayerTrace]:
+    """One LayerTrace per compressed compute op, keyed by its output value's name."""
+    traces: dict[str, LayerTrace] = {}
+    for op, compressed in weighted_ops(program):
+        if not compressed:
+            continue
+        out = op.outputs[0][0]
+        name = op_layer(op.name, known)
+        traces[out] = LayerTrace(name if name != op.name else op.type, op.type, op.name,
+                                 channel_axis=1 if op.type.startswith("conv") else -1)
+    unique_names(list(traces.values()))
+    return traces
+
+
+def _compare(reference: Any, compressed: Any, traces: dict[str, LayerTrace], x: Sequence[np.ndarray],
+             inputs: Sequence[Any]) -> None:
+    """Feed both programs ``x`` a batch at a time; each traced op's own and accumulated error."""
+    arrays = in_order([s.shape for s in inputs], x)
+    names = [s.name for s in inputs]
+    steps = [op for op in compressed.ops if op.outputs and op.outputs[0][0] in traces]
+    for i in range(0, len(arrays[0]), _BATCH):
+        feeds = {n: a[i : i + _BATCH] for n, a in zip(names, arrays)}
+        floats, quantized = reference.values(feeds), compressed.values(feeds)
+        for op in steps:
+            out = op.outputs[0][0]
+            if out not in floats:  # the uncompressed program names this value otherwise: no pair
+                continue
+            local = compressed.apply(op, {**floats, **compressed.constants})[out]
+            traces[out].add(floats[out], local)
+            traces[out].add_model(floats[out], quantized[out])
+
+
+def _inputs(x: Sequence[np.ndarray]) -> str:
+    return f" (each of the {len(x)} inputs fed)" if len(x) > 1 else ""
