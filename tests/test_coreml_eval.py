@@ -119,9 +119,15 @@ def test_functional_models_match_keras(build, expected_ops, digits, tmp_path):
 
 # -- compressed artifacts of a trained model, validated next to TFLite and ONNX ---------------------
 @pytest.fixture(scope="module")
-def coreml_dir(tmp_path_factory, conversion_matrix) -> Path:
-    """A copy of the conversion matrix's tiny_cnn folder (every target, Core ML among them)."""
-    return Path(shutil.copytree(conversion_matrix["tiny_cnn"][0], tmp_path_factory.mktemp("coreml-eval") / "out"))
+def coreml_dir(tmp_path_factory, float_model_dir, digits) -> Path:
+    """The conversion matrix's tiny_cnn (the same trained model) converted to the targets compared
+    here: its own conversion, as the matrix itself (every target of two models) takes minutes on a
+    worker that does not run test_converters.py."""
+    from edgeship import convert
+
+    out = tmp_path_factory.mktemp("coreml-eval") / "out"
+    convert(float_model_dir, ["tflite:fp32", "onnx:fp32", *COMPRESSED], data=digits, out=out)
+    return out
 
 
 def test_compressed_accuracy_in_the_validation_table(coreml_dir, digits):

@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 
 from edgeship import _io
 from edgeship._deps import quiet_native_stderr
+from edgeship.doctor import rebuild
 from edgeship.doctor.advice import ambiguous
 from edgeship.doctor.layers import Context, Probe
 from edgeship.doctor.margins import strata
@@ -134,79 +134,8 @@ def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> li
     if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
         steps.append(("equalization", {"equalize": True}))
     if ctx.int16:
-        steps.append(("int16", _int16_changes(artifact, layers)))
+        steps.append(("int16", rebuild.int16_changes(artifact, layers)))
     return steps
-
-
-#: how many of the worst tensors an ONNX artifact gets int16 activations for
-INT16_TENSORS = 3
-
-
-def _int16_changes(artifact: Artifact, layers: Sequence[LayerError]) -> dict[str, Any]:
-    """int16 activations where the runtime takes them beside int8: ONNX Runtime's QDQ overrides for
-    the worst tensors; TFLite's 16x8 mode (the whole model: TFLite has no mixed int8/int16)."""
-    if artifact.format == "onnx":
-        return {"int16_tensors": [layer.tensor for layer in layers[:INT16_TENSORS]]}
-    return {"precision": "int16x8"}
-
-
-def _int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-    """The artifact rebuilt with ``_int16_changes``; TFLite's 16x8 only for an artifact with float
-    I/O, as 16x8 has int16 input and output and would change an int8 interface."""
-    from edgeship.errors import UnsupportedModelError
-
-    if artifact.format == "onnx":
-        return _rebuild(ctx, artifact, source, changes)
-    if artifact.precision != "int8-float-io":
-        raise UnsupportedModelError(f"TFLite takes int16 activations for a whole model only (16x8), with int16 "
-                                    f"input and output: {artifact.name}'s int8 interface would change")
-    return _rebuild(ctx, artifact, source, {}, precision="int16x8")
-
-
-def _rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any],
-             keep_qat: bool = False, precision: str | None = None) -> tuple[bytes, dict[str, Any]]:
-    """``artifact`` converted again from its float reference (``source``, equalized already where
-    the artifact was) with its own settings and ``changes``; returns (bytes, settings)."""
-    from edgeship.converters import backend, onnx as _onnx_conv
-
-    settings = artifact.settings
-    options: dict[str, Any] = {"calibration_samples": settings.get("calibration_samples")}
-    if artifact.format == "onnx":
-        options.update(_onnx_conv.options_of(settings))
-    options = {k: v for k, v in {**options, **changes}.items() if v is not None}
-    float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) \
-        if source.qat and not keep_qat else source
-    with quiet_native_stderr():
-        return backend(artifact.format).to_bytes(float_source, precision or artifact.precision, ctx.dataset, **options)
-
-
-def _qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[bytes, dict[str, Any]]:
-    """Quantization-aware fine-tuning of the float model (tfmot's 8-bit scheme), taught by the
-    float model's own outputs on the training split (KL divergence for a softmax classifier, else
-    squared error): no labels needed, and what it learns is to stay close to float. Converted as
-    the artifact's precision from the QAT model's ranges."""
-    from edgeship._deps import keras as _keras
-    from edgeship.converters._source import resolve
-    from edgeship.errors import UnsupportedModelError
-    from edgeship.trainers import compress
-
-    if source.kind != "keras" or len(source.input_specs) != 1:
-        raise UnsupportedModelError(f"the doctor fine-tunes single-input tf_keras models; {source.name} is "
-                                    f"{'a ' + source.kind + ' model' if source.kind != 'keras' else 'multi-input'}")
-    keras = _keras()
-    model = source.float_keras()
-    clone = keras.models.clone_model(model)
-    clone.set_weights(model.get_weights())
-    qat = compress.quantize_aware(clone)  # UnsupportedModelError for what tfmot cannot wrap (nested models)
-    x = np.asarray(ctx.dataset.inputs("train")[0], dtype=np.float32)
-    compress.init_quantizer_ranges(qat, ctx.dataset.calibration(min(len(x), 256)))
-    teacher = model.predict(x, verbose=0, batch_size=256)
-    loss = "kl_divergence" if ctx.scorer.task == "multiclass" else "mse"
-    ctx.progress("doctor", f"QAT: {epochs} epoch(s) on {len(x)} training samples, {loss} to the float outputs")
-    qat.compile(optimizer=keras.optimizers.Adam(1e-4), loss=loss)
-    qat.fit(x, teacher, epochs=epochs, batch_size=32, verbose=0)
-    blob, settings = _rebuild(ctx, artifact, resolve(qat, source.name), {}, keep_qat=True)
-    return blob, {**settings, "qat_epochs": epochs, "qat_loss": f"{loss} to the float model's outputs"}
 
 
 def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
@@ -225,8 +154,8 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
         for method, changes in ladder(ctx, artifact, layers):
             if best.within_drop or trials.out_of_time:
                 break
-            build = (lambda: _int16(ctx, artifact, source, changes)) if method == "int16" else \
-                (lambda: _rebuild(ctx, artifact, source, changes))
+            build = (lambda: rebuild.int16(ctx, artifact, source, changes)) if method == "int16" else \
+                (lambda: rebuild.rebuild(ctx, artifact, source, changes))
             step = trials.variant(method, changes, build)
             if step is not None and step.within_drop:
                 best = step
@@ -237,7 +166,7 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             best = _smaller(trials, probe, best)
         if not best.within_drop and ctx.qat_epochs and not trials.out_of_time and artifact.format != "coreml":
             changes = {"epochs": ctx.qat_epochs}
-            step = trials.variant("qat", changes, lambda: _qat(ctx, artifact, source, ctx.qat_epochs))
+            step = trials.variant("qat", changes, lambda: rebuild.qat(ctx, artifact, source, ctx.qat_epochs))
             if step is not None and step.within_drop:
                 best = step
         note = _note(best, trials, ctx, min(len(layers), ctx.max_layers), margins is not None and ambiguous(margins),
