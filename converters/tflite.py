@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -100,6 +100,9 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     equalized: dict[str, Any] = {}
     if options.get("equalize") and not from_qat and precision not in ("fp32", "fp16"):
         source, equalized = _equalize.source(source, f"tflite:{precision}")
+    tensors = options.get("int16_tensors")
+    if tensors:  # int16 activations for these tensors' ops, int8 elsewhere: ai-edge-quantizer on the float model
+        return _mixed(source, precision, samples, tensors, from_qat, equalized)
     converter = tf_converter(source, use_float=not from_qat)
     settings = configure(converter, precision, samples, qat=from_qat, names=input_names(source, not from_qat))
     settings.update(equalized)
@@ -110,6 +113,25 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     except Exception as exc:
         raise _explain(exc, precision) from exc
     return flatbuffer, settings
+
+
+def _mixed(source: Any, precision: str, samples: Any, tensors: Sequence[str], from_qat: bool,
+           equalized: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """``int16_tensors``: the float model converted plainly, then quantized by ``tflite_mixed``."""
+    from edgeship.converters import tflite_mixed
+
+    if from_qat or precision not in ("int8", "int8-float-io") or samples is None:
+        raise UnsupportedModelError(f"int16 tensors are for post-training tflite:int8 and tflite:int8-float-io of a "
+                                    f"float model; received tflite:{precision}{' from a QAT model' if from_qat else ''}")
+    converter = tf_converter(source, use_float=True)
+    try:
+        float_model = converter.convert()
+    except Exception as exc:
+        raise _explain(exc, precision) from exc
+    arrays = samples if isinstance(samples, list) else [samples]
+    blob, settings = tflite_mixed.quantize(float_model, precision, arrays, input_names(source), tensors)
+    return blob, {"converter": f"tf.lite {_tf().__version__} (float), then {settings['quantizer']}", **settings,
+                  **equalized}
 
 
 def _explain(exc: Exception, precision: str) -> Exception:

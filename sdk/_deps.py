@@ -22,6 +22,7 @@ _EXTRAS = {
     "tf2onnx": ("tf2onnx", "convert"),
     "coremltools": ("coremltools", "convert"),
     "ai_edge_litert": ("ai-edge-litert", "litert"),
+    "ai_edge_quantizer": ("ai-edge-quantizer", "convert"),
     "click": ("click", "cli"),
     "rich": ("rich", "cli"),
     "matplotlib": ("matplotlib", "report"),

@@ -249,19 +249,25 @@ def test_qat_is_tried_last_and_reported_beside_the_ptq_models(spiky_dir, tmp_pat
 
 
 def test_int16_activations_fix_spiky_before_any_float_layer(spiky_dir, tmp_path, digits):
+    """int16 on the worst tensors, int8 elsewhere, the artifact's interface kept: ONNX Runtime's QDQ
+    overrides; ai-edge-quantizer for TFLite, tflite:int8 (int8 I/O) included."""
+    from edgeship.converters import convert
     from edgeship.doctor import readback
 
     folder = Path(shutil.copytree(spiky_dir, tmp_path / "out"))
-    report = diagnose(folder, data=digits, max_drop=MAX_DROP, runs=5, samples=50)
-    for diagnosis in report.artifacts:
-        recovery = diagnosis.recovery
-        assert recovery.within_drop and recovery.method == "int16", (diagnosis.artifact, recovery.note)
-        assert recovery.test.accuracy_delta_pts >= -MAX_DROP and recovery.float_ops == ()
-        assert "float" not in {s.method for s in recovery.steps}  # never reached
-        written = Manifest.load(folder).get(f"{diagnosis.artifact}-int16")
-        if diagnosis.artifact.startswith("onnx"):  # int16 for the worst tensors only: the size barely moves
-            assert any("spiky" in t for t in written.settings["int16_tensors"]) and recovery.size_ratio < 1.05
-        else:  # TFLite's 16x8, the whole model, keeping the float I/O of int8-float-io
-            assert recovery.test.changes == {"precision": "int16x8"} and recovery.size_ratio < 1.15
-            assert written.inputs[0].dtype == "float32"
-        assert readback.read(folder / written.path).float_ops == ()
+    convert(folder / "reference" / "model.keras", ["tflite:int8"], data=digits, out=tmp_path / "int8-io")
+    reports = [diagnose(f, data=digits, max_drop=MAX_DROP, runs=5, samples=50) for f in (folder, tmp_path / "int8-io")]
+    for report, where in zip(reports, (folder, tmp_path / "int8-io")):
+        for diagnosis in report.artifacts:
+            recovery = diagnosis.recovery
+            assert recovery.within_drop and recovery.method == "int16", (diagnosis.artifact, recovery.note)
+            assert recovery.test.accuracy_delta_pts >= -MAX_DROP and recovery.float_ops == ()
+            assert "float" not in {s.method for s in recovery.steps}  # never reached
+            written = Manifest.load(where).get(f"{diagnosis.artifact}-int16")
+            # int16 for the worst tensors only: the size barely moves (measured x1.01 ONNX, x1.07 TFLite)
+            assert any("spiky" in t for t in written.settings["int16_tensors"]) and recovery.size_ratio < 1.1
+            original = Manifest.load(where).get(diagnosis.artifact)
+            assert [i.dtype for i in written.inputs] == [i.dtype for i in original.inputs]  # the interface kept
+            assert readback.read(where / written.path).float_ops == ()
+            if diagnosis.artifact.startswith("tflite"):
+                assert written.settings["quantizer"].startswith("ai-edge-quantizer")

@@ -70,7 +70,8 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
 @click.option("--equalize/--no-equalize", default=True, show_default=True,
               help="Try cross-layer equalization before keeping layers in float (Keras models).")
 @click.option("--int16/--no-int16", default=True, show_default=True,
-              help="Try int16 activations (ONNX: the worst tensors; TFLite: 16x8, float-I/O artifacts) before float.")
+              help="Try int16 activations for the worst tensors (ONNX Runtime's QDQ overrides; TFLite: "
+                   "ai-edge-quantizer) before float.")
 @click.option("--calibration-samples", default=1000, show_default=True,
               help="Most training samples recovery recalibrates with.")
 @click.option("--time-budget", type=float, default=None, help="Seconds per artifact after which recovery tries "

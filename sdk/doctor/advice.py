@@ -114,7 +114,7 @@ def _ranges(layer: LayerError, fmt: str) -> list[Advice]:
                      f"few levels (median channel SQNR {layer.sqnr_db:.1f} dB, whole tensor {layer.tensor_sqnr_db:.1f} dB). "
                      f"Where its channels reach the next conv/dense layer through ReLU, BatchNormalization or pooling, "
                      f"cross-layer equalization evens them at no cost on the device (edgeship convert --equalize; "
-                     f"doctor --max-drop tries it); else use int16 activations (tflite:int16x8) or keep "
+                     f"doctor --max-drop tries it); else use int16 activations (doctor --max-drop tries them for the worst tensors) or keep "
                      f"{layer.name} and its readers in float (doctor --max-drop)"),
         ))
     if layer.outlier_ratio >= OUTLIER_RATIO:

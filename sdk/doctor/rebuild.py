@@ -24,24 +24,27 @@ INT16_TENSORS = 3
 
 
 def int16_changes(artifact: Artifact, layers: Sequence[LayerError]) -> dict[str, Any]:
-    """int16 activations where the runtime takes them beside int8: ONNX Runtime's QDQ overrides for
-    the worst tensors; TFLite's 16x8 mode (the whole model: TFLite has no mixed int8/int16)."""
-    if artifact.format == "onnx":
-        return {"int16_tensors": [layer.tensor for layer in layers[:INT16_TENSORS]]}
-    return {"precision": "int16x8"}
+    """int16 activations for the worst tensors, beside int8: ONNX Runtime's QDQ overrides; for
+    TFLite, ai-edge-quantizer's recipes (TFLiteConverter itself takes 16x8 for a whole model only)."""
+    return {"int16_tensors": [layer.tensor for layer in layers[:INT16_TENSORS]]}
 
 
 def int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-    """The artifact rebuilt with ``int16_changes``; TFLite's 16x8 only for an artifact with float
-    I/O, as 16x8 has int16 input and output and would change an int8 interface."""
-    from edgeship.errors import UnsupportedModelError
+    """The artifact rebuilt with ``int16_changes``. Without ai-edge-quantizer a TFLite artifact
+    with float I/O falls back to TFLite's 16x8 for the whole model (16x8 has int16 input and
+    output, so an int8 interface could not be kept)."""
+    from edgeship.errors import MissingDependencyError, UnsupportedModelError
 
     if artifact.format == "onnx":
         return rebuild(ctx, artifact, source, changes)
-    if artifact.precision != "int8-float-io":
-        raise UnsupportedModelError(f"TFLite takes int16 activations for a whole model only (16x8), with int16 "
-                                    f"input and output: {artifact.name}'s int8 interface would change")
-    return rebuild(ctx, artifact, source, {}, precision="int16x8")
+    try:
+        return rebuild(ctx, artifact, source, changes)
+    except MissingDependencyError as exc:
+        if artifact.precision != "int8-float-io":
+            raise UnsupportedModelError(f"{exc}; without it TFLite takes int16 activations for a whole model only "
+                                        f"(16x8), with int16 input and output: {artifact.name}'s int8 interface "
+                                        "would change") from exc
+        return rebuild(ctx, artifact, source, {}, precision="int16x8")
 
 
 def rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any],

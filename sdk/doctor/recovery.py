@@ -5,7 +5,7 @@ artifact's settings on the dataset's samples; then more samples, up to ``calibra
 from the training split; for ONNX also the Percentile and Entropy calibrators), **equalization**
 (cross-layer equalization of the Keras float model, then the artifact's settings:
 ``edgeship.converters.equalize``), **int16** activations (ONNX Runtime's QDQ overrides for the
-worst tensors; TFLite's 16x8 mode for float-I/O artifacts), and only then **float** (the worst
+worst tensors; ai-edge-quantizer's recipes for TFLite), and only then **float** (the worst
 layers by SQNR each kept in float alone, ranked by the accuracy each recovers, then combined in
 that order); **qat** last when asked. The first two cost nothing at run time; the first model
 within the drop wins. Each model tried is run on the whole validation split and scored against
