@@ -117,7 +117,7 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
 
 def _mixed(source: Any, precision: str, samples: Any, tensors: Sequence[str], from_qat: bool,
            equalized: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-    """``int16_tensors``: the float model converted plainly, then quantized by ``tflite_mixed``."""
+    """``int16_tensors``: the float model converted plainly, then quantized by ``tflite_mixed.Mixed``."""
     from edgeship.converters import tflite_mixed
 
     if from_qat or precision not in ("int8", "int8-float-io") or samples is None:
@@ -129,7 +129,7 @@ def _mixed(source: Any, precision: str, samples: Any, tensors: Sequence[str], fr
     except Exception as exc:
         raise _explain(exc, precision) from exc
     arrays = samples if isinstance(samples, list) else [samples]
-    blob, settings = tflite_mixed.quantize(float_model, precision, arrays, input_names(source), tensors)
+    blob, settings = tflite_mixed.Mixed(float_model, precision, arrays, input_names(source)).quantize(int16=tensors)
     return blob, {"converter": f"tf.lite {_tf().__version__} (float), then {settings['quantizer']}", **settings,
                   **equalized}
 

@@ -1,31 +1,38 @@
-"""TFLite int8 with int16 activations on chosen tensors, by ai-edge-quantizer (Google's LiteRT quantizer).
+"""TFLite int8 with chosen ops in float or with int16 activations, by ai-edge-quantizer (Google's LiteRT quantizer).
 
 TFLiteConverter takes int16 activations for a whole model only (16x8, with int16 input and
-output). ai-edge-quantizer quantizes a float ``.tflite`` by recipe: int8 weights and activations
-everywhere (``add_static_config(".*", ALL_SUPPORTED, 8, 8)``), int16 activations with int8 weights
-for the ops whose output tensor is named (a later rule wins for the ops it matches), and the
-model's input and output int8 (``int8``) or float (``int8-float-io``, ``NO_QUANTIZE`` on the
-virtual INPUT/OUTPUT ops). LiteRT runs the result: QUANTIZE int8->int16 before such an op, back
-after it.
+output), and leaves ops in float only through TensorFlow's internal ``mlir_quantize``
+(docs/stack-notes.md facts 17 and 19).
+ai-edge-quantizer quantizes a float ``.tflite`` by public recipes: int8 weights and activations
+everywhere (``add_static_config(".*", ALL_SUPPORTED, 8, 8)``), then, for the ops whose output
+tensor is named (a later rule wins for the ops it matches), int16 activations with int8 weights
+or no quantization (``NO_QUANTIZE``: the op runs in float between DEQUANTIZE and QUANTIZE); the
+model's input and output int8 (``int8``) or float (``int8-float-io``: ``NO_QUANTIZE`` on the
+virtual INPUT/OUTPUT ops). LiteRT runs the results.
 
-Calibration keeps each tensor's min and max over every sample, as TFLiteConverter's does; the
-quantizer's own default smooths them (a 0.95 moving average), which clipped a conv output to
-1.41 of 1.98 seen and cost 8 points of agreement (docs/stack-notes.md fact 19).
+Calibration runs once per ``Mixed`` and keeps each tensor's min and max over every sample, as
+TFLiteConverter's does; the quantizer's own default smooths them (a 0.95 moving average), which
+clipped a conv output to 1.41 of 1.98 seen and cost 8 points of agreement (docs/stack-notes.md
+fact 19).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from edgeship._deps import quiet_native_stderr, require
 from edgeship.errors import UnsupportedModelError
 
-__all__ = ["quantize"]
+__all__ = ["Mixed"]
+
+#: what ai-edge-quantizer raises on ops or models its recipes cannot take
+_FAILURES = (ValueError, RuntimeError, KeyError, TypeError, NotImplementedError, IndexError, AttributeError)
 
 
 def _min_max(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -38,47 +45,75 @@ def _scope(tensor: str) -> str:
     return "^" + re.escape(tensor) + ";$"
 
 
-def quantize(float_model: bytes, precision: str, samples: Sequence[np.ndarray], names: Sequence[str] | None,
-             tensors: Sequence[str]) -> tuple[bytes, dict[str, Any]]:
-    """``float_model`` (a float .tflite) as ``precision`` (int8 or int8-float-io) with int16
-    activations for the ops writing ``tensors``; ``samples`` one array per input, in the order of
-    ``names`` (the model's input names). Returns (flatbuffer, settings)."""
-    os.environ.setdefault("TQDM_DISABLE", "1")  # the calibrator draws a progress bar
-    aeq = require("ai_edge_quantizer", "give chosen TFLite tensors int16 activations")
-    from ai_edge_quantizer import calibrator, qtyping, quantizer, recipe_manager
-    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+class Mixed:
+    """One float ``.tflite`` calibrated once; ``quantize`` makes int8 variants of it.
 
-    ops = qtyping.TFLOperationName
-    q = quantizer.Quantizer(bytearray(float_model))
-    q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
-    for tensor in tensors:
-        q.add_static_config(_scope(tensor), ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
-    if precision == "int8-float-io":
-        for end in (ops.INPUT, ops.OUTPUT):
-            q.update_quantization_recipe(".*", end, algorithm_key=AlgorithmName.NO_QUANTIZE)
-    elif precision != "int8":
-        raise UnsupportedModelError(f"int16 tensors go into tflite:int8 or tflite:int8-float-io; received {precision}")
-    recipe = recipe_manager.RecipeManager()
-    recipe.load_quantization_recipe(q.get_quantization_recipe())
-    feeds = _feeds(float_model, samples, names)
-    try:
-        with warnings.catch_warnings(), quiet_native_stderr():
+    ``precision`` is int8 or int8-float-io; ``samples`` one array per input, in the order of
+    ``names`` (the model's input names)."""
+
+    def __init__(self, float_model: bytes, precision: str, samples: Sequence[np.ndarray],
+                 names: Sequence[str] | None) -> None:
+        if precision not in ("int8", "int8-float-io"):
+            raise UnsupportedModelError(f"mixed TFLite models are made for tflite:int8 and tflite:int8-float-io; "
+                                        f"received tflite:{precision}")
+        os.environ.setdefault("TQDM_DISABLE", "1")  # the calibrator draws a progress bar
+        require("ai_edge_quantizer", "keep chosen TFLite ops in float or give them int16 activations")
+        from ai_edge_quantizer import calibrator, recipe_manager
+
+        self.float_model, self.precision, self.samples = bytes(float_model), precision, len(samples[0])
+        recipe = recipe_manager.RecipeManager()
+        recipe.load_quantization_recipe(self._quantizer().get_quantization_recipe())
+        feeds = _feeds(self.float_model, samples, names)
+        with _failures("calibrate"), warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore")  # "experimental_preserve_all_tensors is for debugging": calibration needs it
-            calib = calibrator.Calibrator(bytearray(float_model), num_threads=1, qsv_update_func=_min_max)
+            calib = calibrator.Calibrator(bytearray(self.float_model), num_threads=1, qsv_update_func=_min_max)
             calib.calibrate(feeds, recipe)
-            result = q.quantize(calib.get_model_qsvs(), enable_progress_report=False)
-    except (ValueError, RuntimeError, KeyError, TypeError, NotImplementedError) as exc:  # ops its recipes cannot take
+            self.qsvs = calib.get_model_qsvs()
+
+    def _quantizer(self, int16: Sequence[str] = (), floats: Sequence[str] = ()) -> Any:
+        from ai_edge_quantizer import qtyping, quantizer
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+        ops = qtyping.TFLOperationName
+        q = quantizer.Quantizer(bytearray(self.float_model))
+        q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+        for tensor in int16:
+            q.add_static_config(_scope(tensor), ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
+        for tensor in floats:
+            q.update_quantization_recipe(_scope(tensor), ops.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        if self.precision == "int8-float-io":
+            for end in (ops.INPUT, ops.OUTPUT):
+                q.update_quantization_recipe(".*", end, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        return q
+
+    def quantize(self, *, int16: Sequence[str] = (), floats: Sequence[str] = ()) -> tuple[bytes, dict[str, Any]]:
+        """The model with int16 activations for the ops writing ``int16``, ``floats``' ops in float,
+        int8 elsewhere; returns (flatbuffer, settings), the int16 tensors read back."""
+        q = self._quantizer(int16, floats)
+        with _failures("quantize"), warnings.catch_warnings(), quiet_native_stderr():
+            warnings.simplefilter("ignore")
+            blob = bytes(q.quantize(self.qsvs, enable_progress_report=False).quantized_model)
+        settings: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {_version()}",
+                                    "calibration": "min/max over every sample", "calibration_samples": self.samples,
+                                    "qat": False}
+        if int16:
+            held = _int16_tensors(blob, int16)
+            if not held:
+                raise UnsupportedModelError(f"none of the tensors {list(int16)} is in the float model as "
+                                            "ai-edge-quantizer names it, so no op got int16 activations")
+            settings["int16_tensors"] = held
+        return blob, settings
+
+
+@contextlib.contextmanager
+def _failures(step: str) -> Iterator[None]:
+    """ai-edge-quantizer's own exceptions on a model its recipes cannot take, as UnsupportedModelError."""
+    try:
+        yield
+    except _FAILURES as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UnsupportedModelError(f"ai-edge-quantizer could not give this model int16 tensors "
-                                    f"({type(exc).__name__}: {first})") from exc
-    blob = bytes(result.quantized_model)
-    held = _int16_tensors(blob, tensors)
-    if not held:
-        raise UnsupportedModelError(f"none of the tensors {list(tensors)} is in the float model as ai-edge-quantizer "
-                                    "names it, so no op got int16 activations")
-    version = getattr(aeq, "__version__", "") or _version()
-    return blob, {"quantizer": f"ai-edge-quantizer {version}", "calibration": "min/max over every sample",
-                  "calibration_samples": len(samples[0]), "int16_tensors": held, "qat": False}
+        raise UnsupportedModelError(f"ai-edge-quantizer could not {step} this model ({type(exc).__name__}: {first})") \
+            from exc
 
 
 def _feeds(float_model: bytes, samples: Sequence[np.ndarray], names: Sequence[str] | None) -> dict[str, list]:
@@ -97,9 +132,8 @@ def _feeds(float_model: bytes, samples: Sequence[np.ndarray], names: Sequence[st
     else:
         raise UnsupportedModelError(f"the float model's inputs {inputs} do not match the model's input names "
                                     f"{list(names or [])}: the samples cannot be fed by name")
-    count = len(samples[0])
     return {key: [{n: np.asarray(a[i : i + 1], np.float32) if a.dtype.kind == "f" else a[i : i + 1]
-                   for n, a in keyed.items()} for i in range(count)]}
+                   for n, a in keyed.items()} for i in range(len(samples[0]))]}
 
 
 def _int16_tensors(blob: bytes, wanted: Sequence[str]) -> list[str]:

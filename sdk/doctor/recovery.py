@@ -203,6 +203,19 @@ def _smaller(trials: _Trials, probe: Probe, best: RecoveryStep) -> RecoveryStep:
 
 def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError],
                   monotone: bool = False) -> RecoveryStep:
+    """``_search``, or ``best`` when the probe cannot build models with float layers (a model
+    ai-edge-quantizer cannot take): said in the note, as a method this model could not take."""
+    try:
+        return _search(ctx, trials, best, layers, monotone)
+    except EdgeshipError as exc:
+        ctx.progress("doctor", f"float layers not tried: {exc}")
+        trials.skipped.append(f"float layers not tried: {exc}")
+        fitting = [s for s in trials.steps if s.within_drop]
+        return fitting[0] if fitting else max([best, *trials.steps], key=delta_of)
+
+
+def _search(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError],
+            monotone: bool) -> RecoveryStep:
     """Rank the ``max_layers`` worst layers (by SQNR) by what keeping each in float recovers,
     measured: each alone, and with its readers where alone is not enough. The first within the
     drop wins; otherwise they are combined in the measured order until the drop fits. A layer

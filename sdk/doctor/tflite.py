@@ -1,24 +1,23 @@
-"""TFLite per-layer error through tf.lite's QuantizationDebugger; mixed models by denylisted nodes.
+"""TFLite per-layer error through tf.lite's QuantizationDebugger; mixed models by ai-edge-quantizer.
 
 The debugger calibrates the float reference once (the artifact's settings, the dataset's
 calibration samples) and instruments the int8 model with NumericVerify ops: each pairs a
 quantized op's output with the same op run in float on the same (dequantized) inputs, so the
 error it shows is that layer's own. The debugger's built-in metrics are scalars per layer; the
-doctor reads the pairs itself to score every channel. A second instrumented model
-(``enable_whole_model_verify``) runs the float path end to end for the accumulated error, and
-``mlir_quantize(..., denylisted_nodes=...)`` on the one calibration makes each mixed model in
-milliseconds. Ops are read from the flatbuffer with LiteRT's schema (``readback.tflite_ops``).
-
-``mlir_quantize`` is TensorFlow's internal entry point, and the one call left here that is not
-public API: the debugger's public route (``QuantizationDebugger.options =
-QuantizationDebugOptions(denylisted_nodes=...)``, then ``get_nondebug_quantized_model()``) reuses
-the calibration too, but always makes float32 input and output, so a ``tflite:int8`` artifact's
-int8 interface could not be kept; the debugger itself calls ``mlir_quantize`` the same way.
+doctor reads the pairs itself to score every channel. The accumulated error is the artifact's
+rebuild (TFLiteConverter, the artifact's settings) against the float model, tensor by tensor.
+Models with layers in float come from ai-edge-quantizer (``converters.tflite_mixed``: int8
+recipes with ``NO_QUANTIZE`` on the chosen ops' output tensors, the artifact's interface kept,
+calibrated once). Ops are read from the flatbuffer with LiteRT's schema (``readback.tflite_ops``).
+Every call here is public API; TensorFlow's internal ``mlir_quantize`` (which the debugger uses
+itself, and whose public route through ``QuantizationDebugOptions(denylisted_nodes=...)`` makes
+float input and output only: docs/stack-notes.md fact 17) is not called.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any, Collection, Iterator, Sequence
@@ -29,6 +28,7 @@ from edgeship._deps import quiet_native_stderr
 from edgeship._deps import tensorflow as _tf
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import tflite as _tflite
+from edgeship.converters import tflite_mixed
 from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, unique_names
 from edgeship.doctor.readback import tflite_ops
 from edgeship.errors import UnsupportedModelError
@@ -76,7 +76,7 @@ class _Verified:
                 self.interp.resize_tensor_input(detail["index"], chunk.shape)
             self.interp.allocate_tensors()
             for detail, chunk in zip(details, chunks):
-                self.interp.set_tensor(detail["index"], chunk)
+                self.interp.set_tensor(detail["index"], _as_input(chunk, detail))
             self.interp.invoke()
             yield
 
@@ -91,6 +91,25 @@ class _Verified:
 
     def name(self, index: int) -> str:
         return self.details[index]["name"]
+
+    def dequantized(self, index: int) -> np.ndarray:
+        """A tensor's values after the last batch, as floats (an int8/int16 tensor by its scale)."""
+        value = self.interp.get_tensor(index)
+        params = self.details[index]["quantization_parameters"]
+        if value.dtype.kind not in "iu" or not len(params["scales"]):
+            return value
+        return (value.astype(np.float64) - int(params["zero_points"][0])) * float(params["scales"][0])
+
+
+def _as_input(chunk: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float samples quantized for an int8 (or int16) input by its scale and zero point."""
+    dtype = np.dtype(detail["dtype"])
+    scales = detail["quantization_parameters"]["scales"]
+    if dtype.kind not in "iu" or chunk.dtype.kind != "f" or not len(scales):
+        return chunk
+    zero_point = int(detail["quantization_parameters"]["zero_points"][0])
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(chunk / float(scales[0])) + zero_point, info.min, info.max).astype(dtype)
 
 
 def _batchless(detail: dict[str, Any]) -> tuple[int, ...]:
@@ -115,14 +134,23 @@ def _traces(local: _Verified, known: Collection[str]) -> dict[int, LayerTrace]:
     return traces
 
 
-def _accumulated(model: bytes, x: Sequence[np.ndarray], traces: dict[int, LayerTrace], local: _Verified) -> None:
-    """Pair the whole-model-verify tensors with the local ones by the quantized tensor's name."""
-    whole = _Verified(model)
-    by_name = {local.name(q): trace for q, trace in traces.items()}
-    matched = [(q, f, by_name[whole.name(q)]) for q, f in whole.pairs if whole.name(q) in by_name]
-    for _ in whole.batches(x):
-        for q, f, trace in matched:
-            trace.add_model(*whole.values(q, f))
+def _accumulated(float_model: bytes, quantized: bytes, x: Sequence[np.ndarray], traces: dict[int, LayerTrace],
+                 local: _Verified) -> None:
+    """Each traced tensor of the int8 ``quantized`` model (dequantized) against the same tensor of
+    ``float_model``, both run on ``x``, matched by name (the float op's, else the quantized one's)."""
+    ref, got = _Verified(float_model), _Verified(quantized)
+    in_ref = {d["name"]: i for i, d in ref.details.items()}
+    in_got = {d["name"]: i for i, d in got.details.items()}
+    matched = []
+    for q, trace in traces.items():
+        names = (trace.tensor, local.name(q))
+        f = next((in_ref[n] for n in names if n in in_ref), None)
+        g = next((in_got[n] for n in names if n in in_got), None)
+        if f is not None and g is not None:
+            matched.append((f, g, trace))
+    for _ in zip(ref.batches(x), got.batches(x)):
+        for f, g, trace in matched:
+            trace.add_model(ref.interp.get_tensor(f), got.dequantized(g))
 
 
 def _input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | None:
@@ -161,8 +189,6 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     """Per-layer figures of ``artifact``'s rebuild on ``x`` (one array per model input, in the
     model's order and dtypes) and a builder of denylisted variants."""
     tf = _tf()
-    from tensorflow.lite.python import convert as _convert  # mlir_quantize: what the debugger calls
-
     if source.kind == "onnx":
         raise UnsupportedModelError(f"{artifact.name} cannot be rebuilt from an ONNX reference; TFLite "
                                     "converts Keras and SavedModel models")
@@ -183,21 +209,23 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     for _ in local.batches(x):
         for q, f in local.pairs:
             traces[q].add(*local.values(q, f))
-    calibrated = debugger.calibrated_model
+    # the artifact's converter and settings, on the float reference (a QAT artifact is re-quantized post-training)
+    ptq = dataclasses.replace(source, keras=source.float_keras(), qat=False) if source.qat else source
     with _quiet():
-        whole = _convert.mlir_quantize(calibrated, enable_numeric_verify=True, enable_whole_model_verify=True)
-    _accumulated(whole, x, traces, local)
+        rebuilt, _ = _tflite.to_bytes(ptq, precision, dataset, calibration_samples=n)
+    float_model = _float_model(source)
+    _accumulated(float_model, rebuilt, x, traces, local)
     tensors = {t.name: t.tensor for t in traces.values()}
-    io = tf.int8 if precision == "int8" else tf.float32
-    # integer ids stay as they are; mlir_quantize takes one input type for every input
-    io_in = io if all(np.dtype(d).kind == "f" for _, d in source.input_specs) else tf.float32
-    per_tensor = bool(getattr(converter, "_experimental_disable_per_channel", False))
+    mixed: list[Any] = []  # calibrated on first use: the search may never keep a layer in float
 
     def build(float_layers: Sequence[str]) -> bytes:
-        denylist = [tensors[name] for name in float_layers]
-        with _quiet():
-            return _convert.mlir_quantize(calibrated, disable_per_channel=per_tensor, input_data_type=io_in,
-                                          output_data_type=io, denylisted_nodes=denylist or None)
+        if not float_layers:
+            return rebuilt
+        if not mixed:
+            mixed.append(tflite_mixed.Mixed(float_model, precision, samples if isinstance(samples, list) else [samples],
+                                            names))
+        blob, _ = mixed[0].quantize(floats=[tensors[name] for name in float_layers])
+        return blob
 
     qat = " The artifact came from a QAT model; this is post-training quantization of its float reference." \
         if artifact.settings.get("qat") else ""
@@ -205,9 +233,16 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
         layers=[t.result() for t in traces.values()], build=build, suffix=_tflite.SUFFIX,
         analysed_with=(f"tf.lite QuantizationDebugger (TensorFlow {tf.__version__}): the float reference "
                        f"re-quantized as {artifact.name} with {_count(samples)} calibration samples from "
-                       f"'{dataset.name}', NumericVerify pairs on {len(x[0])} test samples{_inputs(x)}.{qat}"),
+                       f"'{dataset.name}', NumericVerify pairs on {len(x[0])} test samples{_inputs(x)}; models "
+                       f"with layers in float by ai-edge-quantizer.{qat}"),
         input_range=_input_range(path, x),
     )
+
+
+def _float_model(source: Any) -> bytes:
+    """The float ``.tflite`` ai-edge-quantizer starts from, as TFLiteConverter makes it."""
+    with _quiet():
+        return _tflite.tf_converter(source, use_float=True).convert()
 
 
 def _count(samples: np.ndarray | list[np.ndarray]) -> int:
