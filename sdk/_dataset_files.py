@@ -42,6 +42,8 @@ class _Raw:
     target: str = "classes"
     standardize: bool = False
     test_only: bool = False
+    x_val: Any = None  # the file's own validation split (then none is taken from x)
+    y_val: Any = None
 
 
 # ------------------------------------------------------------------------------ built-in: Keras cache

@@ -2,6 +2,8 @@
 
     inputs    x_train, x_test                  one input
               x_train_0, x_train_1, … (x_test_…) several, in the order of the model's inputs
+    val       x_val, y_val (x_val_0, … y_val_0, …) optional: the validation split; without it,
+                                               val_fraction of train is held out
     targets   y_train, y_test                  one output (a single y_* also applies to output 0)
               y_train_0, … (y_test_…)          one per output of a multi-output model
               none                             an autoencoder; a 0/1 y_test alone marks anomalies
@@ -42,14 +44,44 @@ def read(path: Path, *, lazy: bool = False) -> _Raw:
         if len(a) != len(x_train[0]) or len(b) != len(x_test[0]):
             raise DatasetError(f"{where}: every input needs as many samples as input 0 in each split")
     y_train, y_test = _series(arrays, "y_train", where), _series(arrays, "y_test", where)
-    target, y_train, y_test, classes, test_only = _targets(y_train, y_test, arrays.get("classes"), x_train, x_test, where)
+    x_val, y_val = _validation(arrays, x_train, y_train, where)
+    n_train = len(x_train[0])
+    if x_val:  # labelled with train's classes: encoded together, then split again
+        y_train = [np.concatenate([a, b]) for a, b in zip(y_train, y_val)]
+    target, y_train, y_test, classes, test_only = _targets(
+        y_train, y_test, arrays.get("classes"), n_train + (len(x_val[0]) if x_val else 0), len(x_test[0]), where)
+    if x_val:
+        y_train, y_val = [a[:n_train] for a in y_train], [a[n_train:] for a in y_train]
     first = x_train[0]
     kind = ("image" if first.ndim in (3, 4) and (first.dtype.kind in "iu" or first.ndim == 4)
             else "tabular" if first.ndim == 2 and first.dtype.kind == "f" else "array")
     if kind == "image" and first.ndim == 3:  # grey (N, H, W) pixels gain their channel axis: (N, H, W, 1)
         x_train[0], x_test[0] = x_train[0][..., None], x_test[0][..., None]
+        if x_val:
+            x_val[0] = x_val[0][..., None]
     return _Raw(kind, classes, _one(x_train), _one(y_train), where, {}, _one(x_test), _one(y_test),
-                target=target, test_only=test_only)
+                target=target, test_only=test_only, x_val=_one(x_val), y_val=_one(y_val))
+
+
+def _validation(arrays: dict[str, Any], x_train: list, y_train: list, where: str) -> tuple[list, list]:
+    """The file's own validation split (x_val, y_val, or x_val_0, … y_val_0, …), checked against
+    train; ([], []) when it has none, and the validation split is then taken from train."""
+    x_val, y_val = _series(arrays, "x_val", where), _series(arrays, "y_val", where)
+    if not x_val and not y_val:
+        return [], []
+    if len(x_val) != len(x_train) or len(y_val) != len(y_train):
+        raise DatasetError(f"{where}: a validation split needs one x_val per input ({len(x_train)}) and one y_val per "
+                           f"output ({len(y_train)}); received {len(x_val)} and {len(y_val)}")
+    for i, (a, b) in enumerate(zip(x_train, x_val)):
+        _check_input(b, f"input {i} of x_val", where)
+        if a.shape[1:] != b.shape[1:] or len(b) != len(x_val[0]):
+            raise DatasetError(f"{where}: input {i} has samples of shape {a.shape[1:]} in train, {b.shape[1:]} in val "
+                               "(and every input needs as many val samples as input 0)")
+    for i, (a, b) in enumerate(zip(y_train, y_val)):
+        if len(b) != len(x_val[0]) or np.shape(a)[1:] != np.shape(b)[1:]:
+            raise DatasetError(f"{where}: output {i}'s y_val has shape {np.shape(b)}; it needs one target per x_val "
+                               f"sample, shaped like y_train's {np.shape(a)[1:]}")
+    return x_val, y_val
 
 
 def is_npy_folder(path: Path) -> bool:
@@ -122,12 +154,13 @@ def _check_input(x: np.ndarray, what: str, where: str) -> None:
         raise DatasetError(f"{where}: {what} holds {bad} NaN or infinite values; remove or impute them first")
 
 
-def _targets(y_train: list[np.ndarray], y_test: list[np.ndarray], names: Any, x_train: list[np.ndarray],
-             x_test: list[np.ndarray], where: str) -> tuple[Any, list, list, tuple[str, ...], bool]:
-    """(target kind per output, train targets, test targets, output 0's class names, test-only labels)."""
+def _targets(y_train: list[np.ndarray], y_test: list[np.ndarray], names: Any, n_train: int, n_test: int,
+             where: str) -> tuple[Any, list, list, tuple[str, ...], bool]:
+    """(target kind per output, train targets, test targets, output 0's class names, test-only labels)
+    for ``n_train`` and ``n_test`` samples."""
     if not y_train and len(y_test) == 1:  # an autoencoder whose test split marks anomalies
         labels = np.asarray(y_test[0]).reshape(len(y_test[0]), -1)
-        if labels.shape[1] != 1 or not np.isin(labels, (0, 1)).all() or len(labels) != len(x_test[0]):
+        if labels.shape[1] != 1 or not np.isin(labels, (0, 1)).all() or len(labels) != n_test:
             raise DatasetError(f"{where}: a y_test without y_train marks anomalies and must be 0/1, one per test "
                                f"sample; received shape {np.shape(y_test[0])}")
         return (), [], [labels.reshape(-1).astype(np.int64)], ("normal", "anomaly"), True
@@ -136,8 +169,8 @@ def _targets(y_train: list[np.ndarray], y_test: list[np.ndarray], names: Any, x_
                            "(y_test…); give each output both y_train and y_test")
     kinds, trains, tests, classes = [], [], [], ()
     for i, (a, b) in enumerate(zip(y_train, y_test)):
-        if len(a) != len(x_train[0]) or len(b) != len(x_test[0]):
-            raise DatasetError(f"{where}: the inputs hold {len(x_train[0])}/{len(x_test[0])} samples (train/test) "
+        if len(a) != n_train or len(b) != n_test:
+            raise DatasetError(f"{where}: the inputs hold {n_train}/{n_test} samples (train/test) "
                                f"but output {i}'s targets y has {len(a)}/{len(b)}; they must match")
         kind = _kind(a, b, where, i)
         if kind == "classes":

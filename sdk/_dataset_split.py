@@ -42,6 +42,13 @@ def split(name: str, raw: _Raw, *, seed: int, val_fraction: float, test_fraction
     kinds = raw.target if isinstance(raw.target, tuple) else (raw.target,) * len(ys)
     strata = ys[0] if kinds[:1] == ("classes",) else None
     own_test = bool(xs_test)
+    xs_val, ys_val = as_tuple(raw.x_val), as_tuple(raw.y_val)
+    if xs_val and samples is not None:  # the file's own validation split takes its share of the subset
+        total = len(xs[0]) + len(xs_val[0]) + (len(xs_test[0]) if own_test else 0)
+        if total > samples:
+            k = max(round(samples * len(xs_val[0]) / total), 1)
+            idx = _pick(ys_val[0] if strata is not None else None, len(xs_val[0]), k, rng)
+            xs_val, ys_val, samples = _take(xs_val, idx), _take(ys_val, idx), max(samples - k, 1)
     # 1. a class-balanced (or random) subset
     if samples is not None and len(xs[0]) + (len(xs_test[0]) if own_test else 0) > samples:
         keep = samples if not own_test else round(samples * len(xs[0]) / (len(xs[0]) + len(xs_test[0])))
@@ -52,14 +59,17 @@ def split(name: str, raw: _Raw, *, seed: int, val_fraction: float, test_fraction
             idx = _pick(test_strata, len(xs_test[0]), max(samples - keep, 1), rng)
             xs_test, ys_test = _take(xs_test, idx), _take(ys_test, idx)
         strata = ys[0] if strata is not None else None
-    # 2. test, then validation from what is left
+    # 2. test, then validation from what is left (unless the file has its own)
     if not own_test:
         rest, test = _split(strata, len(xs[0]), test_fraction, rng)
         xs_test, ys_test, xs, ys = _take(xs, test), _take(ys, test), _take(xs, rest), _take(ys, rest)
         strata = ys[0] if strata is not None else None
-    train, val = _split(strata, len(xs[0]), val_fraction, rng)
-    parts = {"train": (_take(xs, train), _take(ys, train)), "val": (_take(xs, val), _take(ys, val)),
-             "test": (xs_test, ys_test)}
+    if xs_val:  # the file's own: train keeps every sample
+        parts = {"train": (xs, ys), "val": (xs_val, ys_val), "test": (xs_test, ys_test)}
+    else:
+        train, val = _split(strata, len(xs[0]), val_fraction, rng)
+        parts = {"train": (_take(xs, train), _take(ys, train)), "val": (_take(xs, val), _take(ys, val)),
+                 "test": (xs_test, ys_test)}
     _check_sizes(name, parts, raw, val_fraction, test_fraction)
     # 3. the built-in tabular sets: scaled by the train split alone, so nothing leaks
     record = dict(raw.preprocessing)

@@ -62,6 +62,7 @@ class BundleEntry(Record):
 @dataclass(frozen=True)
 class BundleManifest(VersionedFile):
     file_name: ClassVar[str] = "bundle.json"
+    written_by: ClassVar[str] = "edgeship validate"
     newest_schema: ClassVar[int] = MULTI_INPUT_SCHEMA
 
     schema_version: int = SCHEMA_VERSION

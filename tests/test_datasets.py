@@ -189,6 +189,27 @@ def test_npz_round_trip(tmp_path: Path) -> None:
     assert data.preprocessing["preprocess"] == "unit" and str(tmp_path) in data.source  # integer pixels: x/255
 
 
+def test_npz_own_validation_split_is_kept_whole_and_in_order(tmp_path: Path) -> None:
+    x_train, y_train = _labelled_images(60, ["eel", "cat", "dog"])
+    x_val, y_val = _labelled_images(12, ["eel", "cat", "dog"])
+    x_test, y_test = _labelled_images(15, ["eel", "cat", "dog"])
+    np.savez(tmp_path / "pets.npz", x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test,
+             y_test=y_test)
+    data = load_dataset(str(tmp_path / "pets.npz"))
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (60, 12, 15)  # train loses nothing to val
+    assert list(np.array(data.classes)[data.y_val]) == list(y_val)  # labels encoded with train's, order kept
+    np.testing.assert_allclose(data.x_val[..., 0], x_val / 255.0, rtol=1e-6)  # preprocessed like train
+    subset = load_dataset(str(tmp_path / "pets.npz"), samples=29)
+    assert (len(subset.y_train), len(subset.y_val), len(subset.y_test)) == (20, 4, 5)  # each split its share
+    np.savez(tmp_path / "half.npz", x_train=x_train, y_train=y_train, x_val=x_val, x_test=x_test, y_test=y_test)
+    with pytest.raises(DatasetError, match="one y_val per output"):
+        load_dataset(tmp_path / "half.npz")
+    np.savez(tmp_path / "shape.npz", x_train=x_train, y_train=y_train, x_val=x_val[:, :3], y_val=y_val, x_test=x_test,
+             y_test=y_test)
+    with pytest.raises(DatasetError, match="in val"):
+        load_dataset(tmp_path / "shape.npz")
+
+
 def test_npz_classes_key_names_integer_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "t.npz", x_train=rng.normal(size=(40, 3)), y_train=np.arange(40) % 2,

@@ -172,6 +172,7 @@ class DoctorReport(VersionedFile):
     """What ``edgeship doctor`` found (``doctor.json``)."""
 
     file_name: ClassVar[str] = "doctor.json"
+    written_by: ClassVar[str] = "edgeship doctor"
 
     schema_version: int = SCHEMA_VERSION
     edgeship_version: str = ""

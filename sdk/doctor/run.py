@@ -158,8 +158,7 @@ def _choose(manifest: Manifest, name: str | None) -> tuple[Artifact, ...]:
         if chosen not in doctored:
             raise BadInputError(
                 f"the doctor examines int8 and compressed artifacts "
-                f"({', '.join(sorted(f'{f}:{p}' for f, p in DOCTORED))}); "
-                f"received '{name}' ({chosen.format}:{chosen.precision})"
+                f"({', '.join(sorted(f'{f}:{p}' for f, p in DOCTORED))}); received '{name}'"
             )
         return (chosen,)
     if not doctored:

@@ -74,10 +74,11 @@ class _Verified:
                       for a in arrays]
             for detail, chunk in zip(details, chunks):
                 self.interp.resize_tensor_input(detail["index"], chunk.shape)
-            self.interp.allocate_tensors()
-            for detail, chunk in zip(details, chunks):
-                self.interp.set_tensor(detail["index"], _as_input(chunk, detail))
-            self.interp.invoke()
+            with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on the first allocation
+                self.interp.allocate_tensors()
+                for detail, chunk in zip(details, chunks):
+                    self.interp.set_tensor(detail["index"], _as_input(chunk, detail))
+                self.interp.invoke()
             yield
 
     def quant(self, q: int) -> tuple[float, int]:

@@ -121,6 +121,8 @@ class VersionedFile(Record):
     """A record stored as its own JSON file, with ``schema_version`` checked on read."""
 
     file_name: ClassVar[str]
+    #: the command that writes this file, named when it is missing
+    written_by: ClassVar[str] = ""
     #: the newest schema_version this code reads for this kind of file (a file is written with the
     #: oldest version that describes it, so older readers still read what they can)
     newest_schema: ClassVar[int] = SCHEMA_VERSION
@@ -154,7 +156,9 @@ class VersionedFile(Record):
             data = json.loads(path.read_text())
             return cls.from_dict(data)
         except FileNotFoundError as exc:
-            raise BadArtifactError(f"no {cls.file_name} at {path}: run the step that writes it first") from exc
+            step = f"run {cls.written_by} first (it writes {cls.file_name})" if cls.written_by else \
+                "run the step that writes it first"
+            raise BadArtifactError(f"no {cls.file_name} at {path}: {step}") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadArtifactError(f"{path} is not valid JSON ({exc}); regenerate it") from exc
         except BadInputError as exc:

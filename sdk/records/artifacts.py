@@ -65,6 +65,7 @@ class Manifest(VersionedFile):
     """
 
     file_name: ClassVar[str] = MANIFEST_NAME
+    written_by: ClassVar[str] = "edgeship convert"
 
     schema_version: int = SCHEMA_VERSION
     model: str = ""
@@ -128,6 +129,7 @@ class TrainingRecord(VersionedFile):
     """
 
     file_name: ClassVar[str] = "training.json"
+    written_by: ClassVar[str] = "edgeship train"
 
     schema_version: int = SCHEMA_VERSION
     model: str = ""

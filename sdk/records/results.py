@@ -190,6 +190,7 @@ class Report(VersionedFile):
     """Everything one run measured (``report.json``); the HTML page is rendered from it."""
 
     file_name: ClassVar[str] = REPORT_NAME
+    written_by: ClassVar[str] = "edgeship validate"
 
     schema_version: int = SCHEMA_VERSION
     edgeship_version: str = ""
