@@ -49,25 +49,24 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
         uncompressed = _coreml.program(source, precision)
         reference = tmp / f"uncompressed{SUFFIX}"
         uncompressed.save(str(reference))
+        ops: dict[str, str] = {}  # layer name -> op name, filled from the traces before any build with layers
         made = [0]
 
-        def build(keep: Sequence[str], how: str = "keep", as_precision: str = precision) -> Path:
+        def build(keep: Sequence[str], how: str = "keep") -> Path:
             """The artifact's compression with the ops of ``keep`` (layer names) left uncompressed
             (or, with ``how="eight_bit"``, compressed at 8 bits)."""
             made[0] += 1
             out = tmp / f"build-{made[0]}{SUFFIX}"
-            result = _coreml.compress(uncompressed, as_precision, source, {**options, how: [ops[n] for n in keep]})
+            result = _coreml.compress(uncompressed, precision, source, {**options, how: [ops[n] for n in keep]})
             result["model"].save(str(out))
             return out
 
-        ops: dict[str, str] = {}  # layer name -> op name, filled by _traces before any build with layers
-        plain = build(())
+        compressed = mil.read(build(()))
         known = leaf_names(source.float_keras()) if source.kind == "keras" else frozenset()
-        float_program, quantized_program = mil.read(reference).program, mil.read(plain).program
-        traces = _traces(quantized_program, known)
+        traces = _traces(compressed.program, known)
         ops.update({t.name: t.tensor for t in traces.values()})
-        _compare(Evaluator(float_program, "the uncompressed program"),
-                 Evaluator(quantized_program, "the compressed rebuild"), traces, x, mil.read(plain).inputs)
+        _compare(Evaluator(mil.read(reference).program, "the uncompressed program"),
+                 Evaluator(compressed.program, "the compressed rebuild"), traces, x, compressed.inputs)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
