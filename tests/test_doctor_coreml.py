@@ -127,6 +127,24 @@ def test_a_package_the_evaluator_cannot_run_is_skipped_not_fatal(tmp_path):
         diagnose(out, data=case.data, artifact="coreml:pal4", progress=lambda *a: None)
 
 
+def test_generically_named_ops_are_named_by_their_layer():
+    """coremltools may call a conv ``conv_0_cast_fp16`` (seen on a two-input model); its parameters
+    and readers keep the layer's name."""
+    from edgeship.doctor.coreml import layer_names
+    from edgeship.runtimes.mil import Literal, Op, Program, TensorType
+
+    f16 = TensorType("float16", (1, 4))
+    const = lambda name: Op("const", name, {"val": (Literal(np.zeros(4, np.float16)),)}, ((name, f16),))  # noqa: E731
+    ops = (const("w0"), const("model_c1_Conv2Dx_pad_type_0"), const("w1"),
+           Op("conv", "conv_0_cast_fp16", {"x": ("img",), "weight": ("w0",), "pad_type": ("model_c1_Conv2Dx_pad_type_0",)},
+              (("conv_0_cast_fp16", f16),)),
+           Op("linear", "linear_3", {"x": ("conv_0_cast_fp16",), "weight": ("w1",)}, (("linear_3", f16),)),
+           Op("relu", "model_d1_Relu_cast_fp16", {"x": ("linear_3",)}, (("model_d1_Relu_cast_fp16", f16),)))
+    program = Program("CoreML7", (("img", f16),), ("model_d1_Relu_cast_fp16",), ops)
+    assert layer_names(program, {"c1", "d1"}) == {"conv_0_cast_fp16": "c1", "linear_3": "d1"}  # by param, by reader
+    assert layer_names(program, set()) == {"conv_0_cast_fp16": "conv_0_cast_fp16", "linear_3": "linear_3"}
+
+
 def test_evaluator_runs_one_op_as_the_program_does(pal2_dir, digits):
     from edgeship.runtimes import mil
     from edgeship.runtimes.coreml import Evaluator

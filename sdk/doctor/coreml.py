@@ -101,14 +101,36 @@ def _finer(source: Any, precision: str, options: dict[str, Any], tmp: Path) -> t
     return finer, build
 
 
+def layer_names(program: Any, known: Collection[str]) -> dict[str, str]:
+    """op name -> Keras layer (``known`` leaf names) of each weighted compute op of ``program``.
+    coremltools names some ops generically (``conv_0_cast_fp16``), so where the op's own name holds
+    no layer, the names of its outputs, of its parameters (``model_c1_Conv2Dx_pad_type_0``) and of
+    its readers' outputs are tried in that order; the op's name where none holds one."""
+    readers: dict[str, list[Any]] = {}
+    for op in program.ops:
+        for refs in op.inputs.values():
+            for ref in refs:
+                if isinstance(ref, str):
+                    readers.setdefault(ref, []).append(op)
+    names = {}
+    for op, _ in weighted_ops(program):
+        outputs = [name for name, _ in op.outputs]
+        params = [ref for param, refs in op.inputs.items() if param != "x" for ref in refs if isinstance(ref, str)]
+        after = [name for out in outputs for reader in readers.get(out, []) for name, _ in reader.outputs]
+        found = (op_layer(c, known) for c in [op.name, *outputs, *params, *after])
+        names[op.name] = next((layer for layer in found if layer in known), op.name)
+    return names
+
+
 def _traces(program: Any, known: Collection[str]) -> dict[str, LayerTrace]:
     """One LayerTrace per compressed compute op, keyed by its output value's name."""
     traces: dict[str, LayerTrace] = {}
+    layers = layer_names(program, known)
     for op, compressed in weighted_ops(program):
         if not compressed:
             continue
         out = op.outputs[0][0]
-        name = op_layer(op.name, known)
+        name = layers[op.name]
         traces[out] = LayerTrace(name if name != op.name else op.type, op.type, op.name,
                                  channel_axis=1 if op.type.startswith("conv") else -1)
     unique_names(list(traces.values()))

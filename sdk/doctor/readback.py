@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Collection
 
 from edgeship._deps import require
-from edgeship.doctor.layers import layer_name, op_layer
+from edgeship.doctor.layers import layer_name
 
 __all__ = ["Precisions", "read", "tflite_ops"]
 
@@ -42,7 +42,8 @@ def read(path: Path, known: Collection[str] | None = None) -> Precisions:
     """The compute ops of the ``.tflite``, ``.onnx`` or ``.mlpackage`` at ``path`` and which run
     in float (for Core ML, whose compression is of weights only: which keep uncompressed weights)."""
     if path.suffix == ".mlpackage":
-        ops, namer = _coreml(path), op_layer
+        ops, layers = _coreml(path, known)
+        namer = lambda name, _: layers[name]  # noqa: E731
     else:
         ops, namer = (_tflite(path) if path.suffix == ".tflite" else _onnx(path)), layer_name
     floats = [(op, name) for op, name, is_float in ops if is_float]
@@ -112,8 +113,11 @@ def _dequantized(tensor: str, producer: dict) -> bool:
     return node is not None and node.op_type == "DequantizeLinear"
 
 
-def _coreml(path: Path) -> list[tuple[str, str, bool]]:
-    from edgeship.runtimes.mil import weighted_ops
+def _coreml(path: Path, known: Collection[str] | None) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
+    """The weighted compute ops of a package (type, name, whether float) and their Keras layers."""
+    from edgeship.doctor.coreml import layer_names
     from edgeship.runtimes import mil
 
-    return [(op.type, op.name, not compressed) for op, compressed in weighted_ops(mil.read(path).program)]
+    program = mil.read(path).program
+    ops = [(op.type, op.name, not compressed) for op, compressed in mil.weighted_ops(program)]
+    return ops, layer_names(program, known or frozenset())
