@@ -77,7 +77,7 @@ def _verdict(score: AccuracyDelta, margins: Margins | None, layers: Sequence[Lay
                f"{margins.median_margin:.2f} overall")
     if ambiguous(margins):
         return [Advice(kind="ambiguity", evidence=evidence, message=(
-            f"ambiguity: the drop is on inputs the float model itself is unsure about (top-2 margin < {edge:g}): "
+            f"ambiguity: the disagreements are on inputs the float model itself is unsure about (top-2 margin < {edge:g}){_moved(score)}: "
             f"{unsure} of {total} disagreements; on confident inputs agreement is {sure} ({confident} samples); "
             f"{medians}. Keeping layers in float will not remove it: the inputs are ambiguous or unlike the "
             "training data"))]
@@ -86,6 +86,12 @@ def _verdict(score: AccuracyDelta, margins: Margins | None, layers: Sequence[Lay
         f"damage: {what} flips inputs the float model is sure of (top-2 margin ≥ {edge:g}): agreement there is "
         f"{sure} ({confident} samples), {total - unsure} of {total} disagreements; {medians}. "
         f"Worst layers: {worst or 'none measured'}"))]
+
+
+def _moved(score: AccuracyDelta) -> str:
+    """Said beside a verdict where accuracy did not fall: the flips are there all the same."""
+    delta = score.accuracy_delta_pts
+    return f" (accuracy moved {delta:+.2f} points: flips both ways)" if delta is not None and delta >= 0 else ""
 
 
 def _weights(layer: LayerError, artifact: Artifact) -> list[Advice]:
