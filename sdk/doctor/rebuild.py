@@ -19,7 +19,7 @@ from edgeship.records import Artifact
 __all__ = ["rebuild", "int16", "int16_changes", "qat", "INT16_TENSORS"]
 
 
-#: how many of the worst tensors an ONNX artifact gets int16 activations for
+#: how many of the worst tensors get int16 activations
 INT16_TENSORS = 3
 
 
@@ -35,11 +35,11 @@ def int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]
     output, so an int8 interface could not be kept)."""
     from edgeship.errors import MissingDependencyError, UnsupportedModelError
 
-    if artifact.format == "onnx":
-        return rebuild(ctx, artifact, source, changes)
     try:
         return rebuild(ctx, artifact, source, changes)
     except MissingDependencyError as exc:
+        if artifact.format != "tflite":
+            raise
         if artifact.precision != "int8-float-io":
             raise UnsupportedModelError(f"{exc}; without it TFLite takes int16 activations for a whole model only "
                                         f"(16x8), with int16 input and output: {artifact.name}'s int8 interface "

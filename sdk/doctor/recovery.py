@@ -164,7 +164,7 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             best = _float_layers(ctx, trials, trials.steps[0], layers, monotone=weights_only)
         if weights_only and not trials.steps[0].within_drop:
             best = _smaller(trials, probe, best)
-        if not best.within_drop and ctx.qat_epochs and not trials.out_of_time and artifact.format != "coreml":
+        if not best.within_drop and ctx.qat_epochs and not trials.out_of_time and not weights_only:
             changes = {"epochs": ctx.qat_epochs}
             step = trials.variant("qat", changes, lambda: rebuild.qat(ctx, artifact, source, ctx.qat_epochs))
             if step is not None and step.within_drop:
@@ -354,17 +354,16 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
                                  source=source, settings=settings)
     manifest = Manifest.load(ctx.folder).with_artifact(written)
     manifest.save(ctx.folder)
-    kept = "compressed" if artifact.format == "coreml" else "int8"
+    untimed = artifact.format == "coreml" and not _has_coreml()
+    ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
+                           f"{held.compute_ops} compute ops {'compressed' if artifact.format == 'coreml' else 'int8'}); "
+                           + ("not timed: Core ML runs on macOS only" if untimed else f"timing it against {artifact.name}"))
     recovery = dataclasses.replace(
         recovery, artifact=written, size_ratio=written.size_bytes / artifact.size_bytes,
         float_layers=held.float_layers, float_ops=held.float_ops, compute_ops=held.compute_ops)
-    if artifact.format == "coreml" and not _has_coreml():
-        ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
-                               f"{held.compute_ops} compute ops {kept}); not timed: Core ML runs on macOS only")
+    if untimed:
         return dataclasses.replace(recovery, note=f"{recovery.note}; latency not measured: Core ML runs on macOS only "
                                                   "(this host evaluates ML Programs with numpy)")
-    ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
-                           f"{held.compute_ops} compute ops {kept}); timing it against {artifact.name}")
     before, after = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
     return dataclasses.replace(recovery, p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
                                p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms})

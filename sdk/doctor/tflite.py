@@ -86,9 +86,7 @@ class _Verified:
         return float(params["scales"][0]), int(params["zero_points"][0])
 
     def values(self, q: int, f: int) -> tuple[np.ndarray, np.ndarray]:
-        scale, zero_point = self.quant(q)
-        quantized = (self.interp.get_tensor(q).astype(np.float64) - zero_point) * scale
-        return self.interp.get_tensor(f), quantized
+        return self.interp.get_tensor(f), self.dequantized(q)
 
     def name(self, index: int) -> str:
         return self.details[index]["name"]
