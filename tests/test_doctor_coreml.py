@@ -107,6 +107,12 @@ def test_a_finer_uniform_precision_wins_when_it_is_smaller(pal2_dir, tmp_path, d
     assert r.float_layers == () and r.compute_ops == 4 and r.artifact.settings["compressed_ops"] == 4
     assert Manifest.load(folder).get("coreml:pal4") == r.artifact
     assert 1.2 < r.size_ratio < 1.8
+    # again: the folder's coreml:pal4 is examined, and pal2's recovery points at it without writing it over
+    again = diagnose(folder, data=digits, max_drop=MAX_DROP, max_layers=0, runs=5, progress=lambda *a: None)
+    assert [d.artifact for d in again.artifacts] == ["coreml:pal2", "coreml:pal4"]
+    r2 = again.diagnosis("coreml:pal2").recovery
+    assert r2.artifact == Manifest.load(folder).get("coreml:pal4") == r.artifact  # same file, same record
+    assert "already in the folder and was not written again" in r2.note
 
 
 def test_a_package_the_evaluator_cannot_run_is_skipped_not_fatal(tmp_path):

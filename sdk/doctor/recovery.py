@@ -321,7 +321,6 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
     from edgeship.converters import _artifact
     from edgeship.doctor import readback
     from edgeship.doctor.layers import leaf_names
-    from edgeship.runtimes.benchmark import compare
 
     winner = recovery.test or next(s for s in recovery.steps if s.within_drop)
     # "precision": another uniform precision, written as convert writes it; else <precision>-<method>
@@ -338,6 +337,15 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
                     made_by="edgeship doctor", max_drop=recovery.max_drop, chosen_on=recovery.chosen_on,
                     accuracy_delta_pts=winner.accuracy_delta_pts, accuracy_split=winner.split,
                     requested_float_layers=list(recovery.requested_float_layers))
+    existing = next((a for a in Manifest.load(ctx.folder).artifacts if a.name == f"{artifact.format}:{precision}"), None)
+    if uniform and existing is not None:
+        # a precision the folder already holds (converted, or written by an earlier doctor run) is
+        # not written over: other records may point at it, and a package is not byte-reproducible
+        held = readback.read(ctx.folder / existing.path, known)
+        recovery = dataclasses.replace(recovery, note=f"{recovery.note}; {existing.name} is already in the folder "
+                                                      "and was not written again (the figures above are of the "
+                                                      "doctor's own conversion to it)")
+        return _registered(ctx, artifact, path, existing, held, recovery)
     with _io.staged(final, directory=chosen.is_dir()) as staged:
         if chosen.is_dir():
             shutil.copytree(chosen, staged, dirs_exist_ok=True)
@@ -354,6 +362,15 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
                                  source=source, settings=settings)
     manifest = Manifest.load(ctx.folder).with_artifact(written)
     manifest.save(ctx.folder)
+    return _registered(ctx, artifact, path, written, held, recovery)
+
+
+def _registered(ctx: Context, artifact: Artifact, path: Path, written: Artifact, held: Any,
+                recovery: Recovery) -> Recovery:
+    """``recovery`` with the artifact in the folder (``written``, read back as ``held``), timed
+    against the one it replaces where this host runs both."""
+    from edgeship.runtimes.benchmark import compare
+
     untimed = artifact.format == "coreml" and not _has_coreml()
     ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
                            f"{held.compute_ops} compute ops {'compressed' if artifact.format == 'coreml' else 'int8'}); "
@@ -364,7 +381,7 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
     if untimed:
         return dataclasses.replace(recovery, note=f"{recovery.note}; latency not measured: Core ML runs on macOS only "
                                                   "(this host evaluates ML Programs with numpy)")
-    before, after = compare([path, final], threads=1, warmup=10, runs=ctx.runs)
+    before, after = compare([path, ctx.folder / written.path], threads=1, warmup=10, runs=ctx.runs)
     return dataclasses.replace(recovery, p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
                                p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms})
 
