@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -47,6 +48,27 @@ __all__ = ["Target", "LocalTarget", "SshTarget", "AdbTarget", "parse_target", "r
            "DeviceReport", "ArtifactCheck"]
 
 FORMS = ("local", "ssh://[user@]host[:port][/path]", "adb://SERIAL")
+
+# What each field of a target may hold. A field is data that reaches ssh's or adb's argv (never a
+# shell): none may start with '-' (it would be read as an option) or hold white space or shell
+# metacharacters. Host names are DNS-style or IP literals; paths are plain folder names.
+_FIELDS = {
+    "user": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*"), "letters, digits, '_', '.' and '-' (not first)"),
+    "host": (re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"),
+             "a host name (letters, digits, '-', '.') or an IP address"),
+    "path": (re.compile(r"[A-Za-z0-9_.+~/][A-Za-z0-9_.+~/-]*"), "letters, digits and _ . + ~ / - (not first)"),
+    "serial": (re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.:-]*"), "letters, digits and _ . : - (not first)"),
+}
+
+
+def check_field(kind: str, value: str, where: str) -> str:
+    """``value`` if it is a well-formed ``kind`` (user, host, path, serial), else a BadInputError
+    naming the field; ``where`` is the target as the user wrote it."""
+    pattern, allowed = _FIELDS[kind]
+    if not isinstance(value, str) or len(value) > 255 or not pattern.fullmatch(value):
+        raise BadInputError(f"the {kind} in target {where!r} is {value!r}; a {kind} holds {allowed} "
+                            "(a value starting with '-' would reach ssh or adb as an option)")
+    return value
 _CHECK = "edgeship.runtimes._device_check"
 _MARKER = ".edgeship-install"
 
@@ -145,6 +167,16 @@ class SshTarget:
     wheel_cache: str | None = None
     timeout: float = 900.0
 
+    def __post_init__(self) -> None:
+        where = f"ssh://{self.user + '@' if self.user else ''}{self.host}"
+        check_field("host", self.host, where)
+        if self.user is not None:
+            check_field("user", self.user, where)
+        check_field("path", self.path, where)
+        if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
+                                      or not 0 < self.port < 65536):
+            raise BadInputError(f"the port in target {where!r} is {self.port!r}; a port is a number from 1 to 65535")
+
     @property
     def url(self) -> str:
         user = f"{self.user}@" if self.user else ""
@@ -153,16 +185,19 @@ class SshTarget:
         return f"ssh://{user}{self.host}{port}{path}"
 
     def ssh_command(self, remote: str) -> list[str]:
-        """The ssh command line that runs the shell command ``remote`` on the target."""
+        """The ssh command line that runs the shell command ``remote`` on the target: user and port
+        as ``-l``/``-p`` values and the host after ``--``, so no field of the target is an option."""
         command = ["ssh"]
         for option in self.options:
             command += ["-o", option]
         command += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR"]
+        if self.user:
+            command += ["-l", self.user]
         if self.port:
             command += ["-p", str(self.port)]
         if self.identity:
             command += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
-        return command + [f"{self.user}@{self.host}" if self.user else self.host, remote]
+        return command + ["--", self.host, remote]
 
     def _ssh(self, remote: str) -> subprocess.CompletedProcess:
         try:
@@ -248,6 +283,10 @@ class AdbTarget:
     server_port: int | None = None
     timeout: float = 900.0
 
+    def __post_init__(self) -> None:
+        check_field("serial", self.serial, f"adb://{self.serial}")
+        check_field("path", self.path, f"adb://{self.serial}")
+
     @property
     def url(self) -> str:
         return f"adb://{self.serial}"
@@ -296,19 +335,40 @@ class AdbTarget:
 def parse_target(url: str, **options: Any) -> Target:
     """A Target from its URL (see ``FORMS``); ``options`` go to the target's class (e.g.
     ``identity``, ``options``, ``wheels`` for ssh; ``adb``, ``python`` for adb)."""
+    if not isinstance(url, str):
+        raise BadInputError(f"a target is a string, one of {list(FORMS)}; received {type(url).__name__}")
     if url == "local":
         return LocalTarget(**{k: v for k, v in options.items() if k == "python"})
-    parts = urlsplit(url)
-    if parts.scheme == "ssh" and parts.hostname:
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise BadInputError(f"target {url!r} holds white space or control characters; a target is one of {list(FORMS)}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' in the host
+        raise BadInputError(f"target {url!r} is not a URL edgeship reads ({exc}); a target is one of {list(FORMS)}") from exc
+    if parts.scheme == "ssh" and parts.netloc and parts.netloc.rpartition("@")[2]:
+        if parts.query or parts.fragment or parts.password is not None:
+            raise BadInputError(f"target {url!r} holds a password, '?' or '#'; an ssh target is "
+                                "ssh://[user@]host[:port][/path] (keys, not passwords: --identity)")
         try:
             port = parts.port
         except ValueError as exc:
-            raise BadInputError(f"the port in {url!r} is not a number") from exc
+            raise BadInputError(f"the port in {url!r} is not a number from 1 to 65535") from exc
         if parts.path.rstrip("/") == "" and parts.path:
             raise BadInputError(f"{url!r} names the root folder; name a folder for edgeship, e.g. ssh://host/tmp/edgeship")
-        return SshTarget(host=parts.hostname, user=parts.username, port=port, path=parts.path or ".edgeship",
+        host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if port is not None else parts.netloc.rpartition("@")[2]
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
+        user = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
+        if user == "":
+            raise BadInputError(f"target {url!r} has an empty user name before '@'; drop the '@' or name the user")
+        for kind, value in (("user", user), ("host", host), ("path", parts.path or ".edgeship")):
+            if value is not None:
+                check_field(kind, value, url)
+        return SshTarget(host=host, user=user, port=port, path=parts.path or ".edgeship",
                          **{k: v for k, v in options.items() if k in _SSH_OPTIONS})
     if parts.scheme == "adb" and parts.netloc:
+        if parts.path or parts.query or parts.fragment:
+            raise BadInputError(f"target {url!r} has more than a serial; an adb target is adb://SERIAL")
+        check_field("serial", parts.netloc, url)
         return AdbTarget(serial=parts.netloc, **{k: v for k, v in options.items() if k in _ADB_OPTIONS})
     raise BadInputError(f"unknown target {url!r}; a target is one of {list(FORMS)}")
 

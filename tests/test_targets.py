@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import os
 import shutil
 import socket
@@ -146,8 +147,8 @@ def test_target_urls_parse_into_targets():
     ssh = parse_target("ssh://pi@board.local:2222/opt/edge", identity="k", options=("ConnectTimeout=5",))
     assert (ssh.user, ssh.host, ssh.port, ssh.path, ssh.url) == ("pi", "board.local", 2222, "/opt/edge", "ssh://pi@board.local:2222/opt/edge")
     assert ssh.ssh_command("true") == ["ssh", "-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "-o",
-                                       "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR", "-p", "2222",
-                                       "-i", "k", "-o", "IdentitiesOnly=yes", "pi@board.local", "true"]
+                                       "StrictHostKeyChecking=accept-new", "-o", "LogLevel=ERROR", "-l", "pi", "-p",
+                                       "2222", "-i", "k", "-o", "IdentitiesOnly=yes", "--", "board.local", "true"]
     assert parse_target("ssh://board").path == ".edgeship" and parse_target("ssh://board").url == "ssh://board"
     assert isinstance(parse_target("local"), LocalTarget)
     assert parse_target("adb://192.168.1.7:5555").serial == "192.168.1.7:5555"
@@ -156,6 +157,51 @@ def test_target_urls_parse_into_targets():
             parse_target(bad)
     with pytest.raises(BadInputError, match="names the root folder"):
         parse_target("ssh://board/")
+
+
+HOSTILE_TARGETS = {
+    "ssh://-oProxyCommand=touch${IFS}x@127.0.0.1": "the user in target",
+    "ssh://-E/tmp/log@127.0.0.1": "the host in target",
+    "ssh://pi@-oProxyCommand=x": "the host in target",
+    "ssh://pi@board/a;touch${IFS}x": "the path in target",
+    "ssh://pi@board/$(id)": "the path in target",
+    "ssh://pi@board/`id`": "the path in target",
+    "ssh://pi@board:0": "a port is a number from 1 to 65535",
+    "ssh://pi@board:99999": "not a number from 1 to 65535",
+    "ssh://pi:secret@board": "holds a password",
+    "ssh://@board": "empty user name",
+    "ssh://pi@board/x y": "white space or control characters",
+    "ssh://pi@board\n-oProxyCommand=x": "white space or control characters",
+    "local;touch x": "white space or control characters",
+    "adb://-s": "the serial in target",
+    "adb://R58M/x": "more than a serial",
+    "ssh://user@": "unknown target",
+    "local[/]": "unknown target",
+    "ssh://pi@[::1": "not a URL edgeship reads",
+    "": "unknown target",
+}
+
+
+@pytest.mark.parametrize("url", sorted(HOSTILE_TARGETS))
+def test_hostile_target_strings_are_refused_before_any_command_is_built(url):
+    with pytest.raises(BadInputError, match=re.escape(HOSTILE_TARGETS[url])) as info:
+        parse_target(url.replace("\\n", "\n"))
+    assert "\n" not in str(info.value).replace("\\n", "")
+
+
+def test_no_target_field_reaches_ssh_or_adb_as_an_option():
+    """User and port go as -l/-p values and the host after '--'; the same checks guard the classes
+    built directly from Python."""
+    argv = parse_target("ssh://deploy-bot@[::1]:2222/opt/edge-ship").ssh_command("true")
+    assert argv[argv.index("--"):] == ["--", "::1", "true"]
+    assert argv[argv.index("-l") + 1] == "deploy-bot" and argv[argv.index("-p") + 1] == "2222"
+    assert all(not a.startswith("-") for a in argv[argv.index("--") + 1:])
+    for bad in ({"host": "-oProxyCommand=x"}, {"host": "h", "user": "-E/tmp/x"}, {"host": "h", "path": "-x"},
+                {"host": "h", "port": 70000}, {"host": "h x"}):
+        with pytest.raises(BadInputError):
+            SshTarget(**bad)
+    with pytest.raises(BadInputError, match="serial"):
+        AdbTarget("-P5037")
     with pytest.raises(BadInputError, match="each target may appear once"):
         run_targets(["local", "local"], "unused")
 

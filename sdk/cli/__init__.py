@@ -18,7 +18,7 @@ import os
 import sys
 
 from edgeship.cli import bench, convert, device, train, validate  # noqa: F401  each registers its commands
-from edgeship.cli._app import cli, click, err_console
+from edgeship.cli._app import cli, click, err_console, shown
 
 __all__ = ["cli", "main"]
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = cli.main(args=argv, prog_name="edgeship", standalone_mode=False)
     except click.ClickException as exc:
-        err_console.print(f"[bold red]error:[/] {exc.format_message()}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {shown(exc.format_message())}", highlight=False)
         code = 1
     except click.Abort:
         code = 1

@@ -16,6 +16,7 @@ from edgeship._deps import require
 click = require("click", "use the edgeship command line")
 rich_console = require("rich.console", "use the edgeship command line")
 rich_table = require("rich.table", "use the edgeship command line")
+rich_markup = require("rich.markup", "use the edgeship command line")
 
 from edgeship import __version__  # noqa: E402
 from edgeship.errors import AccuracyGateError, EdgeshipError  # noqa: E402
@@ -23,6 +24,15 @@ from edgeship.records import Report  # noqa: E402
 
 out_console = rich_console.Console(width=max(100, rich_console.Console().width))
 err_console = rich_console.Console(stderr=True, soft_wrap=True)
+
+
+def shown(value: object) -> str:
+    """``value`` as the terminal must show it: verbatim, never read as rich markup.
+
+    Every string that comes from a file, a model or the command line (paths, class, layer and
+    tensor names, messages that quote them) goes through here before a console or table sees it:
+    ``[/]`` in a class name is text, not a closing tag."""
+    return rich_markup.escape(str(value))
 
 
 #: exit codes, the same for every command: the library's errors carry none
@@ -46,6 +56,7 @@ class _ProgressView:
     def __call__(self, stage: str, detail: str, done: int | None = None, total: int | None = None) -> None:
         if State.quiet or State.json:
             return
+        detail = shown(detail)  # names and paths from files and the command line: never markup
         if total is None or not err_console.is_terminal:
             if total is None or done == total:
                 err_console.print(f"[bold cyan]{stage:>9}[/] {detail}", highlight=False)
@@ -82,19 +93,19 @@ def _run(fn: Callable[[], Any]) -> Any:
         _progress.stop()
         if exc.report is not None:
             _show_report(exc.report)
-        err_console.print(f"[bold red]gate failed:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]gate failed:[/] {shown(exc)}", highlight=False)
         sys.exit(EXIT_GATE)
     except EdgeshipError as exc:
         if State.debug:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {shown(exc)}", highlight=False)
         sys.exit(EXIT_ERROR)
     except Exception as exc:  # not one of edgeship's errors: still one line, and the way to the traceback
         if State.debug:
             raise
         _progress.stop()
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {first} (this is a bug in edgeship; "
+        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {shown(first)} (this is a bug in edgeship; "
                           "--debug shows the traceback)", highlight=False)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
@@ -117,7 +128,7 @@ def report_table(report: Report) -> Any:
     name, unit = (head.name, head.unit) if head else ("accuracy", "points")
     reference = value_text(unit, head.reference if head else report.reference_accuracy)
     task = f", {report.task}" if report.task else ""
-    table = rich_table.Table(title=f"{report.model} on {report.dataset}{task}: float reference {name} {reference}")
+    table = rich_table.Table(title=shown(f"{report.model} on {report.dataset}{task}: float reference {name} {reference}"))
     delta_column = "Δ pts" if unit == "points" else f"Δ ({unit})"
     for column in ("artifact", "size", name, delta_column, "agree", "max err", "p50", "evaluated with"):
         table.add_column(column, justify="left" if column in ("artifact", "evaluated with") else "right",
@@ -127,13 +138,13 @@ def report_table(report: Report) -> Any:
         h = v.headline if v else None
         verdict = "" if e.passed is None else (" [green]pass[/]" if e.passed else " [red]FAIL[/]")
         table.add_row(
-            e.name, _size(e.size_bytes),
+            shown(e.name), _size(e.size_bytes),
             value_text(h.unit, h.value) if h else "—",
             f"{change_text(h)}{verdict}" if h else (verdict.strip() or "—"),
             f"{v.agreement * 100:.1f}%" if v and v.agreement is not None else "—",
             f"{v.max_abs_error:.2g}" if v else "—",
             f"{b.p50_ms * 1000:.0f} µs" if b else "—",
-            e.evaluated_with if v else e.status,
+            shown(e.evaluated_with if v else e.status),
         )
     return table
 
@@ -144,7 +155,7 @@ def _show_report(report: Report) -> None:
     elif not State.quiet:
         out_console.print(report_table(report))
         for note in report.notes:
-            err_console.print(f"[bold yellow]note:[/] {note}", highlight=False)
+            err_console.print(f"[bold yellow]note:[/] {shown(note)}", highlight=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

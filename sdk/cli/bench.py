@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.cli._app import (State, _emit, _given, _positive_ints, _run, _size, _thread_counts, cli, click,
-                               json_option, out_console, rich_table)
+                               json_option, out_console, rich_table, shown)
 
 
 @cli.command()
@@ -112,7 +112,7 @@ def _sweep_table(docs: list[dict[str, Any]], several_models: bool) -> None:
                          no_wrap=column in ("model", "setting"))
     for d in docs:
         threads = f"{d['threads']} thread{'s' * (d['threads'] != 1)}" if d["threads"] else "default threads"
-        cells = [Path(d["model"]).name] * several_models + [
+        cells = [shown(Path(d["model"]).name)] * several_models + [
             f"{threads}, batch {d['batch']}", f"{d['p50_ms']:.4f}", f"{d['p90_ms']:.4f}", f"{d['throughput']:.0f}",
             f"{d['io_ms']:.4f}"]
         table.add_row(*cells, *([f"{d['p50_ratio']:.3f}"] if several_models else []), d["timed"])
@@ -127,25 +127,25 @@ def _bench_tables(docs: list[dict[str, Any]], profiles: dict[str, Any], full: bo
         table.add_column("")
         for d in docs:
             batch = f", batch {d['batch']}" if d["batch"] != 1 else ""
-            table.add_column(f"{Path(d['model']).name}\n{d['threads'] or 'default'} thread(s){batch}", justify="right")
+            table.add_column(shown(f"{Path(d['model']).name}\n{d['threads'] or 'default'} thread(s){batch}"), justify="right")
         for label, key, fmt in _BENCH_ROWS:
             if key in docs[0]:
-                table.add_row(label, *(_size(d[key]) if fmt is None else fmt.format(d[key]) for d in docs))
+                table.add_row(label, *(_size(d[key]) if fmt is None else shown(fmt.format(d[key])) for d in docs))
         out_console.print(table)
     env = docs[0]["env"]
     for d in {(d["runtime"], d["env"].get("accelerator")): d for d in docs}.values():
-        out_console.print(f"{d['runtime']} {d['runtime_version']} on {d['env'].get('accelerator', 'cpu')}",
+        out_console.print(shown(f"{d['runtime']} {d['runtime_version']} on {d['env'].get('accelerator', 'cpu')}"),
                           highlight=False)
-    out_console.print(f"on {env.get('cpu')} ({env.get('cores')} cores), {env.get('system')} {env.get('machine')}, "
-                      f"Python {env.get('python')}, numpy {env.get('numpy')}", highlight=False)
+    out_console.print(shown(f"on {env.get('cpu')} ({env.get('cores')} cores), {env.get('system')} {env.get('machine')}, "
+                            f"Python {env.get('python')}, numpy {env.get('numpy')}"), highlight=False)
     for model, prof in profiles.items():
         if isinstance(prof, str):
-            out_console.print(f"[yellow]no profile:[/] {prof}", highlight=False)
+            out_console.print(f"[yellow]no profile:[/] {shown(prof)}", highlight=False)
             continue
-        ops = rich_table.Table(title=f"{Path(model).name}: top ops by time ({prof.source}, {prof.runs} runs, "
-                               f"{prof.total_ms_per_run:.3f} ms of kernels per run)")
+        ops = rich_table.Table(title=shown(f"{Path(model).name}: top ops by time ({prof.source}, {prof.runs} runs, "
+                                     f"{prof.total_ms_per_run:.3f} ms of kernels per run)"))
         for column in ("op", "calls/run", "ms/run", "%"):
             ops.add_column(column, justify="left" if column == "op" else "right")
         for op in prof.ops:
-            ops.add_row(op.op, f"{op.calls_per_run:g}", f"{op.ms_per_run:.4f}", f"{op.percent:.1f}")
+            ops.add_row(shown(op.op), f"{op.calls_per_run:g}", f"{op.ms_per_run:.4f}", f"{op.percent:.1f}")
         out_console.print(ops)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run, _size, cli, click, json_option,
-                               out_console)
+                               out_console, shown)
 
 
 @cli.command()
@@ -53,9 +53,9 @@ def convert(model: str, targets: str, data: str | None, preprocess: str | None, 
         _emit(manifest.to_dict())
     elif not State.quiet:
         for a in manifest.artifacts:
-            out_console.print(f"{a.name:<18} {_size(a.size_bytes):>10}  {Path(out) / a.path}")
+            out_console.print(shown(f"{a.name:<18} {_size(a.size_bytes):>10}  {Path(out) / a.path}"), highlight=False)
             for note in a.notes:
-                out_console.print(f"  [yellow]note:[/] {note}", highlight=False)
+                out_console.print(f"  [yellow]note:[/] {shown(note)}", highlight=False)
 
 
 @cli.command("list-formats")

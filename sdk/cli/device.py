@@ -6,7 +6,7 @@ import sys
 from typing import Any
 
 from edgeship.cli._app import (EXIT_ERROR, EXIT_GATE, State, _emit, _given, _progress, _run, cli, click, err_console,
-                               json_option, out_console, rich_table)
+                               json_option, out_console, rich_table, shown)
 
 
 @cli.group()
@@ -56,22 +56,23 @@ def device_run(targets: tuple[str, ...], bundle: str, runs: int, warmup: int, th
 
 def _device_table(report: Any) -> None:
     if report.error:
-        err_console.print(f"[bold red]{report.target}:[/] {report.error}", highlight=False)
+        err_console.print(f"[bold red]{shown(report.target)}:[/] {shown(report.error)}", highlight=False)
         return
     verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "nothing ran"}[report.passed]
-    table = rich_table.Table(title=f"{report.target}: {report.model} bundle, {verdict} "
-                             f"({report.host.get('cpu')}, {report.host.get('machine')}; {report.seconds:.1f} s)")
+    table = rich_table.Table(title=f"{shown(report.target)}: {shown(report.model)} bundle, {verdict} "
+                             + shown(f"({report.host.get('cpu')}, {report.host.get('machine')}; {report.seconds:.1f} s)"))
     for column in ("artifact", "status", "max err", "tolerance", "accuracy", "min acc", "p50", "runtime"):
         table.add_column(column, justify="left" if column in ("artifact", "status", "runtime") else "right")
     for a in report.artifacts:
         ok = a.status == "ok"
-        table.add_row(a.name, "[green]ok[/]" if ok else f"[red]{a.status}[/]" if a.status == "failed" else a.status,
+        table.add_row(shown(a.name), "[green]ok[/]" if ok else "[red]failed[/]" if a.status == "failed" else shown(a.status),
                       "—" if a.max_abs_error is None else f"{a.max_abs_error:.2g}", f"{a.tolerance:.2g}" if a.tolerance else "—",
                       "—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%", "—" if a.min_accuracy is None else f"{a.min_accuracy * 100:.2f}%",
-                      f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—", a.runtime)
+                      f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—", shown(a.runtime))
     out_console.print(table)
     if len(report.inputs) > 1:  # a model of several inputs: say that every one of them was fed
         fed = ", ".join(f"{name} {list(shape)}" for name, shape in report.inputs.items())
-        out_console.print(f"inputs fed: {fed}", highlight=False)
+        out_console.print(f"inputs fed: {shown(fed)}", highlight=False)
     installed = ", ".join(f"{k} {v}" for k, v in report.installed.items())
-    out_console.print(f"installed there: {installed}; TensorFlow imported: {report.tensorflow_imported}", highlight=False)
+    out_console.print(shown(f"installed there: {installed}; TensorFlow imported: {report.tensorflow_imported}"),
+                      highlight=False)

@@ -6,7 +6,7 @@ from typing import Any
 
 from edgeship.errors import EdgeshipError
 from edgeship.cli._app import (State, _emit, _int_list, _progress, _run, _show_report, cli, click, json_option,
-                               out_console, rich_table)
+                               out_console, rich_table, shown)
 
 
 @cli.command()
@@ -75,14 +75,16 @@ def train(model: str, data: str, out: str, augment: str | None, widths: str | No
         _emit(record.to_dict())
     elif not State.quiet:
         stages = ", ".join(f"{k} {v * 100:.2f}%" for k, v in record.stage_accuracy.items())
-        out_console.print(f"{record.model} ({record.recipe}) on {record.dataset}: test accuracy "
-                          f"{record.test_accuracy * 100:.2f}% ({stages}) after {record.epochs_run} epochs, "
-                          f"{record.seconds:.1f} s on {record.strategy} x{record.replicas}, {record.params} parameters, "
-                          f"{record.macs} MACs -> {out}")
+        out_console.print(shown(f"{record.model} ({record.recipe}) on {record.dataset}: test accuracy "
+                                f"{record.test_accuracy * 100:.2f}% ({stages}) after {record.epochs_run} epochs, "
+                                f"{record.seconds:.1f} s on {record.strategy} x{record.replicas}, {record.params} "
+                                f"parameters, {record.macs} MACs -> {out}"), highlight=False)
         if record.sparsity:
-            out_console.print("sparsity: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in record.sparsity.items()))
+            out_console.print(shown("sparsity: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in record.sparsity.items())),
+                              highlight=False)
         if record.clusters:
-            out_console.print("distinct weights: " + ", ".join(f"{k} {v}" for k, v in record.clusters.items()))
+            out_console.print(shown("distinct weights: " + ", ".join(f"{k} {v}" for k, v in record.clusters.items())),
+                              highlight=False)
 
 
 @cli.command("list-models")
@@ -112,12 +114,12 @@ def list_models(data: str | None) -> None:
     if State.json:  # keyed by model name
         _emit({row["name"]: {k: v for k, v in row.items() if k != "name"} for row in rows})
         return
-    table = rich_table.Table(title=f"model zoo{f' sized for {data}' if data else ''}")
+    table = rich_table.Table(title=shown(f"model zoo{f' sized for {data}' if data else ''}"))
     for column in ("model", "input", "params", "MACs", "description"):
         table.add_column(column, justify="right" if column in ("params", "MACs") else "left")
     for row in rows:
         if "error" in row:
-            table.add_row(row["name"], "—", "—", "—", f"[red]{row['error']}[/]")
+            table.add_row(row["name"], "—", "—", "—", f"[red]{shown(row['error'])}[/]")
         else:
             table.add_row(row["name"], "x".join(map(str, row["input_shape"])) + f" → {row['classes']}",
                           f"{row['params']:,}", f"{row['macs']:,}", row["description"])

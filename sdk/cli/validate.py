@@ -9,7 +9,7 @@ from typing import Any
 from edgeship.records import Report
 from edgeship.tasks import delta_of, said
 from edgeship.cli._app import (EXIT_GATE, State, _emit, _progress, _run, _show_report, _size, cli, click,
-                               err_console, json_option, out_console, rich_table)
+                               err_console, json_option, out_console, rich_table, shown)
 
 
 @cli.command()
@@ -101,30 +101,29 @@ def doctor(folder: str, data: str | None, max_drop: float | None, artifact: str 
         for diagnosis in result.artifacts:
             _show_diagnosis(diagnosis)
         for line in result.skipped:
-            out_console.print(f"[yellow]not examined[/]: {line}", highlight=False)
+            out_console.print(f"[yellow]not examined[/]: {shown(line)}", highlight=False)
     failed = [d.artifact for d in result.artifacts if d.recovery is not None and not d.recovery.within_drop]
     if failed:
-        err_console.print(f"[bold red]no artifact within --max-drop {max_drop:g}:[/] {', '.join(failed)}", highlight=False)
+        err_console.print(f"[bold red]no artifact within --max-drop {max_drop:g}:[/] {shown(', '.join(failed))}", highlight=False)
         sys.exit(EXIT_GATE)
 
 
 def _show_diagnosis(d: Any, top: int = 10) -> None:
-    table = rich_table.Table(title=f"{d.artifact}: {said(d)} vs float, "
-                             "layers worst first",
+    table = rich_table.Table(title=shown(f"{d.artifact}: {said(d)} vs float, layers worst first"),
                              caption="SQNR dB: median channel, whole tensor, whole tensor against the all-float model")
     for column in ("layer", "op", "SQNR", "tensor", "vs float", "range", "max/p99.9", "spread"):
         table.add_column(column, justify="left" if column in ("layer", "op") else "right", no_wrap=True)
     for layer in d.layers[:top]:
         model_db = "—" if layer.model_sqnr_db is None else f"{layer.model_sqnr_db:.1f}"
-        table.add_row(layer.name, layer.op.lower(), f"{layer.sqnr_db:.1f}", f"{layer.tensor_sqnr_db:.1f}", model_db,
+        table.add_row(shown(layer.name), shown(layer.op.lower()), f"{layer.sqnr_db:.1f}", f"{layer.tensor_sqnr_db:.1f}", model_db,
                       f"{layer.range_min:.3g}…{layer.range_max:.3g}", f"{layer.outlier_ratio:.1f}x",
                       f"{layer.channel_spread:.1f}x")
     out_console.print(table)
     if d.margins is not None:
-        out_console.print(f"  {_margin_line(d.margins)}", highlight=False)
+        out_console.print(f"  {shown(_margin_line(d.margins))}", highlight=False)
     for advice in d.advice:  # the verdicts' messages open with their kind already
         text = advice.message.removeprefix(f"{advice.kind}: ")
-        out_console.print(f"  [yellow]{advice.kind}[/]: {text}", highlight=False)
+        out_console.print(f"  [yellow]{shown(advice.kind)}[/]: {shown(text)}", highlight=False)
     r = d.recovery
     if r is None:
         return
@@ -135,20 +134,20 @@ def _show_diagnosis(d: Any, top: int = 10) -> None:
         kept = (f"float {', '.join(step.float_layers)}" if step.float_layers
                 else f"{step.method}: " + (", ".join(f"{k}={v}" for k, v in step.changes.items())
                                            or "the artifact's settings, rebuilt"))
-        out_console.print(f"  {kept}: {said(step)}, {_size(step.size_bytes)} {verdict}", highlight=False)
+        out_console.print(f"  {shown(kept)}: {shown(said(step))}, {_size(step.size_bytes)} {verdict}", highlight=False)
     if r.test is not None:
         agreement = "" if r.test.agreement is None else f", agreement {r.test.agreement:.1%}"
-        out_console.print(f"  chosen model on the test split: {said(r.test)}{agreement}", highlight=False)
+        out_console.print(f"  chosen model on the test split: {shown(said(r.test))}{agreement}", highlight=False)
         if r.test.margins is not None:
-            out_console.print(f"  {_margin_line(r.test.margins)}", highlight=False)
+            out_console.print(f"  {shown(_margin_line(r.test.margins))}", highlight=False)
     if r.artifact is not None:
         p50 = f", p50 x{r.p50_ratio:.2f}" if r.p50_ratio is not None else ""
         held = (f"{len(r.float_ops)} of {r.compute_ops} compute ops float"
                 + (f" ({', '.join(r.float_layers)})" if r.float_layers else "")) if r.compute_ops is not None else ""
-        out_console.print(f"  [bold]{r.artifact.name}[/] ({r.method}) -> {r.artifact.path}: size x{r.size_ratio:.2f}"
-                          f"{p50} vs {d.artifact}; in the file: {held}. {r.note}", highlight=False)
+        out_console.print(f"  [bold]{shown(r.artifact.name)}[/] " + shown(f"({r.method}) -> {r.artifact.path}: size "
+                          f"x{r.size_ratio:.2f}{p50} vs {d.artifact}; in the file: {held}. {r.note}"), highlight=False)
     elif r.note:
-        out_console.print(f"  {'' if r.within_drop else '[red]'}{r.note}", highlight=False)
+        out_console.print(f"  {'' if r.within_drop else '[red]'}{shown(r.note)}", highlight=False)
 
 
 def _margin_line(m: Any) -> str:
@@ -172,4 +171,4 @@ def report(folder: str) -> None:
     page = _run(lambda: html_page.write(folder, result))
     _show_report(result)
     if not (State.json or State.quiet):
-        out_console.print(f"report page: {page}")
+        out_console.print(f"report page: {shown(page)}", highlight=False)
