@@ -21,7 +21,7 @@ from __future__ import annotations
 import io
 import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -185,6 +185,10 @@ def load(folder: str | Path) -> tuple[BundleManifest, tuple[np.ndarray, ...], np
 
         >>> manifest, inputs, labels = load("out/bundle")                 # doctest: +SKIP
         >>> edgeship.load("out/bundle/model.int8.tflite").predict(inputs)   # doctest: +SKIP
+
+    A bundle is a closed world: every name in bundle.json is a plain relative path inside the
+    folder, every file read has its sha256 recorded, and every file present is one bundle.json
+    lists. Anything else is refused in one line before any file but bundle.json is read.
     """
     folder = Path(folder)
     links = [p for p in folder.rglob("*") if p.is_symlink()]
@@ -192,20 +196,45 @@ def load(folder: str | Path) -> tuple[BundleManifest, tuple[np.ndarray, ...], np
         raise BadArtifactError(f"bundle {folder} holds symbolic links ({links[0].relative_to(folder)} …); "
                                "a bundle may hold plain files only. Write it again with edgeship validate")
     manifest = BundleManifest.load(folder)
+    _check_closed(folder, manifest)
     for name, digest in manifest.files.items():
         _check_file(folder, name, digest)
     for entry in manifest.artifacts:
         _check_file(folder, entry.path, entry.sha256)
-    unlisted = [name for name in (*manifest.input_files, manifest.labels) if name not in manifest.files]
-    if unlisted:  # every file read must have had its sha256 checked above
-        raise BadArtifactError(f"bundle.json names {unlisted[0]} as an input or label file but records no sha256 "
-                               f"for it in 'files'; write the bundle again with edgeship validate")
     inputs = tuple(np.load(folder / name, allow_pickle=False) for name in manifest.input_files)
     labels = np.load(folder / manifest.labels, allow_pickle=False)
     if len({len(a) for a in inputs}) != 1:
         raise BadArtifactError(f"bundle {folder}'s input files hold {[len(a) for a in inputs]} samples; each "
                                "must hold as many. Write the bundle again with edgeship validate")
     return manifest, inputs, labels
+
+
+def _check_closed(folder: Path, manifest: BundleManifest) -> None:
+    """Every name bundle.json holds stays inside ``folder`` and is hashed; every file there is listed."""
+    again = "write the bundle again with edgeship validate"
+    named = [*manifest.files, *(e.path for e in manifest.artifacts)]
+    read = [*manifest.input_files, manifest.labels, *(e.expected for e in manifest.artifacts)]
+    for name in (*named, *read):
+        parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+        if (not parts or "\\" in name or name.startswith("/") or any(p in ("..", ".") for p in parts)
+                or not (folder / name).resolve().is_relative_to(folder.resolve())):
+            raise BadArtifactError(f"bundle.json names {name!r}, which is not a plain path inside the bundle "
+                                   f"folder {folder}; refusing the bundle before reading it: {again}")
+    unhashed = [name for name in read if name not in manifest.files]
+    if unhashed:  # every file read must have its sha256 checked first
+        raise BadArtifactError(f"bundle.json names {unhashed[0]!r} as an input, label or expected-output file but "
+                               f"records no sha256 for it in 'files'; {again}")
+    listed = {PurePosixPath(n) for n in manifest.files}
+    artifacts = [PurePosixPath(e.path) for e in manifest.artifacts]
+    for path in sorted(folder.rglob("*")):
+        if path.is_dir():
+            continue
+        rel = PurePosixPath(path.relative_to(folder).as_posix())
+        if rel.as_posix() == BundleManifest.file_name or rel in listed or any(
+                rel == a or a in rel.parents for a in artifacts):
+            continue
+        raise BadArtifactError(f"bundle {folder} holds {rel.as_posix()!r}, which bundle.json does not list; a "
+                               f"bundle holds only the files it lists: remove it, or {again}")
 
 
 def _check_file(folder: Path, name: str, digest: str) -> None:

@@ -84,6 +84,53 @@ def test_a_changed_bundle_file_is_refused_before_it_ships(qs_bundle, tmp_path):
         run_targets(["local"], folder)
 
 
+def _edited_bundle(qs_bundle: Path, tmp_path: Path, edit) -> Path:
+    folder = tmp_path / "bundle"
+    shutil.copytree(qs_bundle, folder)
+    data = json.loads((folder / "bundle.json").read_text())
+    edit(data, folder)
+    (folder / "bundle.json").write_text(json.dumps(data))
+    return folder
+
+
+def _expected_to(target: str):
+    def edit(data, folder):
+        data["artifacts"][0]["expected"] = target
+    return edit
+
+
+def _listed_outside(data, folder):
+    outside = folder.parent / "outside.npy"
+    np.save(outside, np.zeros(3))
+    data["files"]["../outside.npy"] = _io.sha256_path(outside)
+
+
+def _stray_file(data, folder):
+    (folder / "notes.txt").write_text("not listed")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_expected_to("/etc/passwd"), "names '/etc/passwd', which is not a plain path inside the bundle"),
+    (_expected_to("../../outside.npy"), "names '../../outside.npy', which is not a plain path inside the bundle"),
+    (_expected_to("labels.npy.unlisted"), "records no sha256 for it in 'files'"),
+    (_listed_outside, "names '../outside.npy', which is not a plain path inside the bundle"),
+    (_stray_file, "holds 'notes.txt', which bundle.json does not list"),
+], ids=["absolute", "dotdot", "unlisted", "listed-outside", "stray-file"])
+def test_a_bundle_is_a_closed_world(qs_bundle, tmp_path, edit, message, monkeypatch):
+    """Every path in bundle.json stays in the folder and is hashed, every file there is listed, and
+    nothing but bundle.json is read before that is known."""
+    folder = _edited_bundle(qs_bundle, tmp_path, edit)
+    opened: list[str] = []
+    real_load = np.load
+    monkeypatch.setattr(np, "load", lambda f, *a, **k: opened.append(str(f)) or real_load(f, *a, **k))
+    with pytest.raises(BadArtifactError, match=re.escape(message)):
+        bundle.load(folder)
+    assert opened == []
+    monkeypatch.undo()
+    code, out = _cli("device", "run", "--bundle", str(folder), "--target", "local")
+    assert code == 1 and message in out.replace("\n", "") and "Traceback" not in out, out
+
+
 # -------------------------------------------------------------------------------------- local
 
 def _timed(report_artifact) -> bool:
