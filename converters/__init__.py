@@ -109,40 +109,45 @@ def convert(
     source = resolve(model, name, trust_code=trust_code)
     if dataset is None or isinstance(dataset, Dataset):  # an array given as data is calibration only
         source, dataset = _fit(source, dataset, input_shape)
-    _remove_partials(out)
-    manifest = _start_manifest(out, source, dataset, task)
-    if isinstance(dataset, Dataset):
-        _store_reference_outputs(out, manifest, dataset, trust_code)
-    calibration = calibration if calibration is not None else dataset
-    refused: list[str] = []
-    for fmt, precision in parsed:
-        opts = {**(options or {}).get(fmt, {}), **(options or {}).get(f"{fmt}:{precision}", {})}
-        log.info("converting %s to %s:%s", source.name, fmt, precision)
-        try:
-            with _notes.collect() as notes:  # warnings about the model; C++ chatter ("fully_quantize: 0, …")
-                artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
-        except UnsupportedModelError as exc:  # this format cannot take the model; the others may
-            log.info("%s:%s refused: %s", fmt, precision, exc)
-            refused.append(f"{fmt}:{precision}: {exc}")
-            continue
-        except EdgeshipError:
-            raise
-        except Exception as exc:  # a converter's own exception: wrap it, keep the cause
-            raise ConversionError(f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}") from exc
-        artifact = _with_metadata(out, artifact, dataset, task)
-        if notes:
-            artifact = dataclasses.replace(artifact, notes=tuple(notes))
-            for note in notes:
-                log.info("%s: %s", artifact.name, note)
-        manifest = manifest.with_artifact(artifact)
-        manifest.save(out)
-        if on_artifact:
-            on_artifact(artifact)
-    if refused:
-        made = [f"{f}:{p}" for f, p in parsed if any(a.name == f"{f}:{p}" for a in manifest.artifacts)]
-        done = f"made {', '.join(made)} in {out}; " if made else ""
-        raise UnsupportedModelError(f"{done}refused {'; '.join(refused)}. {_formats_that_take(source, refused)}")
-    return manifest
+    from edgeship import _io
+
+    with _io.transaction(out, lambda: Manifest.recorded_names(out)) as removed:
+        for name in removed:
+            log.info("removed %s, left by an interrupted run", name)
+        manifest = _start_manifest(out, source, dataset, task)
+        if isinstance(dataset, Dataset):
+            _store_reference_outputs(out, manifest, dataset, trust_code)
+        calibration = calibration if calibration is not None else dataset
+        refused: list[str] = []
+        for fmt, precision in parsed:
+            opts = {**(options or {}).get(fmt, {}), **(options or {}).get(f"{fmt}:{precision}", {})}
+            manifest = _forget(out, manifest, f"{fmt}:{precision}")
+            log.info("converting %s to %s:%s", source.name, fmt, precision)
+            try:
+                with _notes.collect() as notes:  # warnings about the model; C++ chatter ("fully_quantize: 0, …")
+                    artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
+            except UnsupportedModelError as exc:  # this format cannot take the model; the others may
+                log.info("%s:%s refused: %s", fmt, precision, exc)
+                refused.append(f"{fmt}:{precision}: {exc}")
+                continue
+            except EdgeshipError:
+                raise
+            except Exception as exc:  # a converter's own exception: wrap it, keep the cause
+                raise ConversionError(f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}") from exc
+            artifact = _with_metadata(out, artifact, dataset, task)
+            if notes:
+                artifact = dataclasses.replace(artifact, notes=tuple(notes))
+                for note in notes:
+                    log.info("%s: %s", artifact.name, note)
+            manifest = manifest.with_artifact(artifact)
+            manifest.save(out)
+            if on_artifact:
+                on_artifact(artifact)
+        if refused:
+            made = [f"{f}:{p}" for f, p in parsed if any(a.name == f"{f}:{p}" for a in manifest.artifacts)]
+            done = f"made {', '.join(made)} in {out}; " if made else ""
+            raise UnsupportedModelError(f"{done}refused {'; '.join(refused)}. {_formats_that_take(source, refused)}")
+        return manifest
 
 
 def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_code: bool) -> None:
@@ -175,13 +180,18 @@ def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None
                                settings={**artifact.settings, "metadata": written})
 
 
-def _remove_partials(out: Path) -> None:
-    """Clear what an interrupted conversion left under temporary names (one conversion per folder)."""
+def _forget(out: Path, manifest: Manifest, name: str) -> Manifest:
+    """Drop ``name``'s record and file before it is made again, so that no moment of the conversion
+    has a record that disagrees with its file (the manifest is saved first)."""
     import shutil
 
-    for stale in out.glob(".*.partial-*"):
-        log.info("removing %s, left by an interrupted conversion", stale.name)
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    if not any(a.name == name for a in manifest.artifacts):
+        return manifest
+    old = out / manifest.get(name).path
+    manifest = manifest.without(name)
+    manifest.save(out)
+    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    return manifest
 
 
 def _formats_that_take(source: Any, refused: list[str]) -> str:

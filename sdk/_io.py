@@ -112,3 +112,83 @@ def size_bytes(path: str | os.PathLike) -> int:
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
+
+
+# -- transactions ------------------------------------------------------------------------------
+#
+# A command that writes artifacts into a folder (convert, doctor) does so inside ``transaction``:
+#   1. recover: temporaries (``.<name>.partial-*``, ``.<name>.old-*``) are removed, and so is every
+#      name an interrupted transaction created that its record (manifest.json) does not list;
+#   2. the journal ``.edgeship-journal.json`` lists the folder's names before this step;
+#   3. each file is written under a temporary name, fsynced and renamed (``write_bytes``, ``staged``);
+#      a record is dropped from the manifest before its file is written over, so at every moment each
+#      listed file is the one recorded;
+#   4. the manifest is written last; the journal is removed when the step ends, and on an error
+#      what the step created but did not record is removed at once.
+# A kill -9 anywhere leaves the journal, and the next command's step 1 finishes the clean-up.
+
+JOURNAL = ".edgeship-journal.json"
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is one of edgeship's temporary names (``staged``, ``write_bytes``)."""
+    return name.startswith(".") and (".partial-" in name or ".old-" in name)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Remove what interrupted writes left under temporary names in ``folder`` and below; the
+    relative names removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
+        if is_temporary(path.name) and (path.exists() or path.is_symlink()):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            removed.append(path.relative_to(folder).as_posix())
+    return removed
+
+
+def recover(folder: str | os.PathLike, recorded: Any) -> list[str]:
+    """Finish the clean-up of an interrupted transaction in ``folder``: temporaries, and the names
+    it created that ``recorded()`` (a set of top-level names) does not hold. The names removed."""
+    folder = Path(folder)
+    removed = remove_temporaries(folder)
+    journal = folder / JOURNAL
+    if journal.is_file():
+        try:
+            before = set(json.loads(journal.read_text()).get("before", []))
+        except (ValueError, OSError, AttributeError):
+            before = None  # a torn journal: keep every name rather than guess
+        if before is not None:
+            removed += _roll_back(folder, before, recorded())
+        journal.unlink(missing_ok=True)
+    return removed
+
+
+def _roll_back(folder: Path, before: set[str], recorded: set[str]) -> list[str]:
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if path.name in before or path.name in recorded or path.name == JOURNAL:
+            continue
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+@contextlib.contextmanager
+def transaction(folder: str | os.PathLike, recorded: Any) -> Iterator[list[str]]:
+    """One writing step in ``folder`` (see the steps above). ``recorded()`` gives the top-level
+    names the folder's record lists; the yielded list holds what recovery removed first."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    removed = recover(folder, recorded)
+    before = sorted(p.name for p in folder.iterdir())
+    write_json(folder / JOURNAL, {"pid": os.getpid(), "before": before})
+    try:
+        yield removed
+    except BaseException:
+        _roll_back(folder, set(before), recorded())
+        raise
+    finally:
+        (folder / JOURNAL).unlink(missing_ok=True)

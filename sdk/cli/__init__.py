@@ -42,4 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         code = 1
     except click.Abort:
         code = 1
+    except KeyboardInterrupt:  # outside a command body (parsing, output): the same one line as inside
+        err_console.print("[bold red]interrupted[/]: nothing half-written was kept", highlight=False)
+        code = 130
     sys.exit(code if isinstance(code, int) else 0)

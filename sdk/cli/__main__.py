@@ -1,5 +1,5 @@
 """``python -m edgeship.cli`` runs the command line."""
 
-from edgeship.cli import main
+from edgeship._entry import main
 
 main()

@@ -346,6 +346,8 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
                                                       "and was not written again (the figures above are of the "
                                                       "doctor's own conversion to it)")
         return _registered(ctx, artifact, path, existing, held, recovery)
+    if existing is not None:  # written again: its record goes first, so no record disagrees with its file
+        Manifest.load(ctx.folder).without(existing.name).save(ctx.folder)
     with _io.staged(final, directory=chosen.is_dir()) as staged:
         if chosen.is_dir():
             shutil.copytree(chosen, staged, dirs_exist_ok=True)

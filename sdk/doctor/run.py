@@ -76,43 +76,49 @@ def diagnose(
     if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
                                     or not time_budget > 0):
         raise BadInputError(f"time_budget is seconds, a number above 0; received {time_budget!r}")
-    manifest = Manifest.load(folder)
-    chosen = _choose(manifest, artifact)
-    dataset = dataset_for(folder, manifest, data)
-    n = len(dataset.inputs("test")[0])
-    reference = _reference.stored_outputs(folder, manifest, dataset, "test")
-    if reference is not None:
-        progress("doctor", f"float reference's outputs on {n} test samples: read from {_reference.FOLDER}/"
-                           f"{_reference.OUTPUTS} (stored by convert)")
-    else:
-        progress("doctor", f"float reference on {n} test samples: running it (none stored for this data and model file)")
-        reference = _reference.outputs(folder, manifest, dataset, split="test")
-    task = parse_task(manifest.task)
-    scorer = Scorer.for_split(dataset, reference, task=task)
-    context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
-                      equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget,
-                      qat_epochs=qat_epochs, int16=bool(int16))
-    if max_drop is not None:
-        context.select, context.select_split, context.select_note = _selection(
-            folder, manifest, dataset, task, scorer, progress)
-    diagnoses, skipped = [], []
-    for one in chosen:
-        try:
-            diagnoses.append(_diagnose_one(context, one))
-        except UnsupportedModelError as exc:
-            if artifact is not None or one.format != "coreml":
-                raise
-            # a Core ML package the numpy evaluator cannot run: the int8 artifacts are still examined
-            skipped.append(f"{one.name}: {exc}")
-            progress("doctor", f"{one.name} not examined: {exc}")
-    report = DoctorReport(
-        edgeship_version=__version__,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        model=manifest.model, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-        max_drop=max_drop, artifacts=tuple(diagnoses), skipped=tuple(skipped),
-    )
-    report.save(folder)
-    return report
+    from edgeship import _io
+
+    if not folder.is_dir():
+        raise BadInputError(f"no folder at {folder}: run edgeship convert first")
+    # what it writes (recovered artifacts, the manifest, doctor.json) is one transaction (edgeship._io)
+    with _io.transaction(folder, lambda: Manifest.recorded_names(folder) | {DoctorReport.file_name}):
+        manifest = Manifest.load(folder)
+        chosen = _choose(manifest, artifact)
+        dataset = dataset_for(folder, manifest, data)
+        n = len(dataset.inputs("test")[0])
+        reference = _reference.stored_outputs(folder, manifest, dataset, "test")
+        if reference is not None:
+            progress("doctor", f"float reference's outputs on {n} test samples: read from {_reference.FOLDER}/"
+                               f"{_reference.OUTPUTS} (stored by convert)")
+        else:
+            progress("doctor", f"float reference on {n} test samples: running it (none stored for this data and model file)")
+            reference = _reference.outputs(folder, manifest, dataset, split="test")
+        task = parse_task(manifest.task)
+        scorer = Scorer.for_split(dataset, reference, task=task)
+        context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
+                          equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget,
+                          qat_epochs=qat_epochs, int16=bool(int16))
+        if max_drop is not None:
+            context.select, context.select_split, context.select_note = _selection(
+                folder, manifest, dataset, task, scorer, progress)
+        diagnoses, skipped = [], []
+        for one in chosen:
+            try:
+                diagnoses.append(_diagnose_one(context, one))
+            except UnsupportedModelError as exc:
+                if artifact is not None or one.format != "coreml":
+                    raise
+                # a Core ML package the numpy evaluator cannot run: the int8 artifacts are still examined
+                skipped.append(f"{one.name}: {exc}")
+                progress("doctor", f"{one.name} not examined: {exc}")
+        report = DoctorReport(
+            edgeship_version=__version__,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            model=manifest.model, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
+            max_drop=max_drop, artifacts=tuple(diagnoses), skipped=tuple(skipped),
+        )
+        report.save(folder)
+        return report
 
 
 def _selection(folder: Path, manifest: Manifest, dataset: Any, task: str | None, test: Scorer,

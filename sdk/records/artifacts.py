@@ -77,6 +77,25 @@ class Manifest(VersionedFile):
     data_options: dict[str, Any] = field(default_factory=dict)
     task: str = ""
 
+    @classmethod
+    def recorded_names(cls, folder: str | Path) -> set[str]:
+        """The top-level names in ``folder`` that its manifest accounts for (itself, the reference
+        and every artifact); what a transaction keeps when it rolls back (``edgeship._io``). An
+        unreadable manifest accounts for every name: nothing is removed on a guess."""
+        folder = Path(folder)
+        if not (folder / cls.file_name).is_file():
+            return set()
+        try:
+            manifest = cls.load(folder)
+        except Exception:  # noqa: BLE001 - any damage: keep everything
+            return {p.name for p in folder.iterdir()}
+        paths = [a.path for a in manifest.artifacts] + ([manifest.reference.path] if manifest.reference else [])
+        return {cls.file_name} | {Path(p).parts[0] for p in paths if Path(p).parts}
+
+    def without(self, name: str) -> Manifest:
+        """A copy without the artifact called ``name`` (recorded again once its new file is written)."""
+        return dataclasses.replace(self, artifacts=tuple(a for a in self.artifacts if a.name != name))
+
     def with_artifact(self, artifact: Artifact) -> Manifest:
         """A copy with ``artifact`` added, replacing one of the same name."""
         kept = tuple(a for a in self.artifacts if a.name != artifact.name)

@@ -1,0 +1,16 @@
+"""The ``edgeship`` console script. It imports the command line inside a guard, so that Ctrl-C
+while click, rich and the commands are still being imported ends with one line, as it does later."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        from edgeship.cli import main as run
+
+        run()
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted: nothing half-written was kept\n")
+        sys.exit(130)
