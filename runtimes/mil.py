@@ -24,6 +24,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from edgeship import _io
 from edgeship.errors import BadArtifactError, EdgeshipError, UnsupportedModelError
 from edgeship.runtimes._protobuf import _bytes, _fields, _map, _str, _varints
 from edgeship.records import TensorSpec
@@ -142,15 +143,16 @@ class _Weights:
         return self._files[name]
 
 
-def _inside(folder: Path, relative: Any, what: str) -> Path:
-    """``folder / relative`` resolved, if it is a file inside ``folder``: neither '..', an absolute path
-    nor a symbolic link may lead out of it (or loop), and nothing outside is opened to find out."""
+def _inside(folder: Path, relative: Any, what: str, *, folder_ok: bool = False) -> Path:
+    """``folder / relative`` resolved, if it is a file (or with ``folder_ok`` a folder) inside ``folder``:
+    neither '..', an absolute path nor a symbolic link may lead out of it (or loop), and nothing
+    outside is opened to find out."""
     if not isinstance(relative, str) or not relative or "\0" in relative:
         raise BadArtifactError(f"{what} has the path {relative!r:.200}, which is not a path inside the package; "
                                "the package is corrupt: convert the model again")
     try:
         path = (folder / relative).resolve()
-        inside = path.is_relative_to(folder.resolve()) and path.is_file()
+        inside = path.is_relative_to(folder.resolve()) and (path.is_file() or folder_ok and path.is_dir())
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
         raise BadArtifactError(f"{what} cannot be found inside the package ({type(exc).__name__}: {exc!s:.200}); "
                                "the package is corrupt: convert the model again") from exc
@@ -294,23 +296,31 @@ def _check_inputs(inputs: tuple[TensorSpec, ...], program: Program) -> None:
 
 
 def _model_file(package: Path) -> Path:
-    relative = "com.apple.CoreML/model.mlmodel"
-    if os.path.lexists(package / "Manifest.json"):  # without one, the default path (a link or folder is refused)
-        manifest = _inside(package, "Manifest.json", f"{package.name}'s Manifest.json")
-        size = manifest.stat().st_size
-        if size > _MAX_MANIFEST_BYTES:
-            raise BadArtifactError(f"{manifest} holds {size} bytes; a .mlpackage manifest holds a few hundred: the "
-                                   "package is corrupt")
-        try:
-            info = json.loads(manifest.read_bytes())
-            relative = info["itemInfoEntries"][info["rootModelIdentifier"]]["path"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadArtifactError(f"{manifest} is not a valid .mlpackage manifest ({type(exc).__name__}: "
-                                   f"{exc!s:.200}); convert the model again") from exc
-    if not isinstance(relative, str):
+    """The model file a package's Manifest.json names, once the manifest and every item it lists
+    are known to be there, inside the package."""
+    if not os.path.lexists(package / "Manifest.json"):
+        raise BadArtifactError(f"{package.name} has no Manifest.json: a .mlpackage names its items there; is it a "
+                               "complete package? Convert the model again")
+    manifest = _inside(package, "Manifest.json", f"{package.name}'s Manifest.json")
+    size = manifest.stat().st_size
+    if size > _MAX_MANIFEST_BYTES:
+        raise BadArtifactError(f"{manifest} holds {size} bytes; a .mlpackage manifest holds a few hundred: the "
+                               "package is corrupt")
+    try:
+        info = _io.loads(manifest.read_bytes(), max_depth=8)
+        items = info["itemInfoEntries"]
+        relative = items[info["rootModelIdentifier"]]["path"]
+        paths = [entry["path"] for entry in items.values()]
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        raise BadArtifactError(f"{manifest} is not a valid .mlpackage manifest ({type(exc).__name__}: "
+                               f"{exc!s:.200}); convert the model again") from exc
+    if not isinstance(relative, str) or not all(isinstance(p, str) for p in paths):
         raise BadArtifactError(f"{package.name}'s Manifest.json gives the model's path as {relative!r:.200}, which "
                                "is not a path; convert the model again")
     path = _inside(package, f"Data/{relative}", f"the model file of {package.name}")
+    for item in paths:  # every other item the manifest names is there too (the weights, say)
+        if item != relative:
+            _inside(package, f"Data/{item}", f"item {item!r:.200} of {package.name}", folder_ok=True)
     if path.stat().st_size == 0:
         raise BadArtifactError(f"{path} is empty; is it a complete .mlpackage? Convert the model again")
     return path

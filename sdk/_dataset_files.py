@@ -251,8 +251,15 @@ def _label_name(value: Any) -> str:
 
 def _csv(path: Path, label_column: str) -> _Raw:
     """A header row, one label column, every other column a number."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = [(line, row) for line, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [(line, row) for line, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+                           "a CSV dataset is UTF-8: save it as UTF-8 (or it is not a CSV file)") from exc
+    except csv.Error as exc:  # a field over the csv module's 128 KiB limit, a NUL byte, …
+        raise DatasetError(f"{path} is not a CSV file edgeship reads ({exc}); a dataset CSV holds one sample per "
+                           "row of numbers and a label column") from exc
     if len(rows) < 2:
         raise DatasetError(f"{path} needs a header row and at least one data row. Received {len(rows)} rows.")
     header = [h.strip() for h in rows[0][1]]
@@ -296,13 +303,14 @@ def _is_int(text: str) -> bool:
 def _image_folder(path: Path) -> _Raw:
     """One subfolder per class, sorted by name; every image converted to RGB and of one size."""
     image = require("PIL.Image", "read image folders")
-    folders = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    folders = sorted(_contained(path, d) for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(folders) < 2:
         raise DatasetError(f"{path} must hold one subfolder of images per class, at least 2. "
                            f"Received {len(folders)} subfolders: {[d.name for d in folders]}")
     pixels, labels, first = [], [], None
     for label, folder in enumerate(folders):
-        files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in _IMAGE_SUFFIXES)
+        files = sorted(_contained(path, f) for f in folder.iterdir()
+                       if (f.is_file() or f.is_symlink()) and f.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:
             raise DatasetError(f"class folder {folder} holds no images ({', '.join(_IMAGE_SUFFIXES)}).")
         for file in files:
@@ -315,6 +323,21 @@ def _image_folder(path: Path) -> _Raw:
     # uint8 pixels: the default preprocessing (unit, x/255) or the caller's runs on them
     return _Raw("image", tuple(d.name for d in folders), np.stack(pixels), np.array(labels, np.int64), str(path),
                 {"color": "RGB"})
+
+
+def _contained(root: Path, entry: Path) -> Path:
+    """``entry`` if it stays inside the folder the user named: a symbolic link (or a class folder
+    reached through one) that leads out of it is refused, naming the entry, before it is opened."""
+    try:
+        target = entry.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # a dangling link or a loop
+        raise DatasetError(f"{entry} cannot be followed ({type(exc).__name__}: {exc}); remove it from {root}") from exc
+    if not target.is_relative_to(root.resolve()):
+        raise DatasetError(f"{entry} leads outside {root} (to {target}); an image folder dataset reads only files "
+                           "inside the folder named: copy the file in or remove the link")
+    if entry.is_symlink() and not target.is_file() and not target.is_dir():
+        raise DatasetError(f"{entry} is a link to {target}, which is not a regular file; remove it from {root}")
+    return entry
 
 
 def _read_image(image: Any, file: Path) -> np.ndarray:

@@ -3,6 +3,7 @@ while click, rich and the commands are still being imported ends with one line, 
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -11,6 +12,7 @@ def main() -> None:
         from edgeship.cli import main as run
 
         run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # while the command line itself was being imported
         sys.stderr.write("interrupted: nothing half-written was kept\n")
-        sys.exit(130)
+        sys.stderr.flush()
+        os._exit(130)

@@ -51,6 +51,36 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+#: nesting deeper than any record edgeship writes (report.json reaches 6): deeper is damage or an attack
+MAX_JSON_DEPTH = 64
+
+
+def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that refuses nesting deeper than ``max_depth`` (a ValueError) before the
+    parser recurses, so that a hostile file is an error and not a RecursionError."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth} levels")
+        elif char in "]}":
+            depth -= 1
+    return json.loads(text)
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
     return write_bytes(path, (text + "\n").encode())

@@ -23,6 +23,7 @@ same way wherever data meets a model (calibration, validate, doctor, bench input
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,11 @@ PRESETS = {
     "symmetric": "scale=0.00784313725490196,offset=-1",
 }
 _KEYS = ("scale", "offset", "mean", "std", "layout")
+#: an ASCII decimal number: no full-width digits, no '_' separators, no 'inf' or 'nan'
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: magnitudes each key may take (low 0: zero allowed). A scale or std outside them sends float32 inputs
+#: to 0 or past 1e30, where no model trained on real data answers above chance.
+_BOUNDS = {"scale": (1e-10, 1e10), "std": (1e-10, 1e10), "offset": (0.0, 1e10), "mean": (0.0, 1e10)}
 
 
 @dataclass(frozen=True)
@@ -54,27 +60,42 @@ class Preprocess:
 
     @classmethod
     def parse(cls, spec: str | Preprocess | None) -> Preprocess:
-        """A Preprocess from a preset name or ``key=value`` items; an unknown key or value says so."""
+        """A Preprocess from a preset name or ``key=value`` items; anything else is refused, naming
+        the item: keys and presets are lower-case as written here, numbers are ASCII decimals,
+        finite, and a spec names at least one item (None means ``none``)."""
         if isinstance(spec, Preprocess):
             return spec
-        text = (spec or "none").strip()
-        if text.lower() in PRESETS:
-            parsed = cls._items(PRESETS[text.lower()], text)
-            return cls(**{**parsed.__dict__, "name": text.lower()})
-        return cls._items(text, text)
+        if spec is None:
+            return cls()
+        if not isinstance(spec, str):
+            raise BadInputError(f"a preprocessing spec is text, e.g. unit or scale=0.003921; received "
+                                f"{type(spec).__name__}")
+        text = spec.strip()
+        if text in PRESETS:
+            parsed = cls._items(PRESETS[text], text)
+            return cls(**{**parsed.__dict__, "name": text})
+        return cls._items(text, spec)
 
     @classmethod
     def _items(cls, text: str, original: str) -> Preprocess:
         values: dict[str, Any] = {}
-        items = []
-        for part in filter(None, (p.strip() for p in text.split(","))):  # a preset may open the spec
-            items += PRESETS[part.lower()].split(",") if "=" not in part and part.lower() in PRESETS else [part]
-        for item in filter(None, items):
+        parts = [p.strip() for p in text.split(",")]
+        if text and (not any(parts) or any(not p for p in parts)):
+            raise BadInputError(f"preprocessing spec {original!r} has an empty item (between commas); write items "
+                                "as key=value separated by single commas, e.g. scale=0.003921,offset=-1")
+        if not text and original.strip() != "none" and original not in PRESETS:
+            raise BadInputError(f"preprocessing spec {original!r} names no item; give a preset ({', '.join(PRESETS)}) "
+                                "or key=value items, e.g. scale=0.003921")
+        items: list[str] = []
+        for i, part in enumerate(parts if text else []):  # a preset may open the spec
+            items += PRESETS[part].split(",") if i == 0 and "=" not in part and part in PRESETS and PRESETS[part] \
+                else ([] if i == 0 and part == "none" else [part])
+        for item in items:
             key, sep, value = item.partition("=")
-            key = key.strip().lower()
+            key = key.strip()
             if not sep or key not in _KEYS:
                 raise BadInputError(
-                    f"preprocessing item {item!r} is not one of {', '.join(k + '=…' for k in _KEYS)} and "
+                    f"preprocessing item {item!r} is not one of {', '.join(k + '=…' for k in _KEYS)} (lower-case) and "
                     f"{original!r} is not a preset ({', '.join(PRESETS)}); e.g. scale=0.003921,mean=0.5/0.5/0.5")
             if key in values:
                 raise BadInputError(f"preprocessing names {key} twice; received {original!r}")
@@ -84,17 +105,22 @@ class Preprocess:
     @staticmethod
     def _value(key: str, value: str, original: str) -> Any:
         if key == "layout":
-            if value.lower() not in ("nhwc", "nchw"):
-                raise BadInputError(f"layout takes nhwc or nchw; received {value!r} in {original!r}")
-            return value.lower()
-        try:
-            numbers = tuple(float(v) for v in value.split("/"))
-        except ValueError as exc:
-            raise BadInputError(f"{key} takes numbers (several separated by /); received {value!r} in {original!r}") from exc
+            if value not in ("nhwc", "nchw"):
+                raise BadInputError(f"layout takes nhwc or nchw (lower-case); received {value!r} in {original!r}")
+            return value
+        texts = value.split("/")
+        if not all(_NUMBER.fullmatch(t.strip()) for t in texts):
+            raise BadInputError(f"{key} takes decimal numbers written in ASCII (several separated by /); received "
+                                f"{value!r} in {original!r}")
+        numbers = tuple(float(t) for t in texts)
         if not all(np.isfinite(numbers)):
             raise BadInputError(f"{key} must be finite; received {value!r} in {original!r}")
-        if key == "std" and any(n == 0 for n in numbers):
-            raise BadInputError(f"std must not be 0; received {value!r} in {original!r}")
+        low, high = _BOUNDS[key]
+        bad = [n for n in numbers if abs(n) > high or (low and abs(n) < low)]
+        if bad:
+            span = f"from {low:g} to {high:g} in magnitude" if low else f"at most {high:g} in magnitude"
+            raise BadInputError(f"{key}={bad[0]:g} is outside what a model's inputs can be scaled by (float32 keeps its "
+                                f"precision): {key} is {span}; received {value!r} in {original!r}")
         if key in ("scale", "offset"):
             if len(numbers) != 1:
                 raise BadInputError(f"{key} takes one number; received {value!r} in {original!r}")

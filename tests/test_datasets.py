@@ -300,6 +300,20 @@ def test_csv_too_small_to_split(tmp_path: Path) -> None:
         load_dataset(_write_csv(tmp_path / "s.csv", "a,label", ["1,x", "2,y"]))
 
 
+def test_csv_that_is_not_utf8_text_or_has_a_huge_field_is_one_clear_error(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("a,label\n".encode() + "1,caf\xe9\n".encode("latin-1") * 10)
+    with pytest.raises(DatasetError, match=r"latin.csv is not UTF-8 text \(byte 0xe9 at offset"):
+        load_dataset(latin)
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DatasetError, match="binary.csv is not UTF-8 text"):
+        load_dataset(binary)
+    huge = _write_csv(tmp_path / "huge.csv", "a,label", ["1," + "x" * (200 * 1024)] + ["2,y"] * 10)
+    with pytest.raises(DatasetError, match="huge.csv is not a CSV file edgeship reads .*field larger than field limit"):
+        load_dataset(huge)
+
+
 # ------------------------------------------------------------------------------------- image folders
 
 
@@ -515,3 +529,21 @@ def test_unknown_name_lists_builtins_and_file_types(tmp_path: Path) -> None:
 def test_bad_arguments(options: dict) -> None:
     with pytest.raises(BadInputError, match="Received"):
         load_dataset("iris", **options)
+
+
+def test_image_folder_never_reads_through_a_link_out_of_the_folder(tmp_path: Path) -> None:
+    folder = _image_folder(tmp_path / "p", {"a": (4, 4), "b": (4, 4)})
+    outside = _image_folder(tmp_path / "elsewhere", {"x": (4, 4), "y": (4, 4)})
+    inside_link = folder / "b" / "again.png"
+    inside_link.symlink_to(folder / "a" / "0.png")  # a link that stays inside is an ordinary file
+    assert sum(_sizes(load_dataset(folder))) == 9
+    for name, target in (("passwd.png", Path("/etc/passwd")), ("zero.png", Path("/dev/zero")),
+                         ("other.png", outside / "x" / "0.png")):
+        link = folder / "a" / name
+        link.symlink_to(target)
+        with pytest.raises(DatasetError, match=f"{name} leads outside .*p"):
+            load_dataset(folder)
+        link.unlink()
+    (folder / "c").symlink_to(outside / "y", target_is_directory=True)  # a whole class folder from elsewhere
+    with pytest.raises(DatasetError, match="c leads outside"):
+        load_dataset(folder)

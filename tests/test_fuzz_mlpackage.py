@@ -100,6 +100,19 @@ def _mutated(package: Path, tmp_path: Path, name: str) -> Path:
     return target
 
 
+def test_a_package_must_have_its_manifest_and_every_item_it_names(package, tmp_path):
+    with pytest.raises(BadArtifactError, match="has no Manifest.json"):
+        mil.read(_mutated(package, tmp_path, "missing-manifest.Manifest.json"))
+    missing = Path(shutil.copytree(package, tmp_path / "no-weights.mlpackage"))
+    shutil.rmtree(missing / "Data" / "com.apple.CoreML" / "weights")
+    with pytest.raises(BadArtifactError, match="item 'com.apple.CoreML/weights' of no-weights.mlpackage is not a file"):
+        mil.read(missing)
+    deep = Path(shutil.copytree(package, tmp_path / "deep.mlpackage"))
+    (deep / "Manifest.json").write_text("[" * 50 + "]" * 50)
+    with pytest.raises(BadArtifactError, match="not a valid .mlpackage manifest .*nested deeper"):
+        mil.read(deep)
+
+
 def test_a_nesting_bomb_is_refused_quickly(package, tmp_path):
     target = _mutated(package, tmp_path, "nesting-bomb.whole")  # 100,000 nested messages
     start = time.perf_counter()
@@ -121,7 +134,7 @@ def test_a_nesting_bomb_is_refused_quickly(package, tmp_path):
     ("symlink-escape.model-copy", "model file .* is not a file inside"),  # followed, it would load
     ("symlink-escape.model-relative", "not a file inside"),
     ("symlink-escape.data", "not a file inside"),
-    ("symlink-escape.weights-dir", "weight file .* is not a file inside"),
+    ("symlink-escape.weights-dir", "item .com.apple.CoreML/weights. of .* is not a file inside"),
     ("symlink-escape.loop", "cannot be found inside the package"),
     ("dir-for-file.Manifest.json", "Manifest.json is not a file inside"),
     ("empty.model.mlmodel", "is empty"),

@@ -41,8 +41,14 @@ def test_the_canonical_spec_reloads_to_the_same_bits():
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("unit8", "is not a preset"), ("scale=two", "takes numbers"), ("std=0", "must not be 0"),
+    ("unit8", "is not a preset"), ("scale=two", "takes decimal numbers"), ("std=0", "std=0 is outside"),
     ("layout=chw", "layout takes nhwc or nchw"), ("scale=1,scale=2", "names scale twice"), ("scale=1/2", "one number"),
+    # the strict grammar: known keys and presets as written, ASCII finite numbers in a float32-safe range, an item
+    ("scale=0", "scale=0 is outside"), ("scale=1e39", "scale=1e\\+39 is outside"), ("mean=1e308", "mean=1e\\+308 is outside"),
+    ("std=1e-30", "std=1e-30 is outside"), ("std=1e-46", "std=1e-46 is outside"), (",,,", "has an empty item"),
+    ("   ", "names no item"), ("", "names no item"), ("scale=\uff11", "written in ASCII"), ("SCALE=1", "'SCALE=1' is not one"),
+    ("UNIT", "'UNIT' is not a preset"), ("layout=NCHW", "lower-case"), ("scale=inf", "written in ASCII"),
+    ("scale=1_0", "written in ASCII"), ("scale=1,,offset=2", "has an empty item"),
 ])
 def test_bad_specs_say_what_was_received(spec, message):
     with pytest.raises(BadInputError, match=message):

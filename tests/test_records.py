@@ -111,6 +111,26 @@ def test_corrupt_files_raise_bad_artifact(tmp_path, content):
         Manifest.load(tmp_path)
 
 
+@pytest.mark.parametrize("content", ['{"a": ' * 5000 + "1" + "}" * 5000, "[" * 200000 + "]" * 200000])
+def test_deeply_nested_json_is_a_bad_artifact_not_a_recursion_error(tmp_path, content):
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(BadArtifactError, match="nested deeper than 64 levels"):
+        Manifest.load(tmp_path)
+
+
+def test_a_recorded_file_must_have_its_size_and_its_hash(tmp_path):
+    from edgeship.records import verified_path
+
+    path = tmp_path / "m.int8.tflite"
+    path.write_bytes(b"x" * 1234)
+    right = dataclasses.replace(ARTIFACT, sha256=_io.sha256_path(path))
+    assert verified_path(tmp_path, right) == path
+    with pytest.raises(BadArtifactError, match="holds 1234 bytes, but the manifest records 1000"):
+        verified_path(tmp_path, dataclasses.replace(right, size_bytes=1000))
+    with pytest.raises(BadArtifactError, match="has sha256 .* but the manifest records abababab"):
+        verified_path(tmp_path, ARTIFACT)
+
+
 def test_training_record_round_trip(tmp_path):
     record = TrainingRecord(model="tiny_cnn", dataset="digits", history={"loss": (1.0, 0.5)}, test_accuracy=0.98,
                             sparsity={"conv2d": 0.75}, files={"model": "model.keras"})

@@ -18,7 +18,7 @@ import os
 import sys
 
 from edgeship.cli import bench, convert, device, train, validate  # noqa: F401  each registers its commands
-from edgeship.cli._app import cli, click, err_console, shown
+from edgeship.cli._app import cli, click, err_console, interrupted, shown
 
 __all__ = ["cli", "main"]
 
@@ -43,6 +43,5 @@ def main(argv: list[str] | None = None) -> None:
     except click.Abort:
         code = 1
     except KeyboardInterrupt:  # outside a command body (parsing, output): the same one line as inside
-        err_console.print("[bold red]interrupted[/]: nothing half-written was kept", highlight=False)
-        code = 130
+        interrupted()
     sys.exit(code if isinstance(code, int) else 0)

@@ -108,12 +108,20 @@ def _run(fn: Callable[[], Any]) -> Any:
         err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {shown(first)} (this is a bug in edgeship; "
                           "--debug shows the traceback)", highlight=False)
         sys.exit(EXIT_ERROR)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the transaction rolled back on its way here
         _progress.stop()
-        err_console.print("[bold red]interrupted[/]: nothing half-written was kept")
-        sys.exit(130)
+        interrupted()
     finally:
         _progress.stop()
+
+
+def interrupted() -> None:
+    """Ctrl-C: one line and exit status 130. The process ends without the interpreter's teardown:
+    TensorFlow, interrupted inside an op, can crash there (a segfault after the line was printed)."""
+    err_console.print("[bold red]interrupted[/]: nothing half-written was kept", highlight=False)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _size(n: int) -> str:

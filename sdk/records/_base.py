@@ -153,13 +153,13 @@ class VersionedFile(Record):
         if path.is_dir():
             path = path / cls.file_name
         try:
-            data = json.loads(path.read_text())
+            data = _io.loads(path.read_bytes())
             return cls.from_dict(data)
         except FileNotFoundError as exc:
             step = f"run {cls.written_by} first (it writes {cls.file_name})" if cls.written_by else \
                 "run the step that writes it first"
             raise BadArtifactError(f"no {cls.file_name} at {path}: {step}") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             raise BadArtifactError(f"{path} is not valid JSON ({exc}); regenerate it") from exc
         except BadInputError as exc:
             raise BadArtifactError(f"{path} is malformed: {exc}") from exc
