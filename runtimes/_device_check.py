@@ -101,7 +101,7 @@ def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: tuple[np.nda
     except (MissingDependencyError, UnsupportedModelError) as exc:
         return replace(check, status=f"not run: {exc}")
     outputs = session.predict(inputs)
-    expected = np.load(Path(folder) / entry.expected, allow_pickle=False)
+    expected = bundle.array(folder, entry.expected)
     error = float(np.max(np.abs(outputs.astype(np.float64) - expected))) if outputs.shape == expected.shape else float("inf")
     checked = entry.min_accuracy is not None and len(labels) > 0  # multi-class bundles carry labels
     accuracy = float(np.mean(outputs.argmax(-1) == labels)) if checked else None

@@ -199,19 +199,77 @@ def recover(folder: str | os.PathLike, recorded: Any) -> list[str]:
 def _roll_back(folder: Path, before: set[str], recorded: set[str]) -> list[str]:
     removed = []
     for path in sorted(folder.iterdir()):
-        if path.name in before or path.name in recorded or path.name == JOURNAL:
+        if path.name in before or path.name in recorded or path.name in (JOURNAL, LOCK):
             continue
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
         removed.append(path.name)
     return removed
 
 
+LOCK = ".edgeship-lock"
+
+
 @contextlib.contextmanager
-def transaction(folder: str | os.PathLike, recorded: Any) -> Iterator[list[str]]:
-    """One writing step in ``folder`` (see the steps above). ``recorded()`` gives the top-level
-    names the folder's record lists; the yielded list holds what recovery removed first."""
+def locked(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``folder``'s lock (an flock on ``.edgeship-lock``, released by the kernel whatever ends
+    the process); a second edgeship process that wants it is refused, naming the first's pid."""
+    import fcntl
+
+    from edgeship.errors import BadInputError
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _HELD:  # this process holds it already (one step inside another)
+        yield
+        return
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            raise BadInputError(f"{folder} is being written by edgeship process {holder}; wait for it to finish, "
+                                "or use another --out folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+_HELD: set[str] = set()  # folders whose lock this process holds
+
+
+def recover_unless_busy(folder: str | os.PathLike, recorded: Any) -> list[str]:
+    """``recover`` for a reader (validate): only when no other edgeship process is writing the
+    folder, whose journal and temporaries are its own work in progress."""
+    from edgeship.errors import BadInputError
+
+    try:
+        with locked(folder):
+            return recover(folder, recorded)
+    except BadInputError:
+        return []
+
+
+@contextlib.contextmanager
+def transaction(folder: str | os.PathLike, recorded: Any) -> Iterator[list[str]]:
+    """One writing step in ``folder`` (see the steps above), holding the folder's lock.
+    ``recorded()`` gives the top-level names the folder's record lists; the yielded list holds
+    what recovery removed first."""
+    folder = Path(folder)
+    with locked(folder):
+        with _transaction(folder, recorded) as removed:
+            yield removed
+
+
+@contextlib.contextmanager
+def _transaction(folder: Path, recorded: Any) -> Iterator[list[str]]:
     removed = recover(folder, recorded)
     before = sorted(p.name for p in folder.iterdir())
     write_json(folder / JOURNAL, {"pid": os.getpid(), "before": before})

@@ -201,12 +201,25 @@ def load(folder: str | Path) -> tuple[BundleManifest, tuple[np.ndarray, ...], np
         _check_file(folder, name, digest)
     for entry in manifest.artifacts:
         _check_file(folder, entry.path, entry.sha256)
-    inputs = tuple(np.load(folder / name, allow_pickle=False) for name in manifest.input_files)
-    labels = np.load(folder / manifest.labels, allow_pickle=False)
+    inputs = tuple(array(folder, name) for name in manifest.input_files)
+    labels = array(folder, manifest.labels)
     if len({len(a) for a in inputs}) != 1:
         raise BadArtifactError(f"bundle {folder}'s input files hold {[len(a) for a in inputs]} samples; each "
                                "must hold as many. Write the bundle again with edgeship validate")
     return manifest, inputs, labels
+
+
+def array(folder: str | Path, name: str) -> np.ndarray:
+    """One of the bundle's .npy files as a numeric array (never a pickle), or a BadArtifactError."""
+    try:
+        data = np.load(Path(folder) / name, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # an object array, a truncated or non-.npy file
+        raise BadArtifactError(f"bundle file {name} is not a numeric .npy array ({exc}); write the bundle again "
+                               "with edgeship validate") from exc
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
+        raise BadArtifactError(f"bundle file {name} holds {getattr(data, 'dtype', type(data).__name__)} values; a "
+                               "bundle holds numbers only: write it again with edgeship validate")
+    return data
 
 
 def _check_closed(folder: Path, manifest: BundleManifest) -> None:

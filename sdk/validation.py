@@ -158,7 +158,7 @@ def validate(
     folder = Path(folder)
     gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
     if folder.is_dir():  # what an interrupted convert or doctor left behind goes before anything is read
-        for name in _io.recover(folder, lambda: Manifest.recorded_names(folder)):
+        for name in _io.recover_unless_busy(folder, lambda: Manifest.recorded_names(folder)):
             log.info("removed %s, left by an interrupted run", name)
     manifest = Manifest.load(folder)
     dataset = dataset_for(folder, manifest, data, preprocess=preprocess, lazy=True)

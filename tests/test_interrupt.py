@@ -42,7 +42,7 @@ def _check_nothing_looks_complete_but_is_not(out: Path) -> None:
         assert _io.sha256_path(out / artifact.path) == artifact.sha256, artifact.name
     for path in out.iterdir():  # every file under a final name loads; partial ones are hidden and say so
         if path.name.startswith("."):
-            assert ".partial-" in path.name or path.name == _io.JOURNAL, path.name
+            assert ".partial-" in path.name or path.name in (_io.JOURNAL, _io.LOCK), path.name
         elif path.suffix in (".tflite", ".onnx"):
             load(path)
 
@@ -167,3 +167,21 @@ def test_commands_killed_at_random_points_leave_a_folder_that_agrees_with_itself
         _consistent(out)
     assert _unlisted_artifacts(out) == []
     assert {"tflite:fp32", "tflite:int8", "onnx:int8"} <= {a.name for a in Manifest.load(out).artifacts}
+
+
+def test_a_second_writer_is_refused_naming_the_first(float_model_dir, tmp_path):
+    """Two edgeship processes writing one folder: the second is refused with the first's pid, and
+    the lock dies with its holder (kill -9 included)."""
+    out = tmp_path / "out"
+    holder = subprocess.Popen([sys.executable, "-c", "from edgeship import _io; import sys, time\n"
+                               f"with _io.locked({str(out)!r}):\n print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    second = subprocess.run(EDGESHIP + ["convert", str(float_model_dir), "--to", "tflite:fp32", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert second.returncode == 1 and f"being written by edgeship process {holder.pid}" in second.stderr, second.stderr
+    holder.kill()
+    holder.wait()
+    with _io.locked(out):  # free again once the holder is gone
+        pass
+    assert not (out / "manifest.json").exists()  # the refused run wrote nothing
