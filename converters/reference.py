@@ -163,6 +163,10 @@ def stored_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str) -
     except Exception as exc:  # a damaged cache is no reason to fail: the reference can run again
         log.warning("ignoring %s, unreadable (%s: %s)", path, type(exc).__name__, exc)
         return None
+    if any(o.dtype.kind not in "biuf" or (o.dtype.kind == "f" and not np.all(np.isfinite(o))) for o in found):
+        log.warning("ignoring %s: its outputs are not all finite numbers (damaged?); running the float model again",
+                    path.relative_to(folder))
+        return None
     expected = len(dataset.inputs(split)[0])
     if (record.get("dataset_fingerprint") != dataset.fingerprint or record.get("reference_sha256") != ref.sha256
             or not found or any(len(o) != expected for o in found)):

@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
 
 
 def _read_umask() -> int:
@@ -82,8 +86,27 @@ def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+    """``obj`` as JSON at ``path``, atomically. A figure that is not finite (NaN, Inf: a model that
+    produced them, say) is written as null and said in one warning, never a crash."""
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False, default=_json_default)
+    except ValueError:
+        where: list[str] = []
+        text = json.dumps(_finite(json.loads(json.dumps(obj, default=_json_default)), "", where), indent=2)
+        log.warning("%s: %d figure(s) not finite, written as null: %s", Path(path).name, len(where),
+                    ", ".join(where[:5]) + (" …" if len(where) > 5 else ""))
     return write_bytes(path, (text + "\n").encode())
+
+
+def _finite(value: Any, where: str, found: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append(f"{where or '.'} ({value})")
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{where}.{k}" if where else str(k), found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v, f"{where}[{i}]", found) for i, v in enumerate(value)]
+    return value
 
 
 def _json_default(obj: Any) -> Any:

@@ -248,7 +248,15 @@ def _regression(ref, out, y, x, classes) -> AccuracyDelta:
         head = Headline(name="relative error vs float", value=relative, reference=0.0, delta=-relative,
                         unit="% relative error")
     else:
-        y = np.asarray(y, np.float64).reshape(ref.shape)
+        y = np.asarray(y, np.float64)
+        if y.size != ref.size:
+            whole = y.size == len(ref) and np.all(np.isfinite(y)) and np.array_equal(y, np.round(y))
+            hint = (f"they look like class ids stored as floats ({y.ravel()[:3].tolist()} …): store them as integers "
+                    "(y.astype(int)) or pass --task multiclass" if whole and ref.ndim == 2 and ref.shape[1] > 1 else
+                    "give one target per model output value, or the task the outputs have (--task)")
+            raise BadInputError(f"the labels are float regression targets, {y.size} values for {len(ref)} samples, "
+                                f"but the model gives {ref.shape[1:] or 'one value'} per sample; {hint}")
+        y = y.reshape(ref.shape)
         head = _growth("MAE", float(np.abs(out - y).mean()), float(np.abs(ref - y).mean()))
     return AccuracyDelta(**_errors(ref, out), accuracy=None, reference_accuracy=None, accuracy_delta_pts=None,
                          agreement=None, task="regression", headline=head)

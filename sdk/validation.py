@@ -39,6 +39,27 @@ def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str 
     asked for it. The conversion's own file, found through the manifest and changed since, is
     refused: the figures would describe other data than the artifacts were made with.
     """
+    dataset = _dataset_for(folder, manifest, data, preprocess=preprocess, lazy=lazy)
+    _check_fits(dataset, manifest)
+    return dataset
+
+
+def _check_fits(dataset: Any, manifest: Manifest) -> None:
+    """Refuse data whose samples cannot be the artifacts' inputs (another element count per
+    sample), before any model runs on them."""
+    record = manifest.reference or (manifest.artifacts[0] if manifest.artifacts else None)
+    shapes = getattr(dataset, "input_shapes", None)
+    if record is None or not record.inputs or not shapes or len(shapes) != len(record.inputs):
+        return
+    for spec, shape in zip(record.inputs, shapes):
+        want = tuple(spec.shape[1:])
+        if all(d > 0 for d in want) and int(np.prod(want)) != int(np.prod(shape)):
+            raise BadInputError(f"dataset '{dataset.name}' has samples of shape {tuple(shape)}, but {manifest.model}'s "
+                                f"artifacts take input '{spec.name}' of shape {want}: measure it on the data it was "
+                                "converted for (--data), or convert again with this data")
+
+
+def _dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None, lazy: bool) -> Any:
     from edgeship.datasets import Dataset
 
     options = dict(manifest.data_options)

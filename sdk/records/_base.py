@@ -80,6 +80,8 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if value is None:  # a figure that was not finite is written as null (edgeship._io.write_json)
+            return float("nan")
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
