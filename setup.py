@@ -5,13 +5,13 @@ below one of them that holds an ``__init__.py`` is a subpackage, so a new one sh
 without being listed anywhere.
 """
 
+import runpy
 from pathlib import Path
 
 from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
-ROOTS = {"edgeship": "sdk", "edgeship.trainers": "trainers", "edgeship.converters": "converters",
-         "edgeship.runtimes": "runtimes"}
+ROOTS: dict[str, str] = runpy.run_path(str(HERE / "sdk" / "_layout.py"))["ROOTS"]  # the one copy of the map
 
 
 def packages() -> list[str]:

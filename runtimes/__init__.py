@@ -73,7 +73,10 @@ def _backend(path: str | os.PathLike, runtime: str | None = None) -> Any:
 
 
 def can_run(path: str | os.PathLike) -> tuple[bool, str]:
-    """Whether this host can run ``path``'s format, and if not, a short reason for reports."""
+    """Whether this host can run ``path``'s format, and if not, a short reason for reports: a file no
+    runtime takes is a no with its reason, not an error (a folder may hold one beside the others)."""
+    if Path(path).suffix.lower() not in RUNTIMES:
+        return False, f"no runtime runs '{Path(path).suffix}' files (edgeship runs {', '.join(sorted(RUNTIMES))})"
     backend = _backend(path)
     check = getattr(backend, "available", None)
     return check() if check else (True, "")

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Iterable
 
 from edgeship import _io
+from edgeship._layout import ROOTS
 from edgeship.errors import MissingDependencyError
 
 #: edgeship's import packages; the wheel holds them all (the heavy ones import lazily).
-PACKAGES = ("edgeship", "edgeship.trainers", "edgeship.converters", "edgeship.runtimes")
+PACKAGES = tuple(ROOTS)
 #: interpreter distribution per runtime backend (edgeship.runtimes.RUNTIMES values)
 INTERPRETERS = {"litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}
 _DROP = ("INSTALLER", "REQUESTED", "direct_url.json", "RECORD")
@@ -83,18 +84,18 @@ def edgeship_wheel(out_dir: str | Path) -> Path:
     dist = _dist("edgeship")
     version = dist.version
     dist_info = f"edgeship-{version}.dist-info"
-    files: list[tuple[str, bytes]] = []
+    files: dict[str, bytes] = {}  # archive name -> bytes: in a regular install edgeship/ holds the others
     for package in PACKAGES:
         spec = importlib.util.find_spec(package)
         root = Path(next(iter(spec.submodule_search_locations)))
         prefix = package.replace(".", "/")
         for path in sorted(root.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts and path.suffix in (".py", ".json"):
-                files.append((f"{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes()))
-    files.append((f"{dist_info}/METADATA", _metadata(dist).encode()))
-    files.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: edgeship\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
+                files.setdefault(f"{prefix}/{path.relative_to(root).as_posix()}", path.read_bytes())
+    files[f"{dist_info}/METADATA"] = _metadata(dist).encode()
+    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: edgeship\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     out = Path(out_dir) / f"edgeship-{version}-py3-none-any.whl"
-    return _write_wheel(out, files, dist_info)
+    return _write_wheel(out, sorted(files.items()), dist_info)
 
 
 def host_wheel(name: str, out_dir: str | Path) -> Path:

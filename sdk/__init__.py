@@ -50,7 +50,7 @@ if _TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr_
     from edgeship.trainers.recipes import train
     from edgeship.validation import validate
 
-__version__ = "0.1.0"
+from edgeship._version import __version__
 
 __all__ = [
     "__version__",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship._dataset_files import _encode_labels, _Raw
+from edgeship._dataset_files import _contained, _encode_labels, _Raw
 from edgeship._dataset_lazy import LazyArray, Stored, chunks, stored
 from edgeship.errors import DatasetError
 
@@ -109,6 +109,7 @@ def _folder(path: Path, lazy: bool) -> dict[str, Any]:
     inputs are written one file at a time; with ``lazy`` the inputs are read in pieces."""
     arrays: dict[str, Any] = {}
     for file in sorted(path.glob("*.npy")):
+        _contained(path, file)  # a link out of the folder is refused before it is opened
         try:
             if lazy and file.stem.startswith("x_"):
                 arrays[file.stem] = _lazy(file, None)

@@ -26,7 +26,8 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from edgeship import __version__, _io
+from edgeship import _io
+from edgeship._version import __version__
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.records import Artifact, Record, VersionedFile, SCHEMA_VERSION
 

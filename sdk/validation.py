@@ -301,7 +301,7 @@ def _select(manifest: Manifest, names: Iterable[str] | None) -> tuple[Artifact, 
 
 def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], scorer: Scorer,
             folder: Path) -> Report:
-    from edgeship import __version__
+    from edgeship._version import __version__
 
     training = None
     record_path = folder / "model" / TrainingRecord.file_name

@@ -547,3 +547,18 @@ def test_image_folder_never_reads_through_a_link_out_of_the_folder(tmp_path: Pat
     (folder / "c").symlink_to(outside / "y", target_is_directory=True)  # a whole class folder from elsewhere
     with pytest.raises(DatasetError, match="c leads outside"):
         load_dataset(folder)
+
+
+def test_npy_folder_never_reads_through_a_link_out_of_the_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "arrays"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("test", 12)):
+        np.save(folder / f"x_{split}.npy", rng.random((n, 5)).astype(np.float32))
+        np.save(folder / f"y_{split}.npy", rng.integers(0, 2, n))
+    outside = tmp_path / "secret.npy"
+    np.save(outside, np.zeros((12, 5), np.float32))
+    (folder / "x_test.npy").unlink()
+    (folder / "x_test.npy").symlink_to(outside)
+    with pytest.raises(DatasetError, match="x_test.npy leads outside"):
+        load_dataset(folder)

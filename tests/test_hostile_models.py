@@ -80,6 +80,10 @@ def test_lambda_layers_are_refused_unless_trusted(tmp_path, digits, suffix):
 def test_tampered_reference_is_refused(float_model_dir, tmp_path, digits):
     edgeship.convert(float_model_dir, ["tflite:fp32"], data=digits, out=tmp_path)
     reference = tmp_path / "reference" / "model.keras"
-    reference.write_bytes(reference.read_bytes() + b"\0")
+    original = reference.read_bytes()
+    reference.write_bytes(original + b"\0")  # another size
+    with pytest.raises(BadArtifactError, match="reference: model.keras holds .* bytes, but the manifest records"):
+        edgeship.validate(tmp_path, data=digits)
+    reference.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # the same size, other bytes
     with pytest.raises(BadArtifactError, match="reference: model.keras has sha256"):
         edgeship.validate(tmp_path, data=digits)

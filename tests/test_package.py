@@ -88,3 +88,31 @@ def test_wheel_builds_installs_and_imports(tmp_path):
                           "print(r.files('edgeship').joinpath('schemas/report.schema.json').is_file())"],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out[0].startswith(str(site)) and out[1] == "True"
+    # 3. no file twice, and the device wheel made by that regular install ships the same files
+    listed = zipfile.ZipFile(wheel).namelist()
+    assert len(listed) == len(set(listed)), sorted(n for n in set(listed) if listed.count(n) > 1)
+    device = subprocess.run([str(py), "-c", "import sys, zipfile; from edgeship.runtimes._wheels import edgeship_wheel;"
+                             f"w = edgeship_wheel({str(tmp_path / 'device')!r}); print(*zipfile.ZipFile(w).namelist())"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert len(device) == len(set(device)), sorted(n for n in set(device) if device.count(n) > 1)
+    code = {n for n in names if n.startswith("edgeship/") and n.endswith((".py", ".json"))}
+    assert {n for n in device if n.startswith("edgeship/")} == code
+
+
+def test_the_version_lives_in_one_leaf_module_that_pyproject_agrees_with():
+    import tomllib
+
+    from edgeship._version import __version__
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__ == edgeship.__version__
+    assert ast_imports(ROOT / "sdk" / "_version.py") == set()
+    for path in (ROOT / "sdk").rglob("*.py"):  # nothing inside the package reads it back from the facade
+        assert "from edgeship import __version__" not in path.read_text(), path
+
+
+def ast_imports(path: Path) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    return {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -331,3 +331,10 @@ def test_an_absent_accelerator_is_refused_naming_what_is_available(quickstart_di
     message = str(caught.value)
     assert "\n" not in message and "for the GPU alone" in message and "available for this model here: cpu" in message
     assert "received accelerator='gpu'" in message and "Use accelerator 'cpu'" in message
+
+
+def test_can_run_answers_no_for_a_file_no_runtime_takes(tmp_path):
+    from edgeship.runtimes import can_run
+
+    ok, why = can_run(tmp_path / "model.web")
+    assert ok is False and "no runtime runs '.web' files" in why and ".tflite" in why

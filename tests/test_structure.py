@@ -13,9 +13,8 @@ import pytest
 import edgeship
 
 ROOT = Path(__file__).resolve().parents[1]
-#: import name -> folder, as setup.py maps them
-ROOTS = {"edgeship": "sdk", "edgeship.trainers": "trainers", "edgeship.converters": "converters",
-         "edgeship.runtimes": "runtimes"}
+#: import name -> folder, the map setup.py reads
+from edgeship._layout import ROOTS  # noqa: E402
 MAX_LINES, LONG_LINES = 500, 400
 
 

@@ -18,7 +18,7 @@ rich_console = require("rich.console", "use the edgeship command line")
 rich_table = require("rich.table", "use the edgeship command line")
 rich_markup = require("rich.markup", "use the edgeship command line")
 
-from edgeship import __version__  # noqa: E402
+from edgeship._version import __version__  # noqa: E402
 from edgeship.errors import AccuracyGateError, EdgeshipError  # noqa: E402
 from edgeship.records import Report  # noqa: E402
 

@@ -66,7 +66,7 @@ def diagnose(
     stops trying after ``time_budget`` seconds per artifact. Writes
     ``folder/doctor.json`` and returns the report.
     """
-    from edgeship import __version__
+    from edgeship._version import __version__
     from edgeship.converters import reference as _reference
 
     folder = Path(folder)

@@ -168,6 +168,6 @@ class VersionedFile(Record):
 
 
 def _version() -> str:
-    from edgeship import __version__
+    from edgeship._version import __version__
 
     return __version__
