@@ -14,7 +14,6 @@ neither.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import struct

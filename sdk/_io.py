@@ -64,7 +64,7 @@ def loads(text: str | bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     parser recurses, so that a hostile file is an error and not a RecursionError."""
     if isinstance(text, bytes):
         text = text.decode("utf-8")
-    depth = deepest = 0
+    depth = 0
     in_string = escaped = False
     for char in text:
         if in_string:

@@ -44,6 +44,22 @@ def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str 
     return dataset
 
 
+def float_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str, progress: Progress, stage: str, *,
+                  trust_code: bool = False) -> list[np.ndarray]:
+    """The float reference's outputs on ``split``: those convert stored when they are for this data
+    and model file, else computed now; ``progress`` says which (validate and doctor alike)."""
+    from edgeship.converters import reference as _reference
+
+    n = len(dataset.inputs(split)[0])
+    stored = _reference.stored_outputs(folder, manifest, dataset, split)
+    if stored is not None:
+        progress(stage, f"float reference's outputs on {n} {split} samples: read from {_reference.FOLDER}/"
+                        f"{_reference.OUTPUTS} (stored by convert)")
+        return stored
+    progress(stage, f"float reference on {n} {split} samples: running it (none stored for this data and model file)")
+    return _reference.outputs(folder, manifest, dataset, split=split, trust_code=trust_code)
+
+
 def _check_fits(dataset: Any, manifest: Manifest) -> None:
     """Refuse data whose samples cannot be the artifacts' inputs (another element count per
     sample), before any model runs on them."""
@@ -172,8 +188,6 @@ def validate(
     (keyword options of ``edgeship.benchmark``) adds latency. An artifact that cannot run here, or
     holds an op the runtime lacks, is listed with the reason and not evaluated.
     """
-    from edgeship.converters import reference as _reference
-
     from edgeship import _io
 
     folder = Path(folder)
@@ -185,14 +199,7 @@ def validate(
     dataset = dataset_for(folder, manifest, data, preprocess=preprocess, lazy=True)
     chosen = _select(manifest, artifacts)
     x = dataset.inputs("test")
-    reference = _reference.stored_outputs(folder, manifest, dataset, "test")
-    if reference is not None:
-        progress("validate", f"float reference's outputs on {len(x[0])} test samples: read from "
-                             f"{_reference.FOLDER}/{_reference.OUTPUTS} (stored by convert)")
-    else:
-        progress("validate", f"float reference on {len(x[0])} test samples: running it (none stored for "
-                             "this data and model file)")
-        reference = _reference.outputs(folder, manifest, dataset, trust_code=trust_code)
+    reference = float_outputs(folder, manifest, dataset, "test", progress, "validate", trust_code=trust_code)
     scorer = Scorer.for_split(dataset, reference, task=parse_task(task) or parse_task(manifest.task))
     entries, outputs = [], {}
     for i, artifact in enumerate(chosen):

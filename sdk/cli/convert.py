@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeship.tasks import TASKS
 from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run, _size, cli, click, json_option,
                                out_console, shown)
 
@@ -18,7 +19,7 @@ from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run,
               "(default: unit for integer images, else none).")
 @click.option("--input-shape", default=None, help="Fix the model's open input dimensions, e.g. 96,96,3 "
               "(default: the data's sample shape).")
-@click.option("--task", type=click.Choice(["auto", "multiclass", "binary", "multilabel", "regression", "autoencoder"]),
+@click.option("--task", type=click.Choice(["auto", *TASKS]),
               default=None, help="What the outputs mean (default: detected from the outputs and the data).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration, from the training split (default 200; more is slower).")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship.records import Report
-from edgeship.tasks import delta_of, said
+from edgeship.tasks import TASKS, delta_of, said
 from edgeship.cli._app import (EXIT_GATE, State, _emit, _progress, _run, _show_report, _size, cli, click,
                                err_console, json_option, out_console, rich_table, shown)
 
@@ -20,7 +20,7 @@ from edgeship.cli._app import (EXIT_GATE, State, _emit, _progress, _run, _show_r
 @click.option("--data", default=None, help="Data to validate on (default: the data the conversion used, "
               "found through manifest.json).")
 @click.option("--preprocess", default=None, help="Preprocessing spec for --data (default: the one recorded at conversion).")
-@click.option("--task", type=click.Choice(["auto", "multiclass", "binary", "multilabel", "regression", "autoencoder"]),
+@click.option("--task", type=click.Choice(["auto", *TASKS]),
               default=None, help="What the outputs mean (default: recorded at conversion, else detected).")
 @click.option("--max-drop", type=float, default=None, help="Fail (exit 2) when the headline figure falls more than this: "
               "accuracy points (classification), AUC points (anomaly detection), percent error growth (regression).")

@@ -22,7 +22,7 @@ from edgeship.errors import BadInputError, ConversionError, EdgeshipError, Unsup
 from edgeship.progress import Progress, log_progress
 from edgeship.records import AccuracyDelta, Artifact, Gate, Manifest, verified_path
 from edgeship.tasks import Scorer, align, parse_task, said
-from edgeship.validation import dataset_for
+from edgeship.validation import dataset_for, float_outputs
 
 __all__ = ["diagnose", "DOCTORED", "PROBES", "NO_VAL"]
 
@@ -67,7 +67,6 @@ def diagnose(
     ``folder/doctor.json`` and returns the report.
     """
     from edgeship._version import __version__
-    from edgeship.converters import reference as _reference
 
     folder = Path(folder)
     gate = Gate(max_drop=max_drop)  # validates max_drop before any work
@@ -85,14 +84,7 @@ def diagnose(
         manifest = Manifest.load(folder)
         chosen = _choose(manifest, artifact)
         dataset = dataset_for(folder, manifest, data)
-        n = len(dataset.inputs("test")[0])
-        reference = _reference.stored_outputs(folder, manifest, dataset, "test")
-        if reference is not None:
-            progress("doctor", f"float reference's outputs on {n} test samples: read from {_reference.FOLDER}/"
-                               f"{_reference.OUTPUTS} (stored by convert)")
-        else:
-            progress("doctor", f"float reference on {n} test samples: running it (none stored for this data and model file)")
-            reference = _reference.outputs(folder, manifest, dataset, split="test")
+        reference = float_outputs(folder, manifest, dataset, "test", progress, "doctor")
         task = parse_task(manifest.task)
         scorer = Scorer.for_split(dataset, reference, task=task)
         context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
