@@ -119,6 +119,7 @@ def convert(
             _store_reference_outputs(out, manifest, dataset, trust_code)
         calibration = calibration if calibration is not None else dataset
         refused: list[str] = []
+        failed: list[tuple[str, EdgeshipError, Exception]] = []
         for fmt, precision in parsed:
             opts = {**(options or {}).get(fmt, {}), **(options or {}).get(f"{fmt}:{precision}", {})}
             manifest = _forget(out, manifest, f"{fmt}:{precision}")
@@ -130,10 +131,12 @@ def convert(
                 log.info("%s:%s refused: %s", fmt, precision, exc)
                 refused.append(f"{fmt}:{precision}: {exc}")
                 continue
-            except EdgeshipError:
-                raise
-            except Exception as exc:  # a converter's own exception: wrap it, keep the cause
-                raise ConversionError(f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}") from exc
+            except Exception as exc:  # one target failing never stops the others: said once at the end
+                error = exc if isinstance(exc, EdgeshipError) else ConversionError(
+                    f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}")
+                log.warning("%s:%s failed: %s", fmt, precision, error)
+                failed.append((f"{fmt}:{precision}", error, exc))
+                continue
             artifact = _with_metadata(out, artifact, dataset, task)
             if notes:
                 artifact = dataclasses.replace(artifact, notes=tuple(notes))
@@ -143,9 +146,18 @@ def convert(
             manifest.save(out)
             if on_artifact:
                 on_artifact(artifact)
+        made = [f"{f}:{p}" for f, p in parsed if any(a.name == f"{f}:{p}" for a in manifest.artifacts)]
+        done = f"made {', '.join(made)} in {out}; " if made else ""
+        if failed:
+            said = "; ".join(f"{name} failed: {error}" for name, error, _ in failed)
+            also = f"; refused {'; '.join(refused)}" if refused else ""
+            kinds = {type(error) for _, error, _ in failed}
+            if len(failed) == 1 and not refused and not made:  # the one target asked for: its own error
+                raise failed[0][1] from (failed[0][2] if failed[0][2] is not failed[0][1] else None)
+            # nothing made and one kind of error (missing data, a missing package): that kind, all said
+            kind = kinds.pop() if len(kinds) == 1 and not made and not refused else ConversionError
+            raise kind(f"{done}{said}{also}") from failed[0][2]
         if refused:
-            made = [f"{f}:{p}" for f, p in parsed if any(a.name == f"{f}:{p}" for a in manifest.artifacts)]
-            done = f"made {', '.join(made)} in {out}; " if made else ""
             raise UnsupportedModelError(f"{done}refused {'; '.join(refused)}. {_formats_that_take(source, refused)}")
         return manifest
 

@@ -234,6 +234,7 @@ def validate_files(
     task: str | None = None,
     max_drop: float | None = None,
     min_agreement: float | None = None,
+    benchmark: dict[str, Any] | None = None,
     progress: Progress = log_progress,
 ) -> Report:
     """Measure model files made elsewhere against their float model, without a manifest.
@@ -243,6 +244,7 @@ def validate_files(
     ``reference`` is the float ``.tflite`` or ``.onnx`` file the others were made from; each file
     runs in the thin runtime on the test split of ``data`` (loaded with ``preprocess``). Nothing is
     written; the Report carries every figure, and a failed gate raises AccuracyGateError.
+    ``benchmark`` (keyword options of ``edgeship.benchmark``) adds latency, as in ``validate``.
     """
     from edgeship import _io
     from edgeship.datasets import load_dataset
@@ -262,7 +264,7 @@ def validate_files(
             raise BadInputError(f"no model file at {file}")
         row = ReportEntry(name=file.name, format=file.suffix.lstrip(".").replace("mlpackage", "coreml"),
                           precision="", path=str(file), size_bytes=_io.size_bytes(file))
-        entry, _ = _evaluate(file, row, x, scorer, gate, None)
+        entry, _ = _evaluate(file, row, x, scorer, gate, benchmark)
         entries.append(entry)
         progress("validate", f"{file.name}: {_summary(entry)}", i + 1, len(artifacts))
     manifest = Manifest(model=Path(reference).stem, dataset=dataset.name)

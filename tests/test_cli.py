@@ -111,6 +111,15 @@ def test_report_and_list_commands(quickstart_dir):
     assert "int8" in formats["tflite"] and "fp16" in formats["coreml"]
 
 
+def test_validate_reference_honours_bench(quickstart_dir):
+    """--bench with --reference times each file too (it used to be ignored without a word)."""
+    result = run("validate", "--reference", str(quickstart_dir / "tiny_cnn.fp32.tflite"),
+                 str(quickstart_dir / "tiny_cnn.int8.tflite"), "--data", "digits", "--bench", "20", "--json")
+    assert result.returncode == 0, result.stderr
+    entry, = json.loads(result.stdout)["artifacts"]
+    assert entry["benchmark"]["count"] >= 20 and entry["benchmark"]["p50_ms"] > 0
+
+
 def test_shell_completion_script_and_completions():
     script = run("completion", "bash").stdout
     assert "_EDGESHIP_COMPLETE" in script and "complete " in script

@@ -106,6 +106,23 @@ def test_bad_calibration_is_refused_and_writes_nothing(float_model_dir, tmp_path
     assert not list(tmp_path.glob("*.tflite")) and not list(tmp_path.glob(".*partial*"))
 
 
+def test_one_failed_target_never_stops_the_others(float_model_dir, tmp_path, digits):
+    """A target that fails (here an opset tf2onnx cannot write) is said at the end, after every
+    other target was made and recorded; nothing of the failed one is left behind."""
+    from edgeship.errors import ConversionError
+
+    with pytest.raises(ConversionError) as info:
+        convert(float_model_dir, ["tflite:fp32", "onnx:fp32", "tflite:int8"], data=digits, out=tmp_path,
+                options={"onnx:fp32": {"opset": 99}})
+    message = str(info.value)
+    assert message.startswith(f"made tflite:fp32, tflite:int8 in {tmp_path}; onnx:fp32 failed: opset must be")
+    assert [a.name for a in Manifest.load(tmp_path).artifacts] == ["tflite:fp32", "tflite:int8"]
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*partial*"))
+    # every target asked for fails the same way: that error's own kind, each target said
+    with pytest.raises(BadInputError, match="tflite:int8 failed: .*calibration.*; onnx:int8 failed: .*calibration"):
+        convert(float_model_dir, ["tflite:int8", "onnx:int8"], out=tmp_path / "none")
+
+
 def test_dataset_that_does_not_fit_the_model_is_refused(float_model_dir, tmp_path):
     with pytest.raises(BadInputError, match=r"inputs of shape \(8, 8, 1\).*'iris'"):
         convert(float_model_dir, ["tflite:fp32"], data="iris", out=tmp_path)

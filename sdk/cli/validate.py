@@ -42,13 +42,13 @@ def validate(paths: tuple[str, ...], reference: str | None, data: str | None, pr
     from edgeship.validation import validate_files
 
     def body() -> Any:
+        bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
         if reference is not None:
             return validate_files(reference, paths, data=data, preprocess=preprocess, task=task, max_drop=max_drop,
-                                  min_agreement=min_agreement, progress=_progress)
+                                  min_agreement=min_agreement, benchmark=bench, progress=_progress)
         if len(paths) != 1 or not Path(paths[0]).is_dir():
             raise BadInputError(f"validate takes one converted folder, or model files with --reference FLOAT_MODEL; "
                                 f"received {list(paths)}")
-        bench = {"threads": 1, "warmup": 10, "runs": bench_runs} if bench_runs > 0 else None
         return run(paths[0], data=data, max_drop=max_drop, min_agreement=min_agreement, preprocess=preprocess,
                    task=task, benchmark=bench, trust_code=trust_code, progress=_progress)
 
