@@ -17,7 +17,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterable, Sequence
 
-from edgeship.converters import _notes
+from edgeship.converters import _check, _notes
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.records import Artifact, Manifest
 
@@ -115,8 +115,10 @@ def convert(
         for name in removed:
             log.info("removed %s, left by an interrupted run", name)
         manifest = _start_manifest(out, source, dataset, task)
-        if isinstance(dataset, Dataset):
-            _store_reference_outputs(out, manifest, dataset, trust_code)
+        stored = _store_reference_outputs(out, manifest, dataset, trust_code) if isinstance(dataset, Dataset) else None
+        # the first test samples and the float model's outputs on them: each artifact is checked on them
+        probe = ([a[:_check.SAMPLES] for a in dataset.inputs("test")], [o[:_check.SAMPLES] for o in stored]) \
+            if stored else (None, None)
         calibration = calibration if calibration is not None else dataset
         refused: list[str] = []
         failed: list[tuple[str, EdgeshipError, Exception]] = []
@@ -127,6 +129,7 @@ def convert(
             try:
                 with _notes.collect() as notes:  # warnings about the model; C++ chatter ("fully_quantize: 0, …")
                     artifact = backend(fmt).convert(source, out, precision=precision, calibration=calibration, **opts)
+                artifact = _checked(out, artifact, source, getattr(backend(fmt), "CHECK_TOLERANCE", {}), *probe)
             except UnsupportedModelError as exc:  # this format cannot take the model; the others may
                 log.info("%s:%s refused: %s", fmt, precision, exc)
                 refused.append(f"{fmt}:{precision}: {exc}")
@@ -162,9 +165,9 @@ def convert(
         return manifest
 
 
-def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_code: bool) -> None:
+def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_code: bool) -> list[Any] | None:
     """The float outputs on the validation and test splits, computed while TensorFlow and the data
-    are at hand, so that validate on the same data needs neither."""
+    are at hand, so that validate on the same data needs neither; the test split's are returned."""
     from edgeship.converters import reference
 
     try:
@@ -173,6 +176,23 @@ def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_
         reference.store_outputs(out, manifest, dataset, splits)
     except EdgeshipError as exc:  # validate computes them itself then; the artifacts matter more
         log.warning("float outputs not stored (validate will compute them): %s", exc)
+        return None
+    return splits.get("test")
+
+
+def _checked(out: Path, artifact: Artifact, source: Any, tolerances: dict[str, float], inputs: Any,
+             reference: Any) -> Artifact:
+    """``artifact`` once its file is known to match ``source`` (``_check``); else the file is
+    removed and a ConversionError says what differed."""
+    import shutil
+
+    path = out / artifact.path
+    found = _check.problems(path, source, artifact.precision, tolerances, inputs, reference)
+    if found:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise ConversionError(f"{artifact.name}: the file written does not match {source.name}, so it was not "
+                              f"recorded: {'; '.join(found)}")
+    return artifact
 
 
 def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None) -> Artifact:

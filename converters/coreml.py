@@ -33,6 +33,9 @@ DEPLOYMENT_TARGETS = {"w8-block": "iOS18", "w4-block": "iOS18", "pal4-grouped": 
 BLOCK_SIZE = 32  # input channels per quantization block
 GROUP_SIZE = 16  # output channels per palette
 MAX_BATCH = 1024
+#: how far each float precision's outputs may be from the float model's before convert records the file,
+#: as a fraction of their magnitude (converters/_check.py); quantized precisions are judged by validate
+CHECK_TOLERANCE = {"fp32": 2e-2, "fp16": 2e-2}
 PRECISIONS = {
     "fp16": "ML Program, float16 compute and weights",
     "fp32": "ML Program, float32 compute and weights",

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 SUFFIX = ".onnx"
 DEFAULT_OPSET = 17
 MAX_OPSET = 18  # tf2onnx's ceiling
+#: how far each float precision's outputs may be from the float model's before convert records the file,
+#: as a fraction of their magnitude (converters/_check.py); quantized precisions are judged by validate
+CHECK_TOLERANCE = {"fp32": 1e-3}
 PRECISIONS = {
     "fp32": "float32 through tf2onnx",
     "int8": "int8 QDQ, ONNX Runtime static quantization (calibrated, per-channel)",

@@ -18,6 +18,9 @@ from edgeship.records import Artifact
 log = logging.getLogger(__name__)
 
 SUFFIX = ".tflite"
+#: how far each float precision's outputs may be from the float model's before convert records the file,
+#: as a fraction of their magnitude (converters/_check.py); quantized precisions are judged by validate
+CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
 PRECISIONS = {
     "fp32": "float32 weights and activations",
     "fp16": "float16 weights, float32 compute",

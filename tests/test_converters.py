@@ -123,6 +123,50 @@ def test_one_failed_target_never_stops_the_others(float_model_dir, tmp_path, dig
         convert(float_model_dir, ["tflite:int8", "onnx:int8"], out=tmp_path / "none")
 
 
+def _weights_as_inputs(path: Path) -> None:
+    """What tf2onnx did to a third-party SavedModel: two weight tensors left as graph inputs."""
+    import onnx
+
+    model = onnx.load(str(path))
+    moved = [init for init in model.graph.initializer if len(init.dims) >= 2][:2]
+    for init in moved:
+        model.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+        model.graph.initializer.remove(init)
+    path.write_bytes(model.SerializeToString())
+
+
+def test_every_artifact_is_checked_against_its_source_before_it_is_recorded(float_model_dir, quickstart_dir,
+                                                                             tmp_path, digits, monkeypatch):
+    """A file whose interface or outputs differ from the source is not recorded, not left behind,
+    and said; the other targets are made."""
+    from edgeship.converters import onnx as onnx_format, tflite as tflite_format
+    from edgeship.errors import ConversionError
+
+    real_onnx, real_tflite = onnx_format.convert, tflite_format.convert
+
+    def onnx_with_weight_inputs(source, out, **kw):
+        artifact = real_onnx(source, out, **kw)
+        _weights_as_inputs(out / artifact.path)
+        return artifact
+
+    def tflite_of_another_model(source, out, **kw):  # the same interface, other weights
+        artifact = real_tflite(source, out, **kw)
+        if kw["precision"] == "fp32":
+            shutil.copyfile(quickstart_dir / "tiny_cnn.fp32.tflite", out / artifact.path)
+        return artifact
+
+    monkeypatch.setattr(onnx_format, "convert", onnx_with_weight_inputs)
+    monkeypatch.setattr(tflite_format, "convert", tflite_of_another_model)
+    with pytest.raises(ConversionError) as info:
+        convert(float_model_dir, ["tflite:fp32", "tflite:int8", "onnx:fp32"], data=digits, out=tmp_path)
+    message = str(info.value)
+    assert "tflite:fp32: the file written does not match tiny_cnn, so it was not recorded: output" in message
+    assert "from the float model on 8 test samples (a fp32 file stays within" in message
+    assert "onnx:fp32: the file written does not match tiny_cnn, so it was not recorded: 2 extra input(s) that look like weights" in message
+    assert [a.name for a in Manifest.load(tmp_path).artifacts] == ["tflite:int8"]
+    assert sorted(p.name for p in tmp_path.glob("[!.]*.*")) == ["manifest.json", "tiny_cnn.int8.tflite"]
+
+
 def test_dataset_that_does_not_fit_the_model_is_refused(float_model_dir, tmp_path):
     with pytest.raises(BadInputError, match=r"inputs of shape \(8, 8, 1\).*'iris'"):
         convert(float_model_dir, ["tflite:fp32"], data="iris", out=tmp_path)
