@@ -273,6 +273,9 @@ def recover_unless_busy(folder: str | os.PathLike, recorded: Any) -> list[str]:
     folder, whose journal and temporaries are its own work in progress."""
     from edgeship.errors import BadInputError
 
+    folder = Path(folder)
+    if not (folder / JOURNAL).exists() and not any(is_temporary(p.name) for p in folder.rglob(".*")):
+        return []  # nothing was interrupted here: a reader writes nothing, not even the lock
     try:
         with locked(folder):
             return recover(folder, recorded)

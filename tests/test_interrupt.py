@@ -185,3 +185,15 @@ def test_a_second_writer_is_refused_naming_the_first(float_model_dir, tmp_path):
     with _io.locked(out):  # free again once the holder is gone
         pass
     assert not (out / "manifest.json").exists()  # the refused run wrote nothing
+
+
+def test_readers_write_nothing_into_a_folder_nothing_interrupted(tmp_path):
+    """validate and doctor on a folder convert never wrote: refused, and the folder is as it was
+    (no lock, no journal: only a folder with an interrupted step is cleaned up, under the lock)."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("a user's file")
+    for command in (["validate", str(folder)], ["doctor", str(folder)]):
+        result = subprocess.run(EDGESHIP + command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "no manifest.json" in result.stderr, result.stderr
+        assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]

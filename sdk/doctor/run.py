@@ -79,6 +79,7 @@ def diagnose(
 
     if not folder.is_dir():
         raise BadInputError(f"no folder at {folder}: run edgeship convert first")
+    Manifest.load(folder)  # a folder convert never wrote is refused before anything is written into it
     # what it writes (recovered artifacts, the manifest, doctor.json) is one transaction (edgeship._io)
     with _io.transaction(folder, lambda: Manifest.recorded_names(folder) | {DoctorReport.file_name}):
         manifest = Manifest.load(folder)
