@@ -120,6 +120,21 @@ def test_validate_reference_honours_bench(quickstart_dir):
     assert entry["benchmark"]["count"] >= 20 and entry["benchmark"]["p50_ms"] > 0
 
 
+def test_a_failing_file_in_a_multi_file_bench_is_one_failed_row(quickstart_dir, tmp_path):
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"garbage")
+    good = str(quickstart_dir / "tiny_cnn.int8.tflite")
+    result = run("bench", good, str(broken), "--runs", "20", "--warmup", "2", "--json")
+    assert result.returncode == 1, result.stderr
+    timed, failed = json.loads(result.stdout)
+    assert timed["model"] == good and timed["count"] >= 20 and timed["p50_ms"] > 0
+    assert failed == {"model": str(broken), "error": failed["error"]} and "not a TFLite model" in failed["error"]
+    shown = run("bench", good, str(broken), "--runs", "20", "--warmup", "2")
+    assert shown.returncode == 1 and "p50 ms" in shown.stdout
+    assert [line for line in shown.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: {broken}: {failed['error']} (the other files were timed)"]
+
+
 def test_shell_completion_script_and_completions():
     script = run("completion", "bash").stdout
     assert "_EDGESHIP_COMPLETE" in script and "complete " in script

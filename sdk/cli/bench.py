@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from edgeship.cli._app import (State, _emit, _given, _positive_ints, _run, _size, _thread_counts, cli, click,
-                               json_option, out_console, rich_table, shown)
+from edgeship.cli._app import (EXIT_ERROR, State, _emit, _given, _positive_ints, _run, _size, _thread_counts, cli, click,
+                               err_console, json_option, out_console, rich_table, shown)
 
 
 @cli.command()
@@ -51,8 +52,14 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
     settings = {"warmup": warmup, "runs": runs, "min_seconds": min_seconds, "float_io": float_io,
                 **_given({"optimization": optimization, "providers": providers.split(",") if providers else None,
                           "runtime": runtime, "accelerator": accelerator})}
-    rows = _run(lambda: sweep(models, _thread_counts(threads), batches=_batch_sizes(batch), isolate=isolate,
-                              **settings))
+    counts, sizes = _run(lambda: (_thread_counts(threads), _batch_sizes(batch)))
+    failed = _run(lambda: _failing(models, counts[0], isolate, settings)) if len(models) > 1 else {}
+    given, models = models, tuple(m for m in models if m not in failed)
+    if not models:  # every file failed: each said, then one exit status
+        for model, error in failed.items():
+            err_console.print(f"[bold red]error:[/] {shown(model)}: {shown(error)}", highlight=False)
+        sys.exit(EXIT_ERROR)
+    rows = _run(lambda: sweep(models, counts, batches=sizes, isolate=isolate, **settings))
     profiles = _run(lambda: {m: _profile_or_reason(m, rows[0][1].threads, top, isolate) for m in models}) if profile else {}
     first = {(r.threads, r.batch): r.p50_ms for m, r in rows if m == models[0]}
     docs = []
@@ -63,15 +70,38 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
         if profile:
             doc["profile"] = profiles[model] if isinstance(profiles[model], str) else profiles[model].to_dict()
         docs.append(doc)
+    docs += [{"model": model, "error": error} for model, error in failed.items()]
     if State.json:
         _emit(docs[0] if len(docs) == 1 else docs)
     elif not State.quiet:
+        docs = [d for d in docs if "error" not in d]
         if len(docs) > len(models):
             _sweep_table(docs, len(models) > 1)
         _bench_tables(docs, profiles, full=len(docs) == len(models))
         if any(d["runtime"] == "mil-numpy" for d in docs):
             out_console.print("note: Core ML ran in edgeship's numpy reference evaluator here; its latency is "
                               "not Core ML's and says nothing about a device.")
+    for model, error in failed.items():  # after the others' figures: one line each, and exit status 1
+        err_console.print(f"[bold red]error:[/] {shown(model)}: {shown(error)} (the other files were timed)",
+                          highlight=False)
+    if failed:
+        sys.exit(EXIT_ERROR)
+
+
+def _failing(models: tuple[str, ...], threads: int, isolate: bool, settings: dict[str, Any]) -> dict[str, str]:
+    """The files of a multi-file bench that cannot be timed at all, each with its error: one run of
+    each alone first, so that one broken file is its own failed row instead of ending the others."""
+    from edgeship.errors import EdgeshipError
+    from edgeship.runtimes.benchmark import sweep
+
+    quick = {**settings, "warmup": 0, "runs": 1, "min_seconds": 0.0}
+    failed = {}
+    for model in models:
+        try:
+            sweep([model], [threads], isolate=isolate, **quick)
+        except EdgeshipError as exc:
+            failed[model] = f"{type(exc).__name__}: {exc}"
+    return failed
 
 
 def _batch_sizes(text: str) -> list[int]:
