@@ -54,7 +54,7 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
                           "runtime": runtime, "accelerator": accelerator})}
     counts, sizes = _run(lambda: (_thread_counts(threads), _batch_sizes(batch)))
     failed = _run(lambda: _failing(models, counts[0], isolate, settings)) if len(models) > 1 else {}
-    given, models = models, tuple(m for m in models if m not in failed)
+    models = tuple(m for m in models if m not in failed)
     if not models:  # every file failed: each said, then one exit status
         for model, error in failed.items():
             err_console.print(f"[bold red]error:[/] {shown(model)}: {shown(error)}", highlight=False)
