@@ -184,12 +184,12 @@ def _checked(out: Path, artifact: Artifact, source: Any, tolerances: dict[str, f
              reference: Any) -> Artifact:
     """``artifact`` once its file is known to match ``source`` (``_check``); else the file is
     removed and a ConversionError says what differed."""
-    import shutil
+    from edgeship import _io
 
     path = out / artifact.path
     found = _check.problems(path, source, artifact.precision, tolerances, inputs, reference)
     if found:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        _io.remove(path)
         raise ConversionError(f"{artifact.name}: the file written does not match {source.name}, so it was not "
                               f"recorded: {'; '.join(found)}")
     return artifact
@@ -215,14 +215,14 @@ def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None
 def _forget(out: Path, manifest: Manifest, name: str) -> Manifest:
     """Drop ``name``'s record and file before it is made again, so that no moment of the conversion
     has a record that disagrees with its file (the manifest is saved first)."""
-    import shutil
+    from edgeship import _io
 
     if not any(a.name == name for a in manifest.artifacts):
         return manifest
     old = out / manifest.get(name).path
     manifest = manifest.without(name)
     manifest.save(out)
-    shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    _io.remove(old)
     return manifest
 
 

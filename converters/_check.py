@@ -43,17 +43,19 @@ def problems(path: Path, source: Any, precision: str, tolerances: dict[str, floa
     except UnsupportedModelError as exc:  # e.g. an op the numpy Core ML evaluator lacks: validate says so too
         log.info("%s not checked against its source here: %s", path.name, exc)
         return []
-    found = _interface(session, len(source.input_specs), None if reference is None else len(reference))
-    if found or inputs is None or reference is None:
-        return found
-    try:
-        outputs = align(reference, session.predict_outputs([a[:SAMPLES] for a in inputs]))
-    except EdgeshipError as exc:
-        return [f"it does not run on {SAMPLES} test samples: {exc}"]
+    with session:
+        found = _interface(session, len(source.input_specs), None if reference is None else len(reference))
+        if found or inputs is None or reference is None:
+            return found
+        try:
+            outputs = align(reference, session.predict_outputs([a[:SAMPLES] for a in inputs]))
+        except EdgeshipError as exc:
+            return [f"it does not run on {SAMPLES} test samples: {exc}"]
+        names = [s.name for s in session.outputs]
     for i, (ref, out) in enumerate(zip(reference, outputs)):
         ref = np.asarray(ref[:SAMPLES], np.float64)
         out = np.asarray(out, np.float64)
-        name = session.outputs[i].name if i < len(session.outputs) else str(i)
+        name = names[i] if i < len(names) else str(i)
         if out.shape != ref.shape:
             found.append(f"output {name!r} has shape {out.shape[1:]} per sample where the source's has {ref.shape[1:]}")
         elif not np.all(np.isfinite(out)):
@@ -71,7 +73,7 @@ def _interface(session: Any, want_inputs: int, want_outputs: int | None) -> list
     found = []
     have = list(session.inputs)
     if len(have) > want_inputs:
-        extra = have[want_inputs:] if len(have) > want_inputs else []
+        extra = have[want_inputs:]
         weights = [s.name for s in extra if _WEIGHT_NAME.fullmatch(s.name)]
         what = " that look like weights" if len(weights) == len(extra) else ""
         found.append(f"{len(extra)} extra input(s){what}: {', '.join(s.name for s in extra[:4])}"

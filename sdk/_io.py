@@ -183,6 +183,14 @@ def size_bytes(path: str | os.PathLike) -> int:
 JOURNAL = ".edgeship-journal.json"
 
 
+def remove(path: Path) -> None:
+    """Remove a file or a whole folder (a package, a staged folder); a missing one is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is one of edgeship's temporary names (``staged``, ``write_bytes``)."""
     return name.startswith(".") and (".partial-" in name or ".old-" in name)
@@ -197,7 +205,7 @@ def remove_temporaries(folder: str | os.PathLike) -> list[str]:
     removed = []
     for path in sorted(folder.rglob(".*"), key=lambda p: len(p.parts)):
         if is_temporary(path.name) and (path.exists() or path.is_symlink()):
-            shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+            remove(path)
             removed.append(path.relative_to(folder).as_posix())
     return removed
 
@@ -224,7 +232,7 @@ def _roll_back(folder: Path, before: set[str], recorded: set[str]) -> list[str]:
     for path in sorted(folder.iterdir()):
         if path.name in before or path.name in recorded or path.name in (JOURNAL, LOCK):
             continue
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
+        remove(path)
         removed.append(path.name)
     return removed
 

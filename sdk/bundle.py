@@ -230,7 +230,7 @@ def _check_closed(folder: Path, manifest: BundleManifest) -> None:
     read = [*manifest.input_files, manifest.labels, *(e.expected for e in manifest.artifacts)]
     for name in (*named, *read):
         parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-        if (not parts or "\\" in name or name.startswith("/") or any(p in ("..", ".") for p in parts)
+        if (not parts or "\\" in name or name.startswith("/") or ".." in parts
                 or not (folder / name).resolve().is_relative_to(folder.resolve())):
             raise BadArtifactError(f"bundle.json names {name!r}, which is not a plain path inside the bundle "
                                    f"folder {folder}; refusing the bundle before reading it: {again}")

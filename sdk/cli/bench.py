@@ -43,8 +43,6 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
     for an int8 model); the float <-> int8 conversion a float caller adds is shown apart (io ms).
     Several MODELS are timed interleaved (A B A B …) and compared; comma lists of --threads and
     --batch sweep them."""
-    from edgeship.runtimes.benchmark import sweep
-
     from edgeship.records import vouched
 
     if isolate is None:
@@ -53,13 +51,12 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
                 **_given({"optimization": optimization, "providers": providers.split(",") if providers else None,
                           "runtime": runtime, "accelerator": accelerator})}
     counts, sizes = _run(lambda: (_thread_counts(threads), _batch_sizes(batch)))
-    failed = _run(lambda: _failing(models, counts[0], isolate, settings)) if len(models) > 1 else {}
+    rows, failed = _run(lambda: _timed(models, counts, sizes, isolate, settings))
     models = tuple(m for m in models if m not in failed)
     if not models:  # every file failed: each said, then one exit status
         for model, error in failed.items():
             err_console.print(f"[bold red]error:[/] {shown(model)}: {shown(error)}", highlight=False)
         sys.exit(EXIT_ERROR)
-    rows = _run(lambda: sweep(models, counts, batches=sizes, isolate=isolate, **settings))
     profiles = _run(lambda: {m: _profile_or_reason(m, rows[0][1].threads, top, isolate) for m in models}) if profile else {}
     first = {(r.threads, r.batch): r.p50_ms for m, r in rows if m == models[0]}
     docs = []
@@ -88,20 +85,29 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
         sys.exit(EXIT_ERROR)
 
 
-def _failing(models: tuple[str, ...], threads: int, isolate: bool, settings: dict[str, Any]) -> dict[str, str]:
-    """The files of a multi-file bench that cannot be timed at all, each with its error: one run of
-    each alone first, so that one broken file is its own failed row instead of ending the others."""
+def _timed(models: tuple[str, ...], counts: list[int], sizes: list[int], isolate: bool,
+           settings: dict[str, Any]) -> tuple[list[Any], dict[str, str]]:
+    """The sweep's rows, and the files that could not be timed at all with their errors. When an
+    interleaved sweep of several files fails, each file runs once alone to find the broken ones,
+    so that one broken file is its own failed row instead of ending the others."""
     from edgeship.errors import EdgeshipError
     from edgeship.runtimes.benchmark import sweep
 
+    try:
+        return sweep(models, counts, batches=sizes, isolate=isolate, **settings), {}
+    except EdgeshipError:
+        if len(models) == 1:
+            raise
     quick = {**settings, "warmup": 0, "runs": 1, "min_seconds": 0.0}
     failed = {}
     for model in models:
         try:
-            sweep([model], [threads], isolate=isolate, **quick)
+            sweep([model], counts[:1], isolate=isolate, **quick)
         except EdgeshipError as exc:
             failed[model] = f"{type(exc).__name__}: {exc}"
-    return failed
+    survivors = [m for m in models if m not in failed]
+    rows = sweep(survivors, counts, batches=sizes, isolate=isolate, **settings) if survivors else []
+    return rows, failed
 
 
 def _batch_sizes(text: str) -> list[int]:
