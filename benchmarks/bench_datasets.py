@@ -15,12 +15,12 @@ import subprocess
 import sys
 import time
 
-from edgeship.datasets import load_dataset
+from edgeship.data import load_dataset
 
 #: the datasets that load without a download (the Keras ones need their files cached first)
 NAMES = ("digits", "iris", "wine", "breast_cancer", "shapes32")
 
-_CHILD = ("import time; from edgeship.datasets import load_dataset; t = time.perf_counter(); "
+_CHILD = ("import time; from edgeship.data import load_dataset; t = time.perf_counter(); "
           "load_dataset({name!r}); print(time.perf_counter() - t)")
 
 

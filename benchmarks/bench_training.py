@@ -48,7 +48,7 @@ def _recipe_model(recipe: str, name: str, data, batch: int):
 
 def throughput(args: argparse.Namespace) -> list[dict]:
     """Median samples/s per recipe, measured interleaved; returns the rows printed."""
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
     from edgeship.trainers import fitting
 
     data = load_dataset("shapes32")
@@ -108,7 +108,7 @@ def _int8_accuracy(source, data) -> float:
 
 def accuracy(args: argparse.Namespace) -> list[dict]:
     """Float, QAT int8 and post-training int8 test accuracy of each model on shapes32."""
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
     from edgeship.trainers import train
 
     data = load_dataset("shapes32")

@@ -104,7 +104,7 @@ class Session:
     def predict_outputs(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:
         """Every output for ``x`` (one array, or one per input), run in batches; float in, float out.
 
-        ``x`` may be anything sliced into numpy arrays (``edgeship.datasets``' lazy arrays): only one
+        ``x`` may be anything sliced into numpy arrays (``edgeship.data``' lazy arrays): only one
         batch of inputs is held at a time."""
         arrays = self._in_model_order(x)
         n = len(arrays[0])

@@ -33,7 +33,7 @@ def quickstart(
         >>> report = quickstart("edgeship-out")                             # doctest: +SKIP
     """
     from edgeship.converters import convert
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
     from edgeship.trainers import train
 
     out = Path(out)

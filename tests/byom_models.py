@@ -79,7 +79,7 @@ def logits_head(folder: Path) -> Case:
 
 
 def binary_sigmoid(folder: Path) -> Case:
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
 
     k, L = _keras(), _keras().layers
     d = load_dataset("breast_cancer")

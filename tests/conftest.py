@@ -22,7 +22,7 @@ import yaml  # noqa: E402
 
 @pytest.fixture(scope="session")
 def digits():
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
 
     return load_dataset("digits")
 

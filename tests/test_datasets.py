@@ -1,4 +1,4 @@
-"""edgeship.datasets: every loader, the split, the fingerprint and calibration. Offline and fast."""
+"""edgeship.data: every loader, the split, the fingerprint and calibration. Offline and fast."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeship.datasets import Dataset, list_datasets, load_dataset
+from edgeship.data import Dataset, list_datasets, load_dataset
 from edgeship.errors import BadInputError, DatasetError, MissingDependencyError
 
 # name -> (kind, per-sample shape, classes, total samples)
@@ -116,7 +116,7 @@ def test_tabular_standardized_with_train_statistics_only() -> None:
 
 
 def test_constant_feature_keeps_std_one() -> None:
-    from edgeship._dataset_split import _standardize
+    from edgeship.data._split import _standardize
 
     train = np.stack([np.arange(20.0), np.full(20, 5.0)], 1)
     (scaled, test), stats = _standardize(train, train[:4])
@@ -125,7 +125,7 @@ def test_constant_feature_keeps_std_one() -> None:
 
 
 def test_importing_datasets_imports_nothing_heavy() -> None:
-    code = "import sys, edgeship.datasets; print([m for m in ('tensorflow', 'sklearn', 'PIL') if m in sys.modules])"
+    code = "import sys, edgeship.data; print([m for m in ('tensorflow', 'sklearn', 'PIL') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

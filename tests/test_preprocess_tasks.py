@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edgeship.errors import BadInputError
-from edgeship.preprocess import Preprocess
+from edgeship.data import Preprocess
 from edgeship.records import Gate
 from edgeship.tasks import Scorer, align, detect, said, score
 

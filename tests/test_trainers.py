@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeship.datasets import load_dataset
+from edgeship.data import load_dataset
 from edgeship.errors import BadInputError, UnsupportedModelError
 from edgeship.records import TrainingRecord
 from edgeship.trainers import distribute, fitting
@@ -276,7 +276,7 @@ _MIRRORED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
     from edgeship.trainers import train
     data = load_dataset("digits", samples=400)
     record = train("tiny_cnn", data, out=sys.argv[1], strategy="mirrored", epochs=3, qat=True, qat_epochs=1)

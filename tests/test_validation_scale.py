@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from edgeship.converters import reference
-from edgeship.datasets import load_dataset
+from edgeship.data import load_dataset
 from edgeship.errors import DatasetError
 from edgeship.records import Manifest
 from edgeship.validation import validate

@@ -18,7 +18,7 @@ import numpy as np
 from edgeship._deps import keras as _keras
 from edgeship._deps import require
 from edgeship._deps import tensorflow as _tf
-from edgeship.datasets import Dataset
+from edgeship.data import Dataset
 from edgeship.errors import BadInputError
 
 SCHEDULES = ("cosine", "constant")

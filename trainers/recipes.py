@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeship._deps import keras as _keras
-from edgeship.datasets import Dataset, load_dataset
+from edgeship.data import Dataset, load_dataset
 from edgeship.errors import BadInputError
 from edgeship.records import TrainingRecord
 from edgeship.trainers import checkpoints, compress, distribute, fitting, saving

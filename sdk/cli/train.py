@@ -97,7 +97,7 @@ def list_models(data: str | None) -> None:
     def body() -> list[dict[str, Any]]:
         shape = classes = None
         if data is not None:
-            from edgeship.datasets import load_dataset
+            from edgeship.data import load_dataset
 
             dataset = load_dataset(data)
             shape, classes = dataset.input_shape, dataset.num_classes

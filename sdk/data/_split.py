@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeship._dataset_files import _Raw
-from edgeship._dataset_lazy import LazyArray
+from edgeship.data._files import _Raw
+from edgeship.data._lazy import LazyArray
+from edgeship.data.preprocess import Preprocess
 from edgeship.errors import DatasetError
-from edgeship.preprocess import Preprocess
 
 
 def as_tuple(value: Any) -> tuple[np.ndarray, ...]:

@@ -1,5 +1,5 @@
 """Datasets read from files: Keras' cached downloads (never downloaded here) and the caller's
-.npz, .csv and image folders. ``edgeship.datasets`` splits what these return."""
+.npz, .csv and image folders. ``edgeship.data`` splits what these return."""
 
 from __future__ import annotations
 

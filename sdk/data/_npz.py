@@ -10,7 +10,7 @@
     classes   optional names of output 0's classes
 
 Integer targets are classes (a 0/1 matrix is multi-label), float targets regression values.
-Arrays keep their dtype here: preprocessing (``edgeship.preprocess``) is applied after the split.
+Arrays keep their dtype here: preprocessing (``edgeship.data.preprocess``) is applied after the split.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeship._dataset_files import _contained, _encode_labels, _Raw
-from edgeship._dataset_lazy import LazyArray, Stored, chunks, stored
+from edgeship.data._files import _contained, _encode_labels, _Raw
+from edgeship.data._lazy import LazyArray, Stored, chunks, stored
 from edgeship.errors import DatasetError
 
 _FORMAT = ("x_train and x_test (or x_train_0, x_train_1, … for several inputs), y_train and y_test "
@@ -30,7 +30,7 @@ _FORMAT = ("x_train and x_test (or x_train_0, x_train_1, … for several inputs)
 
 def read(path: Path, *, lazy: bool = False) -> _Raw:
     """Check and sort the arrays of a user's .npz, or of a folder of .npy files named the same way,
-    into a _Raw. ``lazy`` leaves the inputs on disk (``edgeship._dataset_lazy``): read when sliced."""
+    into a _Raw. ``lazy`` leaves the inputs on disk (``edgeship.data._lazy``): read when sliced."""
     arrays = _folder(path, lazy) if path.is_dir() else _members(path, lazy)
     where = str(path)
     x_train, x_test = _series(arrays, "x_train", where), _series(arrays, "x_test", where)

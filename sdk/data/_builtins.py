@@ -1,5 +1,5 @@
 """The built-in datasets: scikit-learn's bundled sets and the generated shapes32; the Keras caches
-are read in ``_dataset_files``. Each loader returns a ``_Raw`` that ``edgeship.datasets`` splits.
+are read in ``_files``. Each loader returns a ``_Raw`` that ``edgeship.data`` splits.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from edgeship._dataset_files import _cifar10, _fashion_mnist, _mnist, _Raw
+from edgeship.data._files import _cifar10, _fashion_mnist, _mnist, _Raw
 from edgeship._deps import require
 
 
