@@ -18,6 +18,8 @@ import tempfile
 import warnings
 from typing import Iterator
 
+from edgeship._deps import native_is_quiet
+
 #: the libraries whose log records can concern the model being converted
 LOGGERS = ("tensorflow", "absl", "tf2onnx", "coremltools", "onnxruntime", "edgeship.converters")
 #: messages that describe the host or the stack, not the model
@@ -45,8 +47,8 @@ class _Records(logging.Handler):
 def collect() -> Iterator[list[str]]:
     """Gather warnings, log records and native stderr warnings; the list fills when the block ends.
 
-    Native stderr is captured to a file for the block; unless the CLI asked for quiet native
-    output (EDGESHIP_QUIET_NATIVE=1) it is written back to stderr afterwards, as it would have been.
+    Native stderr is captured to a file for the block; outside ``quiet_native()`` (which the CLI
+    enters for each command) it is written back to stderr afterwards, as it would have been.
     """
     raw: list[str] = []
     notes: list[str] = []
@@ -77,7 +79,7 @@ def collect() -> Iterator[list[str]]:
                 logger.propagate = propagate
             native.seek(0)
             text = native.read().decode("utf-8", "replace")
-            if text and os.environ.get("EDGESHIP_QUIET_NATIVE") != "1":
+            if text and not native_is_quiet():
                 sys.stderr.write(text)
             raw += [str(w.message) for w in caught if issubclass(w.category, (UserWarning, RuntimeWarning))]
             raw += [m.group("text") for line in text.splitlines() if (m := _NATIVE_WARNING.match(line.strip()))]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata as metadata
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeship import _io, bundle
+from edgeship import _io, bundle, metrics
+from edgeship._deps import QUIET_CHILD_ENV, quiet_native
 from edgeship.errors import EdgeshipError, MissingDependencyError, UnsupportedModelError
 from edgeship.records import BenchmarkResult, Record
 
@@ -104,7 +106,7 @@ def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: tuple[np.nda
     expected = bundle.array(folder, entry.expected)
     error = float(np.max(np.abs(outputs.astype(np.float64) - expected))) if outputs.shape == expected.shape else float("inf")
     checked = entry.min_accuracy is not None and len(labels) > 0  # multi-class bundles carry labels
-    accuracy = float(np.mean(outputs.argmax(-1) == labels)) if checked else None
+    accuracy = metrics.accuracy(outputs.argmax(-1), labels) if checked else None
     outputs_ok = error <= entry.max_abs_error
     accuracy_ok = accuracy >= entry.min_accuracy if checked else None
     result = None
@@ -146,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the JSON here instead of stdout")
     args = parser.parse_args(argv)
     try:
-        report = check_bundle(args.bundle, target=args.target, runs=args.runs, warmup=args.warmup, threads=args.threads)
+        # a LocalTarget started this check as quiet as itself; elsewhere the variable is unset: not quiet
+        with quiet_native(os.environ.get(QUIET_CHILD_ENV) == "1"):
+            report = check_bundle(args.bundle, target=args.target, runs=args.runs, warmup=args.warmup,
+                                  threads=args.threads)
     except EdgeshipError as exc:
         report = DeviceReport(target=args.target, passed=None, error=f"{type(exc).__name__}: {exc}")
     text = json.dumps(report.to_dict(), allow_nan=False, default=_io._json_default)

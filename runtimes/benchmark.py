@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgeship import _io, errors
+from edgeship._deps import native_is_quiet, quiet_native
 from edgeship.errors import BadInputError, RuntimeFailure
 from edgeship.records import BenchmarkResult
 from edgeship.runtimes import Session, load, preload
@@ -333,8 +334,9 @@ def isolated(job: str, *args: Any, timeout: float | None = 600.0, python: str | 
         raise BadInputError(f"isolated() runs one of {sorted(_JOBS)}; received {job!r}")
     with tempfile.TemporaryDirectory(prefix="edgeship-bench-") as tmp:
         request, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
+        # the child is as quiet as this process: told in the request, not through an inherited variable
         request.write_text(json.dumps({"job": job, "args": [str(a) if isinstance(a, os.PathLike) else a for a in args],
-                                       "kwargs": kwargs, "answer": str(answer)}))
+                                       "kwargs": kwargs, "answer": str(answer), "quiet_native": native_is_quiet()}))
         try:
             proc = subprocess.run([python or sys.executable, "-m", "edgeship.runtimes.benchmark", str(request)],
                                   capture_output=True, text=True, timeout=timeout)
@@ -364,8 +366,9 @@ def _child(request_path: str) -> int:
     request = json.loads(Path(request_path).read_text())
     module_name, _, fn_name = _JOBS[request["job"]][0].partition(":")
     try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
-        result = fn(*request["args"], **request["kwargs"])
+        with quiet_native(request.get("quiet_native", False)):
+            fn = getattr(importlib.import_module(module_name), fn_name)
+            result = fn(*request["args"], **request["kwargs"])
         payload = {"result": [r.to_dict() for r in result] if isinstance(result, list) else result.to_dict()}
         code = 0
     except errors.EdgeshipError as exc:

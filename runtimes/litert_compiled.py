@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeship._deps import quiet_native_stderr, require
+from edgeship._deps import native_is_quiet, quiet_native, quiet_native_stderr, require
 from edgeship.errors import BadArtifactError, BadInputError, RuntimeFailure
 from edgeship.runtimes._session import Session
 from edgeship.runtimes.litert import _spec, check_magic
@@ -55,18 +55,23 @@ def _shared_environment() -> Any:
         lib = _litert()
         with quiet_native_stderr():
             _environment = lib._create_default_environment()
-        atexit.register(_release_environment)
+        atexit.register(_release_environment, native_is_quiet())
     return _environment
 
 
-def _release_environment() -> None:
-    """At exit: LiteRT's C++ side logs every accelerator it unregisters as the process ends, after
-    Python is done; where native logs are silenced (the CLI), fd 2 goes to /dev/null for that."""
+def _release_environment(quiet: bool) -> None:
+    """At exit, release the Environment while Python still runs; ``quiet``: whether the caller had
+    native output silenced (``quiet_native()``, as the CLI does) when the Environment was made.
+
+    LiteRT's C++ side logs every accelerator it destroys, some of it after Python is done, where no
+    block can reach it. So for a quiet caller alone, fd 2 then goes to /dev/null for what is left
+    of the process: the one effect that outlasts ``quiet_native()``, taken only on request; a
+    library caller who never asked keeps its stderr to the end."""
     global _environment
-    with quiet_native_stderr():
+    with quiet_native(quiet), quiet_native_stderr():
         _environment = None
         gc.collect()  # sessions left in reference cycles hold it too
-    if os.environ.get("EDGESHIP_QUIET_NATIVE") == "1":
+    if quiet:
         sys.stderr.flush()
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
 
@@ -130,9 +135,10 @@ class CompiledModelSession(Session):
 
     def _buffers(self) -> None:
         """(Re)create the TensorBuffers for the current input shapes, and note each output's size."""
-        self._in_buffers = self._model.create_input_buffers(0)
-        self._out_buffers = self._model.create_output_buffers(0)
-        shapes = [tuple(b.get_tensor_details()["shape"]) for b in self._out_buffers]
+        with quiet_native_stderr():  # LiteRT creates (and logs) an Environment of its own for them
+            self._in_buffers = self._model.create_input_buffers(0)
+            self._out_buffers = self._model.create_output_buffers(0)
+            shapes = [tuple(b.get_tensor_details()["shape"]) for b in self._out_buffers]
         self._out_layout = [(shape, int(np.prod(shape)), np.dtype(s.dtype)) for shape, s in zip(shapes, self.outputs)]
 
     @property

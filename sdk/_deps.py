@@ -44,11 +44,41 @@ def require(module: str, purpose: str = "") -> ModuleType:
         ) from exc
 
 
+#: what a child edgeship process reads to be as quiet as its parent (the local device check, which may
+#: run another interpreter's edgeship): set in that child's own environment only, never in os.environ
+QUIET_CHILD_ENV = "EDGESHIP_QUIET_NATIVE"
+#: whether native output is silenced now; a module value rather than a ContextVar because fd 2
+#: belongs to the whole process, and threads edgeship starts (``run_targets``) follow the caller
+_quiet = False
+
+
+@contextlib.contextmanager
+def quiet_native(enabled: bool = True) -> Iterator[None]:
+    """Within the block, ``quiet_native_stderr`` silences native libraries; off by default.
+
+        >>> with quiet_native():                          # doctest: +SKIP
+        ...     edgeship.load("model.int8.tflite")          # no LiteRT start-up log on stderr
+
+    The CLI turns it on for each command (not with ``--debug``); a library caller who never
+    enters it sees everything native libraries print. Nothing outside this module changes."""
+    global _quiet
+    saved, _quiet = _quiet, bool(enabled)
+    try:
+        yield
+    finally:
+        _quiet = saved
+
+
+def native_is_quiet() -> bool:
+    """True inside ``quiet_native()``: what a child process edgeship starts is told to do too."""
+    return _quiet
+
+
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
     """Silence what native libraries write to file descriptor 2 (TensorFlow's and LiteRT's C++
-    start-up logs), when the CLI asked for it (EDGESHIP_QUIET_NATIVE=1); Python errors still raise."""
-    if os.environ.get("EDGESHIP_QUIET_NATIVE") != "1":
+    start-up logs) for the block, inside ``quiet_native()``; Python errors still raise."""
+    if not _quiet:
         yield
         return
     sys.stderr.flush()

@@ -11,6 +11,17 @@ from edgeship.records import AccuracyDelta
 SQNR_EXACT_DB = 300.0
 
 
+def accuracy(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of ``predicted`` equal to ``labels``, entry by entry: top-1 accuracy for class
+    ids (``outputs.argmax(-1)``), label accuracy for 0/1 label matrices. Every accuracy edgeship
+    reports (validation, bundles, the device check) is this one.
+
+        >>> accuracy(np.array([2, 0, 1, 1]), np.array([2, 0, 1, 0]))
+        0.75
+    """
+    return float(np.mean(predicted == labels))
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, classes: int) -> np.ndarray:
     """Rows are true classes, columns predicted classes."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
@@ -78,7 +89,7 @@ def compare(reference: np.ndarray, actual: np.ndarray, labels: np.ndarray) -> Ac
         )
     classes = reference.shape[1]
     ref_pred, pred = reference.argmax(1), actual.argmax(1)
-    ref_acc, acc = float(np.mean(ref_pred == labels)), float(np.mean(pred == labels))
+    ref_acc, acc = accuracy(ref_pred, labels), accuracy(pred, labels)
     matrix = confusion_matrix(labels, pred, classes)
     error = np.abs(actual - reference)
     norm = float(np.linalg.norm(reference) * np.linalg.norm(actual))

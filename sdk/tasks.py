@@ -192,7 +192,7 @@ def _classified(ref_pred: np.ndarray, pred: np.ndarray, y: np.ndarray | None, n_
     if y is None:
         return {"accuracy": None, "reference_accuracy": None, "accuracy_delta_pts": None, "agreement": agreement}
     y = np.asarray(y).astype(np.int64).reshape(ref_pred.shape)
-    acc, ref_acc = float(np.mean(pred == y)), float(np.mean(ref_pred == y))
+    acc, ref_acc = metrics.accuracy(pred, y), metrics.accuracy(ref_pred, y)
     figures = {"accuracy": acc, "reference_accuracy": ref_acc, "accuracy_delta_pts": round((acc - ref_acc) * 100, 6),
                "agreement": agreement}
     if pred.ndim == 1:

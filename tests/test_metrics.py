@@ -58,3 +58,13 @@ def test_sqnr_is_signal_over_noise_in_db():
 def test_mismatched_shapes_are_refused():
     with pytest.raises(BadInputError, match="received reference"):
         metrics.compare(np.zeros((3, 2)), np.zeros((3, 3)), np.zeros(3, int))
+
+
+def test_accuracy_is_the_one_definition_every_figure_uses():
+    sk = pytest.importorskip("sklearn.metrics")
+    ref, actual, labels = _outputs(3)
+    pred = actual.argmax(1)
+    assert metrics.accuracy(pred, labels) == pytest.approx(sk.accuracy_score(labels, pred))
+    assert metrics.compare(ref, actual, labels).accuracy == metrics.accuracy(pred, labels)
+    # 0/1 label matrices: the fraction of entries right (label accuracy), not whole rows
+    assert metrics.accuracy(np.array([[1, 0], [1, 1]]), np.array([[1, 1], [1, 1]])) == 0.75

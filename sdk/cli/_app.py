@@ -4,14 +4,15 @@ where errors become exit codes (0 ok, 1 a clear error, 2 an accuracy gate failed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from edgeship._deps import require
+from edgeship._deps import quiet_native, require
 
 click = require("click", "use the edgeship command line")
 rich_console = require("rich.console", "use the edgeship command line")
@@ -166,6 +167,19 @@ def _show_report(report: Report) -> None:
             err_console.print(f"[bold yellow]note:[/] {shown(note)}", highlight=False)
 
 
+@contextlib.contextmanager
+def _terminal(debug: bool) -> Iterator[None]:
+    """What the terminal shows while one command runs: without --debug, native libraries' logs
+    are silenced (``quiet_native``) and so is the stack's deprecation chatter; what a converter
+    warns about the model is kept in the artifact's notes and printed by `convert`. Both end with
+    the command: the library itself never silences anything."""
+    with quiet_native(not debug), warnings.catch_warnings():
+        if not debug:
+            for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=category)
+        yield
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="edgeship")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library logs.")
@@ -177,12 +191,7 @@ def cli(debug: bool, quiet: bool) -> None:
     Start with:  edgeship quickstart
     """
     State.debug, State.quiet, State.json = debug, quiet, False
-    os.environ["EDGESHIP_QUIET_NATIVE"] = "0" if debug else "1"
-    if not debug:
-        # the stack's deprecation chatter is not the user's concern; what a converter warns about
-        # the model is kept in the artifact's notes and printed by `convert`
-        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):
-            warnings.filterwarnings("ignore", category=category)
+    click.get_current_context().with_resource(_terminal(debug))  # left when the command ends
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(name)s: %(message)s")
     for noisy in ("tensorflow", "absl", "h5py", "coremltools", "tf2onnx", "onnxruntime"):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.ERROR)
