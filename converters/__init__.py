@@ -4,38 +4,32 @@
     >>> manifest = convert("out/model", ["tflite:int8", "onnx:fp32", "coreml:fp16"],
     ...                    data="digits", out="out")                       # doctest: +SKIP
 
-A target is ``format:precision``; ``FORMATS`` maps each format to its module and the module's
-``PRECISIONS`` lists what it makes. Adding a format is one module plus one line here.
+A target is ``format:precision``; ``FORMATS`` (``edgeship.formats``) names each format's converter
+module, whose ``PRECISIONS`` lists what it makes. Adding a format is a converter module (the
+``Converter`` contract of ``edgeship.formats``), its runtime, and one line in ``FORMATS``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterable, Sequence
 
 from edgeship.converters import _check, _notes
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
+from edgeship.formats import FORMATS, Converter
 from edgeship.records import Artifact, Manifest
 
 log = logging.getLogger(__name__)
 
 __all__ = ["convert", "FORMATS", "parse_targets", "precisions"]
 
-FORMATS: dict[str, str] = {
-    "tflite": "edgeship.converters.tflite",
-    "onnx": "edgeship.converters.onnx",
-    "coreml": "edgeship.converters.coreml",
-}
-
-
-def backend(fmt: str) -> ModuleType:
+def backend(fmt: str) -> Converter:
+    """The converter module of format ``fmt``."""
     if fmt not in FORMATS:
         raise BadInputError(f"unknown format '{fmt}'; edgeship converts to {sorted(FORMATS)}")
-    return importlib.import_module(FORMATS[fmt])
+    return FORMATS.get(fmt).converter_module()
 
 
 def precisions(fmt: str) -> dict[str, str]:
@@ -87,7 +81,7 @@ def convert(
     (``"onnx"``) to backend keyword options, e.g. ``{"onnx:int8": {"calibrate_method": "entropy"}}``.
     ``trust_code`` allows loading model files with Lambda layers (their stored Python code runs).
     ``preprocess`` is the spec that turns the stored arrays of ``data`` into model inputs
-    (``edgeship.preprocess``; default: ``unit`` for integer images, else ``none``); it is recorded
+    (``edgeship.data.preprocess``; default: ``unit`` for integer images, else ``none``); it is recorded
     with the data's path, so validate, doctor and report find the same data again.
     ``input_shape`` fixes dimensions the model leaves open (default: the data's sample shape).
     ``task`` fixes what the outputs mean (``edgeship.tasks``) where detection would guess.
@@ -95,7 +89,7 @@ def convert(
     after each one, so an interruption leaves only complete artifacts.
     """
     from edgeship.converters._source import resolve
-    from edgeship.datasets import Dataset, load_dataset
+    from edgeship.data import Dataset, load_dataset
 
     from edgeship.tasks import parse_task
 
@@ -234,7 +228,7 @@ def _formats_that_take(source: Any, refused: list[str]) -> str:
     takes = []
     with tempfile.TemporaryDirectory(prefix="edgeship-probe-") as tmp:
         for fmt in FORMATS:
-            if fmt in failed or (source.kind == "onnx" and fmt != "onnx"):
+            if fmt in failed or not source.can_become(fmt):
                 continue
             precision = next(iter(precisions(fmt)))
             try:

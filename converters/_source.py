@@ -1,22 +1,33 @@
-"""What a converter converts: one SourceModel, whatever the user handed in.
+"""What a converter converts: one SourceModel, whatever the user handed in; the source contract.
 
-Accepted: a trainer's output folder, a .keras/.h5 file (tf_keras), a SavedModel folder, an
-in-memory tf_keras model, a Keras 3 model (exported to a SavedModel first: tfmot, tf2onnx and
-coremltools take Keras 2 only) and, for ONNX Runtime quantization, a .onnx file.
+A :class:`Source` plugin recognises an in-memory model or a path, loads it into a SourceModel
+(input specs and layout, the float model), writes that float model as the folder's reference
+(``out/reference/``) and runs a reference it wrote, giving float outputs. ``SOURCES`` holds them
+by name, which is also the ``format`` of the reference they write; ``resolve`` asks each in turn.
+
+Built in: ``keras`` (a trainer's output folder, a .keras/.h5 file, an in-memory tf_keras model),
+``keras3`` (a Keras 3 model, exported to a SavedModel first: tfmot, tf2onnx and coremltools take
+Keras 2 only), ``saved_model`` (a SavedModel folder) and ``onnx`` (a .onnx file, for ONNX Runtime
+quantization). A plugin distribution adds one with an entry point in the group
+``edgeship.sources`` (``docs/architecture.md``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from edgeship._deps import keras as _keras
 from edgeship._deps import tensorflow as _tf
 from edgeship._keras import is_qat
+from edgeship._plugins import Registry
 from edgeship.errors import BadArtifactError, BadInputError, UnsupportedModelError
 from edgeship.records import TrainingRecord
 
@@ -30,7 +41,9 @@ class SourceModel:
     ``keras`` is the model to convert (QAT-wrapped when ``qat``); ``reference`` is its float
     counterpart (the same object for a float model). ``saved_model`` is set for SavedModel and
     Keras 3 inputs, ``onnx`` for .onnx inputs; then ``keras`` is None. ``input_shape`` holds -1
-    for a dimension the model leaves open until ``with_input_shape`` fixes it.
+    for a dimension the model leaves open until ``with_input_shape`` fixes it. ``kind`` names the
+    Source that writes and runs its float reference; ``formats`` the formats it can become (None:
+    every format).
     """
 
     name: str
@@ -44,11 +57,14 @@ class SourceModel:
     record: TrainingRecord | None = None
     input_dtype: str = "float32"
     extra_inputs: tuple[tuple[tuple[int, ...], str], ...] = ()  # (shape, dtype) of inputs 1, 2, … of a Keras model
+    kind: str = "keras"
+    formats: tuple[str, ...] | None = None
+    layout: str = "channels_last"
     _tmp: list[Any] = field(default_factory=list, repr=False)
 
-    @property
-    def kind(self) -> str:
-        return "onnx" if self.onnx else "saved_model" if self.saved_model else "keras"
+    def can_become(self, fmt: str) -> bool:
+        """Whether format ``fmt`` can be made from this model."""
+        return self.formats is None or fmt in self.formats
 
     def float_keras(self) -> Any:
         return self.reference if self.reference is not None else self.keras
@@ -73,7 +89,7 @@ class SourceModel:
         if self.extra_inputs:
             raise BadInputError(f"{self.name} has {len(self.input_specs)} inputs; edgeship fixes open dimensions of "
                                 "single-input models only: export it with fixed input shapes")
-        if self.kind != "keras":
+        if self.keras is None:
             raise BadInputError(f"{self.name} ({self.kind}) has open input dimensions {_text(self.input_shape)}; "
                                 "edgeship fixes them for Keras models only: export it with a fixed input shape")
         keras = _keras()
@@ -131,52 +147,170 @@ def _from_keras3(model: Any, name: str) -> SourceModel:
         tmp.cleanup()
         raise BadInputError(f"this Keras 3 model could not be exported to a SavedModel: {exc}") from exc
     return SourceModel(name=name, origin="<keras 3 model>", input_shape=_saved_model_shape(folder),
-                       saved_model=folder, _tmp=[tmp])
+                       saved_model=folder, kind="saved_model", _tmp=[tmp])
+
+
+class Source(Protocol):
+    """A kind of model edgeship converts from (see the module docstring)."""
+
+    name: str
+
+    def recognises(self, model: object) -> bool:
+        """Whether ``model`` (an in-memory object, or a Path) is one of this source's."""
+
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+        """The SourceModel of ``model``, named ``name`` (default: the model's own name)."""
+
+    def write_reference(self, source: SourceModel, folder: Path) -> Path:
+        """Write ``source``'s float model into ``folder`` (``out/reference``); the path written."""
+
+    def predictor(self, path: Path, *, trust_code: bool = False) -> Callable[[Any], list[np.ndarray]]:
+        """A function from a batch of inputs (one array, or a tuple of one per input) to the float
+        outputs of the reference at ``path``, one array per output in the model's order."""
 
 
 def resolve(model: Any, name: str | None = None, *, trust_code: bool = False) -> SourceModel:
-    """Turn whatever the user passed into a SourceModel."""
+    """Turn whatever the user passed into a SourceModel: the first Source that recognises it loads it."""
     if isinstance(model, SourceModel):
         return model
     if isinstance(model, (str, Path)):
-        return _from_path(Path(model), name, trust_code)
-    module = type(model).__module__
-    if module.startswith("tf_keras") or module.startswith("tensorflow_model_optimization"):
-        return _from_keras(model, name or model.name, "<in-memory tf_keras model>")
-    if module.startswith("keras"):
-        return _from_keras3(model, name or getattr(model, "name", "model"))
+        model = Path(model)
+        if not model.exists():
+            raise BadInputError(f"no model at {model}")
+    for source in SOURCES.all():
+        if source.recognises(model):
+            return source.load(model, name, trust_code=trust_code)
+    if isinstance(model, Path):
+        raise BadInputError(
+            f"{model} is not a model edgeship converts: expected a trained-model folder (training.json), a SavedModel "
+            "folder (saved_model.pb), a .keras/.h5 file or a .onnx file"
+        )
     raise BadInputError(
         "convert takes a trained-model folder, a .keras/.h5 file, a SavedModel folder, a .onnx file or a "
         f"tf_keras / Keras 3 model; received {type(model).__name__}"
     )
 
 
-def _from_path(path: Path, name: str | None, trust_code: bool = False) -> SourceModel:
-    from edgeship.trainers import saving
-
-    if not path.exists():
-        raise BadInputError(f"no model at {path}")
-    if saving.is_trained_folder(path):
-        final, reference, record = saving.load_trained(path, trust_code=trust_code)
-        return _from_keras(final, name or record.model, str(path), reference=reference, record=record)
-    if path.is_dir() and (path / "saved_model.pb").is_file():
-        return SourceModel(name=name or path.name, origin=str(path), input_shape=_saved_model_shape(path), saved_model=path)
-    if path.suffix in saving.KERAS_SUFFIXES:
-        return _from_keras(saving.load_keras(path, trust_code=trust_code), name or path.stem, str(path))
-    if path.suffix == ".onnx":
-        return _from_onnx(path, name)
-    raise BadInputError(
-        f"{path} is not a model edgeship converts: expected a trained-model folder (training.json), a SavedModel "
-        "folder (saved_model.pb), a .keras/.h5 file or a .onnx file"
-    )
+def _batched(fn: Callable[[np.ndarray], list[np.ndarray]], x: np.ndarray, size: int = 256) -> list[np.ndarray]:
+    parts = [fn(x[i : i + size]) for i in range(0, len(x), size)]
+    return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 
-def _from_onnx(path: Path, name: str | None) -> SourceModel:
-    from edgeship.runtimes import load
+class KerasSource:
+    """tf_keras: a trainer's output folder, a .keras/.h5 file, or an in-memory model."""
 
-    session = load(path)
-    if len(session.inputs) != 1:
-        raise UnsupportedModelError(f"edgeship converts single-input models; {path.name} has {len(session.inputs)}")
-    shape = tuple(max(d, 1) for d in session.inputs[0].shape[1:])
-    return SourceModel(name=name or path.stem, origin=str(path), input_shape=shape, onnx=path,
-                       input_dtype=session.inputs[0].dtype)
+    name = "keras"
+
+    def recognises(self, model: object) -> bool:
+        from edgeship.trainers import saving
+
+        if isinstance(model, Path):
+            return saving.is_trained_folder(model) or model.suffix in saving.KERAS_SUFFIXES
+        return type(model).__module__.startswith(("tf_keras", "tensorflow_model_optimization"))
+
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+        from edgeship.trainers import saving
+
+        if not isinstance(model, Path):
+            return _from_keras(model, name or model.name, "<in-memory tf_keras model>")
+        if saving.is_trained_folder(model):
+            final, reference, record = saving.load_trained(model, trust_code=trust_code)
+            return _from_keras(final, name or record.model, str(model), reference=reference, record=record)
+        return _from_keras(saving.load_keras(model, trust_code=trust_code), name or model.stem, str(model))
+
+    def write_reference(self, source: SourceModel, folder: Path) -> Path:
+        from edgeship.trainers.saving import save_keras
+
+        return save_keras(source.float_keras(), folder / "model.keras")
+
+    def predictor(self, path: Path, *, trust_code: bool = False) -> Callable[[Any], list[np.ndarray]]:
+        from edgeship.trainers.saving import load_keras
+
+        model = load_keras(path, trust_code=trust_code)
+
+        def predict(x: Any) -> list[np.ndarray]:
+            out = model.predict(list(x) if isinstance(x, tuple) else x, batch_size=256, verbose=0)
+            return [np.asarray(o) for o in out] if isinstance(out, (list, tuple)) else [np.asarray(out)]
+
+        return predict
+
+
+class SavedModelSource:
+    """A SavedModel folder (``saved_model.pb``) with a ``serving_default`` signature."""
+
+    name = "saved_model"
+
+    def recognises(self, model: object) -> bool:
+        return isinstance(model, Path) and model.is_dir() and (model / "saved_model.pb").is_file()
+
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+        return SourceModel(name=name or model.name, origin=str(model), input_shape=_saved_model_shape(model),
+                           saved_model=model, kind=self.name)
+
+    def write_reference(self, source: SourceModel, folder: Path) -> Path:
+        from edgeship import _io
+
+        path = folder / "saved_model"
+        if path.resolve() != Path(str(source.saved_model)).resolve():
+            with _io.staged(path, directory=True) as tmp:
+                shutil.copytree(str(source.saved_model), tmp, dirs_exist_ok=True)
+        return path
+
+    def predictor(self, path: Path, *, trust_code: bool = False) -> Callable[[Any], list[np.ndarray]]:
+        tf = _tf()
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+        def run(batch: np.ndarray) -> list[np.ndarray]:
+            result = fn(tf.constant(batch))
+            return [result[k].numpy() for k in sorted(result)]
+
+        return lambda x: _batched(run, x)
+
+
+class Keras3Source(SavedModelSource):
+    """An in-memory Keras 3 model, exported to a SavedModel (its reference is that SavedModel)."""
+
+    name = "keras3"
+
+    def recognises(self, model: object) -> bool:
+        return not isinstance(model, Path) and type(model).__module__.startswith("keras")
+
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+        return _from_keras3(model, name or getattr(model, "name", "model"))
+
+
+class OnnxSource:
+    """A .onnx file: quantized by ONNX Runtime, so it becomes ONNX artifacts only."""
+
+    name = "onnx"
+
+    def recognises(self, model: object) -> bool:
+        return isinstance(model, Path) and model.suffix == ".onnx"
+
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+        from edgeship.runtimes import load
+
+        session = load(model)
+        if len(session.inputs) != 1:
+            raise UnsupportedModelError(f"edgeship converts single-input models; {model.name} has {len(session.inputs)}")
+        shape = tuple(max(d, 1) for d in session.inputs[0].shape[1:])
+        return SourceModel(name=name or model.stem, origin=str(model), input_shape=shape, onnx=model,
+                           input_dtype=session.inputs[0].dtype, kind=self.name, formats=(self.name,))
+
+    def write_reference(self, source: SourceModel, folder: Path) -> Path:
+        from edgeship import _io
+
+        path = folder / "model.onnx"
+        _io.write_bytes(path, Path(str(source.onnx)).read_bytes())
+        return path
+
+    def predictor(self, path: Path, *, trust_code: bool = False) -> Callable[[Any], list[np.ndarray]]:
+        from edgeship.runtimes import load
+
+        session = load(path)
+        return lambda x: session.predict_outputs(x)
+
+
+#: every source, in the order ``resolve`` asks them
+SOURCES: Registry[Source] = Registry("edgeship.sources", {
+    "keras": KerasSource(), "saved_model": SavedModelSource(), "keras3": Keras3Source(), "onnx": OnnxSource()})

@@ -217,7 +217,7 @@ def made(source: Any, precision: str, options: dict[str, Any]) -> tuple[Any, dic
     return mlmodel, settings
 
 
-def held(package: Path) -> dict[str, Any]:
+def recorded_settings(package: Path) -> dict[str, Any]:
     """What a saved compressed package holds, read back: how many of its weighted compute ops
     (conv, linear, matmul) have compressed weights, and the names of those that do not (kept on
     request, or skipped by coremltools: too small for ``weight_threshold``, channels not divisible
@@ -235,6 +235,30 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
     with _io.staged(path, directory=True) as staged:
         mlmodel.save(str(staged))
         if precision not in ("fp16", "fp32"):
-            settings.update(held(staged))
+            settings.update(recorded_settings(staged))
         return _artifact.make(staged, out, final=path, fmt="coreml", precision=precision, source=source,
                               settings=settings, inputs=inputs, outputs=outputs)
+
+
+def embed_metadata(path: Path, text: str) -> None:
+    """``text`` under ``user_defined_metadata`` key ``edgeship``, the package replaced atomically."""
+    import shutil
+
+    ct = require("coremltools", "write Core ML metadata")
+    model = ct.models.MLModel(str(path), skip_model_load=True)
+    model.user_defined_metadata[_METADATA_KEY] = text
+    with _io.staged(path, directory=True) as tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save(str(tmp))
+
+
+def read_metadata(path: Path) -> str | None:
+    ct = require("coremltools", "read Core ML metadata")
+    return ct.models.MLModel(str(path), skip_model_load=True).user_defined_metadata.get(_METADATA_KEY) or None
+
+
+def rebuild_options(settings: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+_METADATA_KEY = "edgeship"

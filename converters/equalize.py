@@ -248,7 +248,7 @@ def source(model: Any, target: str) -> tuple[Any, dict[str, Any]]:
     what was done (recorded in the artifact)."""
     import dataclasses
 
-    if model.kind != "keras" or model.qat:
+    if model.keras is None or model.qat:
         what = "a QAT model (its ranges were trained)" if model.qat else f"a {model.kind} model"
         raise UnsupportedModelError(f"{target}: cross-layer equalization rescales Keras weights; {model.name} is "
                                     f"{what}: convert it without equalize")

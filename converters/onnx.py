@@ -239,3 +239,26 @@ def _check(path: Path, final: Path, onnx: Any) -> None:
                 f"so the model cannot become {final.name}"
             ) from exc
         raise ConversionError(f"the ONNX model written for {final.name} does not pass onnx.checker: {exc}") from exc
+
+
+def embed_metadata(path: Path, text: str) -> None:
+    """``text`` under ``metadata_props`` key ``edgeship``, the file rewritten atomically."""
+    onnx = require("onnx", "write ONNX metadata")
+    model = onnx.load(str(path))
+    kept = [p for p in model.metadata_props if p.key != _METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=_METADATA_KEY, value=text)
+    _io.write_bytes(path, model.SerializeToString())
+
+
+def read_metadata(path: Path) -> str | None:
+    onnx = require("onnx", "read ONNX metadata")
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}.get(_METADATA_KEY)
+
+
+def rebuild_options(settings: dict[str, Any]) -> dict[str, Any]:
+    return options_of(settings)
+
+
+_METADATA_KEY = "edgeship"

@@ -162,3 +162,43 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
         _io.write_bytes(tmp, flatbuffer)
         artifact = _artifact.make(tmp, out, final=path, fmt="tflite", precision=precision, source=source, settings=settings)
     return artifact
+
+
+def embed_metadata(path: Path, text: str) -> None:
+    """``text`` as a model metadata entry named ``edgeship`` (a buffer), the file rewritten atomically."""
+    from edgeship._deps import require
+
+    utils = require("tensorflow.lite.tools.flatbuffer_utils", "write TFLite metadata")
+    schema = require("tensorflow.lite.python.schema_py_generated", "write TFLite metadata")
+    model = utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    buffer = schema.BufferT()
+    buffer.data = list(text.encode())
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = _METADATA_KEY, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if _entry_name(m) != _METADATA_KEY] + [entry]
+    _io.write_bytes(path, utils.convert_object_to_bytearray(model))
+
+
+def read_metadata(path: Path) -> str | None:
+    from edgeship._deps import require
+
+    utils = require("tensorflow.lite.tools.flatbuffer_utils", "read TFLite metadata")
+    model = utils.read_model_from_bytearray(bytearray(path.read_bytes()))
+    for entry in model.metadata or []:
+        if _entry_name(entry) == _METADATA_KEY:
+            return bytes(model.buffers[entry.buffer].data).decode()
+    return None
+
+
+def rebuild_options(settings: dict[str, Any]) -> dict[str, Any]:
+    """TFLite records no converter options beyond calibration samples (the doctor passes those)."""
+    return {}
+
+
+_METADATA_KEY = "edgeship"
+
+
+def _entry_name(entry: Any) -> str:
+    name = entry.name
+    return name.decode() if isinstance(name, bytes) else str(name)

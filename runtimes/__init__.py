@@ -21,46 +21,33 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from edgeship.errors import BadArtifactError, BadInputError
+from edgeship.formats import FORMATS, Runtime, for_path
 from edgeship.runtimes._session import Session
 
-__all__ = ["load", "Session", "RUNTIMES", "ALTERNATIVES", "runtime_for", "runtimes_for", "can_run", "preload"]
+__all__ = ["load", "Session", "runtime_for", "runtimes_for", "can_run", "timing", "preload"]
 
-# suffix -> the backend that runs it by default; adding a runtime is one module and one line.
-RUNTIMES: dict[str, str] = {
-    ".tflite": "edgeship.runtimes.litert",
-    ".onnx": "edgeship.runtimes.onnxruntime",
-    ".mlpackage": "edgeship.runtimes.coreml",
-}
-
-# backends chosen by name instead (``load(path, runtime=...)``): name -> (suffix it runs, module)
-ALTERNATIVES: dict[str, tuple[str, str]] = {
-    "litert-compiled": (".tflite", "edgeship.runtimes.litert_compiled"),
-}
-
-
-def _suffix(path: str | os.PathLike) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in RUNTIMES:
-        raise BadInputError(
-            f"no runtime for '{Path(path).name}': edgeship runs {sorted(RUNTIMES)} files; received suffix {suffix!r}"
-        )
-    return suffix
+def _runtimes_of(path: str | os.PathLike) -> tuple[Runtime, ...]:
+    """The runtimes of ``path``'s format (``edgeship.formats``), its default first."""
+    fmt = for_path(path)
+    if fmt is None:
+        known = sorted(f.suffix for f in FORMATS.all())
+        raise BadInputError(f"no runtime for '{Path(path).name}': edgeship runs {known} files; received suffix "
+                            f"{Path(path).suffix.lower()!r}")
+    return fmt.runtimes
 
 
 def runtimes_for(path: str | os.PathLike) -> list[str]:
     """The backends that can run ``path``, its default first (``['litert', 'litert-compiled']``)."""
-    suffix = _suffix(path)
-    return [RUNTIMES[suffix].rpartition(".")[2], *(n for n, (s, _) in ALTERNATIVES.items() if s == suffix)]
+    return [r.name for r in _runtimes_of(path)]
 
 
-def _module_for(path: str | os.PathLike, runtime: str | None = None) -> str:
-    suffix = _suffix(path)
-    if runtime is None or runtime == RUNTIMES[suffix].rpartition(".")[2]:
-        return RUNTIMES[suffix]
-    if ALTERNATIVES.get(runtime, ("",))[0] == suffix:
-        return ALTERNATIVES[runtime][1]
-    raise BadInputError(f"runtime {runtime!r} does not run '{suffix}' files; {Path(path).name} runs with "
-                        f"{runtimes_for(path)}; received runtime={runtime!r}")
+def _runtime(path: str | os.PathLike, runtime: str | None = None) -> Runtime:
+    found = _runtimes_of(path)
+    chosen = next((r for r in found if r.name == runtime), None) if runtime else found[0]
+    if chosen is None:
+        raise BadInputError(f"runtime {runtime!r} does not run '{Path(path).suffix.lower()}' files; {Path(path).name} "
+                            f"runs with {runtimes_for(path)}; received runtime={runtime!r}")
+    return chosen
 
 
 def runtime_for(path: str | os.PathLike) -> str:
@@ -69,16 +56,24 @@ def runtime_for(path: str | os.PathLike) -> str:
 
 
 def _backend(path: str | os.PathLike, runtime: str | None = None) -> Any:
-    return importlib.import_module(_module_for(path, runtime))
+    return importlib.import_module(_runtime(path, runtime).module)
 
 
 def can_run(path: str | os.PathLike) -> tuple[bool, str]:
     """Whether this host can run ``path``'s format, and if not, a short reason for reports: a file no
     runtime takes is a no with its reason, not an error (a folder may hold one beside the others)."""
-    if Path(path).suffix.lower() not in RUNTIMES:
-        return False, f"no runtime runs '{Path(path).suffix}' files (edgeship runs {', '.join(sorted(RUNTIMES))})"
+    if for_path(path) is None:
+        known = ", ".join(sorted(f.suffix for f in FORMATS.all()))
+        return False, f"no runtime runs '{Path(path).suffix}' files (edgeship runs {known})"
     backend = _backend(path)
     check = getattr(backend, "available", None)
+    return check() if check else (True, "")
+
+
+def timing(path: str | os.PathLike) -> tuple[bool, str]:
+    """Whether a latency measured here for ``path``'s format is its runtime's, and if not, why (a
+    backend that only evaluates the model here says so with ``timing()``)."""
+    check = getattr(_backend(path), "timing", None)
     return check() if check else (True, "")
 
 
@@ -121,7 +116,7 @@ def load(
     backend = _backend(path, runtime)  # an unknown suffix or runtime is refused first: it says what runs
     if not path.exists():
         raise BadArtifactError(f"no model file at {path}")
-    if path.is_dir() != (path.suffix.lower() == ".mlpackage"):
+    if path.is_dir() != bool(getattr(for_path(path), "folder", False)):
         kind = "a folder" if path.is_dir() else "a file"
         raise BadArtifactError(f"{path} is {kind}, which is not what a '{path.suffix}' model is")
     given = {"providers": list(providers) if providers else None, "optimization": optimization,
@@ -133,6 +128,17 @@ def load(
         name = runtime or runtime_for(path)
         raise BadInputError(f"{', '.join(wrong)} do(es) not apply to '{path.suffix}' models run by {name}; "
                             f"received {wrong} for {path.name}"
-                            + ("; accelerators need runtime='litert-compiled'" if "accelerator" in wrong
-                               and "litert-compiled" in runtimes_for(path) else ""))
+                            + _who_takes(path, wrong))
     return backend.load(path, threads=threads, **options)
+
+
+def _who_takes(path: Path, wrong: list[str]) -> str:
+    """Which other runtime of the file takes an option refused (``; accelerators need runtime='litert-compiled'``)."""
+    said = []
+    for name in wrong:
+        takers = [r.name for r in _runtimes_of(path)
+                  if name in inspect.signature(importlib.import_module(r.module).load).parameters]
+        if takers:
+            said.append(f"; {name}s need runtime={takers[0]!r}" if name == "accelerator" else
+                        f"; {name} needs runtime={takers[0]!r}")
+    return "".join(said)

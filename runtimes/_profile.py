@@ -11,20 +11,15 @@ TFLite's ``benchmark_model`` tool (``--enable_op_profiling``) when one is on PAT
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgeship.errors import BadInputError, RuntimeFailure, UnsupportedModelError
 from edgeship.records import Record
-from edgeship.runtimes import runtime_for
+from edgeship.runtimes import _backend, runtime_for
 
 __all__ = ["OpTime", "OpProfile", "profile", "parse_ort_trace", "parse_benchmark_model"]
 
@@ -81,20 +76,6 @@ def parse_ort_trace(events: list[dict], *, skip_runs: int = 0, top: int = 10) ->
                      ops=ops, nodes=_summarise(by_node, runs, top))
 
 
-def _profile_onnx(path: Path, threads: int | None, runs: int, warmup: int, top: int) -> OpProfile:
-    with tempfile.TemporaryDirectory(prefix="edgeship-profile-") as tmp:
-        from edgeship.runtimes import onnxruntime
-
-        session = onnxruntime.load(path, threads=threads, profile=True, profile_prefix=str(Path(tmp) / "ort"))
-        feeds = session.sample_feeds(1)
-        for _ in range(1 + warmup + runs):
-            session.run(feeds)
-        trace = Path(session.end_profiling())
-        events = json.loads(trace.read_text())
-    summary = parse_ort_trace(events, skip_runs=1 + warmup, top=top)
-    return dataclasses.replace(summary, runtime=f"onnxruntime {session.runtime_version}")
-
-
 _ROW = re.compile(r"^\s*(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)\s+(\d+)\s*$")
 
 
@@ -120,23 +101,6 @@ def parse_benchmark_model(text: str, *, top: int = 10) -> OpProfile:
                      ops=tuple(rows[:top]))
 
 
-def _profile_tflite(path: Path, threads: int | None, runs: int, warmup: int, top: int) -> OpProfile:
-    tool = os.environ.get(BENCHMARK_MODEL_ENV) or shutil.which("benchmark_model")
-    if not tool:
-        raise UnsupportedModelError(
-            f"no per-op profile for {path.name}: LiteRT's Python API (Interpreter and CompiledModel) times no "
-            "single op, and TFLite's "
-            f"benchmark_model tool is not on PATH (nor named by ${BENCHMARK_MODEL_ENV}). Install that tool "
-            "for a .tflite profile; ONNX artifacts profile with onnxruntime alone"
-        )
-    command = [tool, f"--graph={path}", "--enable_op_profiling=true", f"--num_runs={runs}",
-               f"--warmup_runs={warmup}", f"--num_threads={threads or 1}"]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeFailure(f"{' '.join(command)} failed (exit status {proc.returncode}): {proc.stderr.strip()[-500:]}")
-    return parse_benchmark_model(proc.stdout + proc.stderr, top=top)
-
-
 def profile(path: str | os.PathLike, *, threads: int | None = None, runs: int = 50, warmup: int = 5,
             top: int = 10) -> OpProfile:
     """The top ``top`` ops of ``path`` by time per inference, over ``runs`` runs after ``warmup``."""
@@ -144,8 +108,7 @@ def profile(path: str | os.PathLike, *, threads: int | None = None, runs: int = 
     if runs < 1 or warmup < 0 or top < 1:
         raise BadInputError(f"profile needs runs >= 1, warmup >= 0 and top >= 1; received {runs}, {warmup}, {top}")
     backend = runtime_for(path)
-    if backend == "onnxruntime":
-        return _profile_onnx(path, threads, runs, warmup, top)
-    if backend == "litert":
-        return _profile_tflite(path, threads, runs, warmup, top)
-    raise UnsupportedModelError(f"no per-op profile for {path.name}: the {backend} runtime offers none here")
+    ops = getattr(_backend(path), "op_profile", None)  # a runtime that profiles ops names its way
+    if ops is None:
+        raise UnsupportedModelError(f"no per-op profile for {path.name}: the {backend} runtime offers none here")
+    return ops(path, threads, runs, warmup, top)

@@ -24,8 +24,6 @@ from edgeship.errors import MissingDependencyError
 
 #: edgeship's import packages; the wheel holds them all (the heavy ones import lazily).
 PACKAGES = tuple(ROOTS)
-#: interpreter distribution per runtime backend (edgeship.runtimes.RUNTIMES values)
-INTERPRETERS = {"litert": "ai-edge-litert", "onnxruntime": "onnxruntime"}
 _DROP = ("INSTALLER", "REQUESTED", "direct_url.json", "RECORD")
 
 

@@ -55,6 +55,12 @@ def available() -> tuple[bool, str]:
     return True, "" if has_coreml() else REFERENCE_NOTE
 
 
+def timing() -> tuple[bool, str]:
+    """Whether latency measured here is Core ML's (on macOS only), and if not, why."""
+    return (True, "") if has_coreml() else (False, "Core ML runs on macOS only (this host evaluates ML Programs "
+                                                   "with numpy)")
+
+
 def import_runtime() -> None:
     """Import coremltools where Core ML runs (see edgeship.runtimes.preload); the evaluator needs nothing."""
     if has_coreml():

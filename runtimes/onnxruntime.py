@@ -127,3 +127,22 @@ def load(path: Path, *, threads: int | None = None, providers: list[str] | None 
          profile: bool = False, profile_prefix: str | None = None) -> OnnxRuntimeSession:
     return OnnxRuntimeSession(path, threads=threads, providers=providers, optimization=optimization, profile=profile,
                               profile_prefix=profile_prefix)
+
+
+def op_profile(path: Path, threads: int | None, runs: int, warmup: int, top: int) -> Any:
+    """The ops of ``path`` by time per inference, from ONNX Runtime's own JSON trace (``edgeship.runtimes._profile``)."""
+    import dataclasses
+    import json
+    import tempfile
+
+    from edgeship.runtimes._profile import parse_ort_trace
+
+    with tempfile.TemporaryDirectory(prefix="edgeship-profile-") as tmp:
+        session = load(path, threads=threads, profile=True, profile_prefix=str(Path(tmp) / "ort"))
+        feeds = session.sample_feeds(1)
+        for _ in range(1 + warmup + runs):
+            session.run(feeds)
+        trace = Path(session.end_profiling())
+        events = json.loads(trace.read_text())
+    summary = parse_ort_trace(events, skip_runs=1 + warmup, top=top)
+    return dataclasses.replace(summary, runtime=f"onnxruntime {session.runtime_version}")

@@ -38,14 +38,15 @@ from edgeship.records import (
     Report,
     ReportEntry,
     TensorSpec,
+    TrainingRecord,
 )
 
 if _TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on first use
     from edgeship.converters import convert
-    from edgeship.datasets import load_dataset
-    from edgeship.doctor import diagnose
+    from edgeship.data import Dataset, load_dataset
+    from edgeship.doctor import DoctorReport, diagnose
     from edgeship.pipeline import quickstart
-    from edgeship.runtimes import load
+    from edgeship.runtimes import Session, load
     from edgeship.runtimes.benchmark import benchmark
     from edgeship.trainers.recipes import train
     from edgeship.validation import validate
@@ -72,6 +73,11 @@ __all__ = [
     "ReportEntry",
     "Gate",
     "Report",
+    # what the stages return: a training run's record, the data, the doctor's report, a loaded model
+    "TrainingRecord",
+    "Dataset",
+    "DoctorReport",
+    "Session",
     # errors
     "EdgeshipError",
     "MissingDependencyError",
@@ -84,9 +90,12 @@ __all__ = [
     "AccuracyGateError",
 ]
 
-#: public name -> the module that defines it (the stage it belongs to)
+#: public name -> the module that defines it (the stage it belongs to), imported on first use
 _STAGES = {
-    "load_dataset": "edgeship.datasets",
+    "Dataset": "edgeship.data",
+    "DoctorReport": "edgeship.doctor.records",
+    "Session": "edgeship.runtimes._session",
+    "load_dataset": "edgeship.data",
     "train": "edgeship.trainers.recipes",
     "convert": "edgeship.converters",
     "validate": "edgeship.validation",

@@ -26,9 +26,10 @@ from typing import ClassVar, Sequence
 
 import numpy as np
 
-from edgeship import _io
+from edgeship import _io, metrics
 from edgeship._version import __version__
 from edgeship.errors import BadArtifactError, BadInputError
+from edgeship.formats import FLOAT_DRIFT, FORMATS
 from edgeship.records import Artifact, Record, VersionedFile, SCHEMA_VERSION
 
 FOLDER = "bundle"
@@ -86,12 +87,8 @@ class BundleManifest(VersionedFile):
         return (self.inputs,) if isinstance(self.inputs, str) else tuple(self.inputs)
 
 
-#: How far a device's outputs may stray from this host's, as a fraction of the outputs' largest magnitude,
-#: for artifacts whose outputs are float. Core ML runs on a GPU or the Neural Engine in fp16 whatever the
-#: precision asked for; macOS's own Core ML against edgeship's evaluator is checked to 2e-2 on softmax outputs.
-#: An fp16 .tflite/.onnx may run in fp16 on a GPU delegate. fp32 on another CPU architecture sums in another
-#: order (NEON vs AVX, FMA or not): a few hundred float ulps of the magnitude.
-RELATIVE_TOLERANCE = {"coreml": 2e-2, "fp16": 2e-2, "fp32": 1e-4}
+#: How far a device's outputs may stray from this host's, for artifacts whose outputs are float, is each
+#: format's ``device_drift`` (edgeship.formats): a fraction of the outputs' largest magnitude and why.
 #: int8 arithmetic on ARM and x86 kernels can round an intermediate differently: one step of the output's
 #: int8 grid (its scale where the output is int8; else the observed output range over 255 steps)
 INT8_STEPS = 1.0
@@ -103,14 +100,13 @@ def tolerance(artifact: Artifact, outputs: np.ndarray) -> tuple[float, str]:
     if out is not None and out.quantized and out.scale:
         return float(out.scale) * INT8_STEPS * 1.01, f"one int8 step of the output (scale {out.scale:.4g})"
     magnitude = float(np.max(np.abs(outputs))) if outputs.size else 1.0
-    if artifact.format != "coreml" and artifact.precision not in ("fp32", "fp16"):  # integer arithmetic inside
+    drift = FORMATS.get(artifact.format).drift(artifact.precision) if artifact.format in FORMATS \
+        else FLOAT_DRIFT.get(artifact.precision)  # a plugin's format this process does not have
+    if drift is None:  # integer arithmetic inside
         span = float(np.ptp(outputs)) if outputs.size else 1.0
         step = span / 255
         return max(step * INT8_STEPS * 1.01, 1e-5), f"one int8 step of the output range ({step:.3g})"
-    key = "coreml" if artifact.format == "coreml" else artifact.precision
-    fraction = RELATIVE_TOLERANCE[key]
-    why = {"coreml": "fp16 on a GPU or the Neural Engine", "fp16": "fp16 on a GPU delegate",
-           "fp32": "another CPU architecture's summation order"}[key]
+    fraction, why = drift
     return max(1e-5, fraction * magnitude), f"{fraction:g} of the output magnitude {magnitude:.3g} ({why})"
 
 
@@ -170,7 +166,7 @@ def _entry(artifact: Artifact, outputs: np.ndarray, accuracy: float | None, labe
     expected = f"expected/{artifact.format}-{artifact.precision}.npy"
     files[expected] = _save_npy(tmp / expected, outputs)
     # accuracy on these very samples: a device that matches the outputs matches it too
-    here = float(np.mean(outputs.argmax(-1) == labels)) if len(labels) else None
+    here = metrics.accuracy(outputs.argmax(-1), labels) if len(labels) else None
     limit, basis = tolerance(artifact, outputs)
     return BundleEntry(
         name=artifact.name, path=name, sha256=artifact.sha256, expected=expected,

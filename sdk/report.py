@@ -16,11 +16,17 @@ import numpy as np
 
 from edgeship import _io
 from edgeship._deps import require
+from edgeship.formats import FORMATS
 from edgeship.records import Report, ReportEntry
 from edgeship.tasks import change_text, value_text
 
 PAGE_NAME = "report.html"
-_COLORS = {"keras": "#6b7280", "tflite": "#f59e0b", "onnx": "#2563eb", "coreml": "#10b981"}
+_REFERENCE_COLOR = "#6b7280"
+
+
+def _color(fmt: str) -> str:
+    """The bar colour of a format's artifacts (its ``Format.color``)."""
+    return FORMATS.get(fmt).color if fmt in FORMATS else "#999"
 
 
 def _pyplot() -> Any:
@@ -60,7 +66,7 @@ def _headline_plot(report: Report) -> Callable[[Any], None]:
     def draw(ax: Any) -> None:
         names = ["float"] + [e.name for e in entries]
         values = [head.reference * scale] + [e.validation.headline.value * scale for e in entries]
-        colors = [_COLORS["keras"]] + [_COLORS.get(e.format, "#999") for e in entries]
+        colors = [_REFERENCE_COLOR] + [_color(e.format) for e in entries]
         ax.barh(names[::-1], values[::-1], color=colors[::-1])
         if scale == 100.0:
             ax.set_xlim(max(0.0, min(values) - 5), 100)
@@ -81,7 +87,7 @@ def _latency_plot(report: Report) -> Callable[[Any], None]:
 
     def draw(ax: Any) -> None:
         for y, e in enumerate(entries):
-            b, color = e.benchmark, _COLORS.get(e.format, "#999")
+            b, color = e.benchmark, _color(e.format)
             us = lambda ms: ms * 1000  # noqa: E731
             ax.plot([us(b.min_ms), us(b.max_ms)], [y, y], color=color, lw=1)
             ax.add_patch(_rect(us(b.p5_ms), y - 0.3, us(b.p95_ms) - us(b.p5_ms), 0.6, color))
@@ -104,7 +110,7 @@ def _size_plot(report: Report) -> Callable[[Any], None]:
     def draw(ax: Any) -> None:
         entries = report.artifacts
         kib = [e.size_bytes / 1024 for e in entries]
-        ax.barh([e.name for e in entries][::-1], kib[::-1], color=[_COLORS.get(e.format, "#999") for e in entries][::-1])
+        ax.barh([e.name for e in entries][::-1], kib[::-1], color=[_color(e.format) for e in entries][::-1])
         for y, v in enumerate(kib[::-1]):
             ax.text(v, y, f" {v:.1f} KiB", va="center", fontsize=8)
         ax.set_xlabel("size on disk (KiB)")
@@ -120,9 +126,9 @@ def _f1_plot(report: Report) -> Callable[[Any], None]:
         classes = report.classes or tuple(str(i) for i in range(len(reference)))
         x = np.arange(len(classes))
         width = 0.8 / (1 + len(entries))
-        ax.bar(x, reference, width, label="float", color=_COLORS["keras"])
+        ax.bar(x, reference, width, label="float", color=_REFERENCE_COLOR)
         for i, e in enumerate(entries, start=1):
-            ax.bar(x + i * width, e.validation.per_class["f1"], width, label=e.name, color=_COLORS.get(e.format), alpha=0.5 + 0.5 * (i % 2))
+            ax.bar(x + i * width, e.validation.per_class["f1"], width, label=e.name, color=_color(e.format), alpha=0.5 + 0.5 * (i % 2))
         ax.set_xticks(x + 0.4 - width / 2, classes, fontsize=8)
         ax.set_ylim(max(0.0, min([min(reference, default=1)] + [min(e.validation.per_class["f1"]) for e in entries]) - 0.05), 1.0)
         ax.set_ylabel("F1 per class")

@@ -19,6 +19,7 @@ import numpy as np
 
 from edgeship import bundle
 from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, UnsupportedModelError
+from edgeship.formats import for_path
 from edgeship.progress import Progress, log_progress
 from edgeship.records import (Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord,
                               verified_path)
@@ -76,7 +77,7 @@ def _check_fits(dataset: Any, manifest: Manifest) -> None:
 
 
 def _dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None, lazy: bool) -> Any:
-    from edgeship.datasets import Dataset
+    from edgeship.data import Dataset
 
     options = dict(manifest.data_options)
     if isinstance(data, Dataset):
@@ -103,7 +104,7 @@ def _dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str
 
 def _load(data: Any, options: dict[str, Any], preprocess: str | None, lazy: bool = False) -> Any:
     """Load ``data`` with the loader options the conversion recorded (a spec given now wins)."""
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
 
     keys = ("seed", "val_fraction", "test_fraction", "label_column", "samples")
     kwargs = {k: options[k] for k in keys if k in options}
@@ -247,7 +248,7 @@ def validate_files(
     ``benchmark`` (keyword options of ``edgeship.benchmark``) adds latency, as in ``validate``.
     """
     from edgeship import _io
-    from edgeship.datasets import load_dataset
+    from edgeship.data import load_dataset
     from edgeship.runtimes import load
 
     gate = Gate(max_drop=max_drop, min_agreement=min_agreement)
@@ -262,7 +263,8 @@ def validate_files(
     for i, file in enumerate(Path(a) for a in artifacts):
         if not file.exists():
             raise BadInputError(f"no model file at {file}")
-        row = ReportEntry(name=file.name, format=file.suffix.lstrip(".").replace("mlpackage", "coreml"),
+        fmt = for_path(file)
+        row = ReportEntry(name=file.name, format=fmt.name if fmt else file.suffix.lstrip("."),
                           precision="", path=str(file), size_bytes=_io.size_bytes(file))
         entry, _ = _evaluate(file, row, x, scorer, gate, benchmark)
         entries.append(entry)

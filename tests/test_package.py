@@ -21,7 +21,8 @@ def _fresh_python(code: str) -> str:
 
 
 @pytest.mark.parametrize("module", ["edgeship", "edgeship.runtimes", "edgeship.runtimes.benchmark",
-                                    "edgeship.datasets", "edgeship.trainers", "edgeship.converters"])
+                                    "edgeship.data", "edgeship.datasets", "edgeship.trainers",
+                                    "edgeship.converters"])
 def test_light_imports_leave_tensorflow_out(module):
     loaded = _fresh_python(f"import sys, {module}; print(sorted(m for m in ('tensorflow', 'tf_keras', 'onnx', "
                            "'coremltools', 'sklearn', 'tf2onnx') if m in sys.modules))")
@@ -97,6 +98,12 @@ def test_wheel_builds_installs_and_imports(tmp_path):
     assert len(device) == len(set(device)), sorted(n for n in set(device) if device.count(n) > 1)
     code = {n for n in names if n.startswith("edgeship/") and n.endswith((".py", ".json"))}
     assert {n for n in device if n.startswith("edgeship/")} == code
+    # 4. the installed wheel runs the quickstart (briefly): every stage from the regular install
+    run = subprocess.run([str(py), "-m", "edgeship.cli", "--quiet", "quickstart", "--out", str(tmp_path / "qs"),
+                          "--epochs", "2", "--runs", "5", "--max-drop", "100", "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert (tmp_path / "qs" / "report.json").is_file() and (tmp_path / "qs" / "manifest.json").is_file()
 
 
 def test_the_version_lives_in_one_leaf_module_that_pyproject_agrees_with():

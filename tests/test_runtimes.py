@@ -13,7 +13,7 @@ import pytest
 
 from edgeship import runtimes
 from edgeship.errors import BadArtifactError, BadInputError, MissingDependencyError
-from edgeship.runtimes import RUNTIMES, load, runtime_for
+from edgeship.runtimes import load, runtime_for
 
 RUNNABLE = ["tiny_cnn.fp32.tflite", "tiny_cnn.int8.tflite", "tiny_cnn.fp32.onnx", "tiny_cnn.int8.onnx"]
 
@@ -205,9 +205,12 @@ def test_device_install_pulls_no_tensorflow(extra):
 
 
 def test_registry_is_complete():
-    for suffix, module in [*RUNTIMES.items(), *runtimes.ALTERNATIVES.values()]:
-        backend = __import__(module, fromlist=["load"])
-        assert callable(backend.load), suffix
+    from edgeship.formats import FORMATS
+
+    for fmt in FORMATS.all():
+        for item in fmt.runtimes:
+            backend = __import__(item.module, fromlist=["load"])
+            assert callable(backend.load), (fmt.name, item.name)
     assert set(runtimes.__all__) <= set(dir(runtimes))
 
 

@@ -31,6 +31,10 @@ def modules() -> dict[str, Path]:
 
 
 MODULES = modules()
+#: plugin registries: they sit at the bottom of the graph and name, as strings, the plugins above
+#: them, which they import only when asked (``FORMATS.get("tflite").converter_module()``), never
+#: at import time (test_a_registry_imports_no_plugin_until_asked): their strings are not edges
+REGISTRIES = {"edgeship.formats", "edgeship.runtimes.targets", "edgeship.converters._source"}
 
 
 def _resolve(name: str) -> str | None:
@@ -47,7 +51,11 @@ def imports_of(module: str, path: Path) -> set[str]:
     strings (``importlib.import_module`` registries, ``"module:function"`` job tables)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                   for n in ast.walk(block)}  # imports for annotations only: no edge at run time
+    for node in (n for n in ast.walk(tree) if id(n) not in typing_only):
         if isinstance(node, ast.Import):
             found.update(filter(None, (_resolve(a.name) for a in node.names)))
         elif isinstance(node, ast.ImportFrom):
@@ -59,7 +67,7 @@ def imports_of(module: str, path: Path) -> set[str]:
                 target = _resolve(f"{base}.{alias.name}") if f"{base}.{alias.name}" in MODULES else _resolve(base)
                 if target:
                     found.add(target)
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and module not in REGISTRIES:
             target = node.value.partition(":")[0]
             if target in MODULES:
                 found.add(target)
@@ -124,12 +132,46 @@ def test_the_cycle_check_finds_a_planted_cycle():
     assert any("edgeship.validation" in c and "edgeship.records._base" in c for c in cycles(edges))
 
 
+#: the data stage (edgeship.data) imports only these from the rest of the package: it sits below the
+#: stages that use it (trainers, converters, validation, doctor) and above the records and errors
+DATA_BELOW = ("edgeship.errors", "edgeship._deps", "edgeship.records")
+#: the old public paths, kept for users; the package itself imports edgeship.data
+COMPATIBILITY = {"edgeship.datasets", "edgeship.preprocess"}
+
+
+def _within(module: str, packages: tuple[str, ...] | set[str]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_the_data_stage_sits_between_the_stages_and_the_records():
+    edges = graph()
+    data = {m for m in MODULES if _within(m, ("edgeship.data",))}
+    for module in sorted(data):
+        above = {m for m in edges[module] - data if not _within(m, DATA_BELOW)}
+        assert not above, f"{module} imports {sorted(above)}: the data stage may import only {DATA_BELOW}"
+    for module in sorted(m for m in MODULES if _within(m, DATA_BELOW)):
+        assert not edges[module] & data, f"{module} imports the data stage, which sits above it"
+    for module in sorted(set(MODULES) - COMPATIBILITY):
+        old = edges[module] & COMPATIBILITY
+        assert not old, f"{module} imports {sorted(old)}: import from edgeship.data instead"
+
+
 def test_function_level_and_registry_imports_are_edges():
     edges = graph()
-    assert "edgeship.converters.tflite" in edges["edgeship.converters"]  # the FORMATS registry
-    assert "edgeship.runtimes.litert" in edges["edgeship.runtimes"]  # the RUNTIMES registry
+    assert "edgeship.runtimes._profile" in edges["edgeship.runtimes.benchmark"]  # a "module:function" job table
     assert "edgeship.validation" in edges["edgeship"]  # the lazy public API
     assert "edgeship.converters.reference" in edges["edgeship.validation"]  # an import inside a function
+
+
+def test_a_registry_imports_no_plugin_until_asked():
+    code = ("import sys, edgeship.formats as f; f.for_path('m.tflite'); f.FORMATS.names(); "
+            "print(sorted(m for m in sys.modules if m.startswith(('edgeship.converters', 'edgeship.runtimes', "
+            "'edgeship.doctor'))))")
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
 
 
 def _public_functions() -> list[tuple[str, object]]:

@@ -75,9 +75,11 @@ def bench(models: tuple[str, ...], threads: str, warmup: int, runs: int, min_sec
         if len(docs) > len(models):
             _sweep_table(docs, len(models) > 1)
         _bench_tables(docs, profiles, full=len(docs) == len(models))
-        if any(d["runtime"] == "mil-numpy" for d in docs):
-            out_console.print("note: Core ML ran in edgeship's numpy reference evaluator here; its latency is "
-                              "not Core ML's and says nothing about a device.")
+        from edgeship.runtimes import timing
+
+        for why in dict.fromkeys(t[1] for t in (timing(d["model"]) for d in docs) if not t[0]):
+            out_console.print(f"note: {shown(why)}: its latency here is not the device runtime's and says nothing "
+                              "about a device.", highlight=False)
     for model, error in failed.items():  # after the others' figures: one line each, and exit status 1
         err_console.print(f"[bold red]error:[/] {shown(model)}: {shown(error)} (the other files were timed)",
                           highlight=False)

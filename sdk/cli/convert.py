@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable
+
+from edgeship.formats import FORMATS
 
 from edgeship.tasks import TASKS
 from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run, _size, cli, click, json_option,
                                out_console, shown)
+
+
+def format_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A click option for every convert option a format names (``Format.options``), once each: the
+    first format naming one gives its help."""
+    seen: dict[str, Any] = {}
+    for fmt in FORMATS.all():
+        for option in fmt.options:
+            seen.setdefault(option.name, option)
+    for option in reversed(list(seen.values())):
+        if option.kind == "flag":
+            command = click.option(option.flag, option.name, is_flag=True, help=option.help)(command)
+        elif option.kind == "switch":
+            command = click.option(f"{option.flag}/--no-{option.flag[2:]}", option.name, default=None,
+                                   help=option.help)(command)
+        elif isinstance(option.kind, tuple):
+            command = click.option(option.flag, option.name, type=click.Choice(option.kind), default=None,
+                                   help=option.help)(command)
+        else:
+            command = click.option(option.flag, option.name, type={"int": int}.get(option.kind, str), default=None,
+                                   help=option.help)(command)
+    return command
 
 
 @cli.command()
@@ -22,20 +47,11 @@ from edgeship.cli._app import (State, _emit, _given, _int_list, _progress, _run,
 @click.option("--task", type=click.Choice(["auto", *TASKS]),
               default=None, help="What the outputs mean (default: detected from the outputs and the data).")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
-@click.option("--calibration-samples", type=int, default=None, help="Samples for full-integer calibration, from the training split (default 200; more is slower).")
-@click.option("--calibrate-method", type=click.Choice(["minmax", "entropy", "percentile"]), default=None,
-              help="ONNX Runtime static quantization calibration (default minmax).")
-@click.option("--reduce-range/--no-reduce-range", default=None,
-              help="ONNX int8: 7-bit weights (default: decided from this CPU's VNNI support).")
-@click.option("--opset", type=int, default=None, help="ONNX opset (<= 18; default 17).")
-@click.option("--equalize", is_flag=True,
-              help="int8/dynamic: cross-layer equalization first (rescales channel ranges between consecutive "
-                   "conv/dense layers; the float function is unchanged). Keras models only.")
+@format_options
 @click.option("--trust-code", is_flag=True, help="Load model files with Lambda layers: their stored Python code runs.")
 @json_option
 def convert(model: str, targets: str, data: str | None, preprocess: str | None, input_shape: str | None,
-            task: str | None, out: str, calibration_samples: int | None, calibrate_method: str | None,
-            reduce_range: bool | None, opset: int | None, equalize: bool, trust_code: bool) -> None:
+            task: str | None, out: str, trust_code: bool, **given: Any) -> None:
     """Convert a trained model to TFLite, ONNX and Core ML artifacts.
 
     MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
@@ -43,9 +59,9 @@ def convert(model: str, targets: str, data: str | None, preprocess: str | None, 
     """
     from edgeship.converters import convert as run
 
-    common = {"calibration_samples": calibration_samples, "equalize": equalize or None}
-    onnx = {"calibrate_method": calibrate_method, "reduce_range": reduce_range, "opset": opset}
-    options = {"tflite": _given(common), "onnx": _given({**common, **onnx}), "coreml": {}}
+    # each format gets the options it names (edgeship.formats: Format.options), those given only
+    options = {fmt.name: _given({o.name: given.get(o.name) or None if o.kind == "flag" else given.get(o.name)
+                                 for o in fmt.options}) for fmt in FORMATS.all()}
     manifest = _run(lambda: run(model, targets, data=data, out=out, options=options, trust_code=trust_code,
                                 preprocess=preprocess, task=task,
                                 input_shape=_int_list(input_shape, "--input-shape") if input_shape else None,

@@ -23,7 +23,7 @@ For each int8 artifact of a converted folder (``run.py`` holds the flow):
    (int8 flips confident inputs too); advice names which.
 
 Everything lands in ``doctor.json`` (a DoctorReport, ``records.py``: the data model, which imports
-none of the other parts). A new format is one probe module plus one line in ``run.PROBES``.
+none of the other parts). A new format is one probe module (``edgeship.formats.DoctorProbe``) named by its ``Format``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 from edgeship.doctor.records import (Advice, Diagnosis, DoctorReport, LayerError, MarginBin, Margins, Recovery,
                                      RecoveryStep)
 from edgeship.doctor.recovery import NO_VAL
-from edgeship.doctor.run import DOCTORED, diagnose
+from edgeship.doctor.run import diagnose, doctored
 
 __all__ = ["diagnose", "DoctorReport", "Diagnosis", "LayerError", "Advice", "Margins", "MarginBin", "Recovery",
-           "RecoveryStep", "DOCTORED", "NO_VAL"]
+           "RecoveryStep", "doctored", "NO_VAL"]

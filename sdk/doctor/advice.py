@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeship.formats import FORMATS, Format
 from edgeship.doctor.records import Advice, LayerError, Margins, Recovery
 from edgeship.records import AccuracyDelta, Artifact
 
@@ -40,12 +41,13 @@ def advise(artifact: Artifact, layers: Sequence[LayerError], input_range: tuple[
 
     ``score`` is the artifact on test, ``baseline`` on the split recovery chose on (compared with
     the recovery's own rebuild there)."""
-    found: list[Advice] = _verdict(score, margins, layers, "compression" if artifact.format == "coreml" else "int8")
-    if artifact.format == "coreml":  # weights only, compressed without data: no ranges or calibration to blame
+    fmt = FORMATS.get(artifact.format)
+    found: list[Advice] = _verdict(score, margins, layers, "compression" if fmt.weights_only else "int8")
+    if fmt.weights_only:  # compressed without data: no ranges or calibration to blame
         return tuple(found + [a for layer in layers if layer.sqnr_db < HARMFUL_DB for a in _weights(layer, artifact)])
     for layer in layers:
         if layer.sqnr_db < HARMFUL_DB:
-            found += _ranges(layer, artifact.format)
+            found += _ranges(layer, fmt)
     found += _few_samples(artifact)
     found += _normalisation(input_range, dataset, calibration)
     found += _rebuild_gap(artifact, baseline or score, recovery, dataset)
@@ -107,7 +109,7 @@ def _weights(layer: LayerError, artifact: Artifact) -> list[Advice]:
     )]
 
 
-def _ranges(layer: LayerError, fmt: str) -> list[Advice]:
+def _ranges(layer: LayerError, fmt: Format) -> list[Advice]:
     found = []
     evidence = {"sqnr_db": round(layer.sqnr_db, 2), "tensor_sqnr_db": round(layer.tensor_sqnr_db, 2),
                 "range": [layer.range_min, layer.range_max], "scale": layer.scale}
@@ -124,10 +126,12 @@ def _ranges(layer: LayerError, fmt: str) -> list[Advice]:
                      f"{layer.name} and its readers in float (doctor --max-drop)"),
         ))
     if layer.outlier_ratio >= OUTLIER_RATIO:
+        others = [f.label for f in FORMATS.all() if f.calibration_methods and f is not fmt]
         how = ("calibrate with Percentile or Entropy instead of MinMax (edgeship convert --calibrate-method "
-               "percentile)" if fmt == "onnx" else
-               "TFLite calibrates MinMax only: bound the activation in the model (e.g. ReLU6), convert through "
-               "ONNX with --calibrate-method percentile, or keep it in float (edgeship doctor --max-drop)")
+               "percentile)" if fmt.calibration_methods else
+               f"{fmt.label} calibrates MinMax only: bound the activation in the model (e.g. ReLU6), "
+               + (f"convert through {' or '.join(others)} with --calibrate-method percentile, " if others else "")
+               + "or keep it in float (edgeship doctor --max-drop)")
         found.append(Advice(
             kind="outliers", layer=layer.name,
             evidence={**evidence, "outlier_ratio": round(layer.outlier_ratio, 1), "p999_abs": layer.p999_abs},

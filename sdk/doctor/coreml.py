@@ -17,10 +17,11 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
+from edgeship.converters.coreml import PRECISIONS
 from edgeship.doctor.layers import LayerTrace, Probe, leaf_names, op_layer, unique_names
 from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
@@ -29,6 +30,10 @@ from edgeship.runtimes._session import in_order
 
 _BATCH = 50
 SUFFIX = ".mlpackage"
+#: the precisions the doctor examines: every compressed one
+DOCTORED = frozenset(p for p in PRECISIONS if p not in ("fp16", "fp32"))
+#: examining a whole folder, a package the numpy evaluator cannot run is skipped, not an error
+BEST_EFFORT = True
 
 
 def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
@@ -62,7 +67,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
             return out
 
         compressed = mil.read(build(()))
-        known = leaf_names(source.float_keras()) if source.kind == "keras" else frozenset()
+        known = leaf_names(source.float_keras())
         traces = _traces(compressed.program, known)
         ops.update({t.name: t.tensor for t in traces.values()})
         _compare(Evaluator(mil.read(reference).program, "the uncompressed program"),
@@ -157,3 +162,14 @@ def _compare(reference: Any, compressed: Any, traces: dict[str, LayerTrace], x: 
 
 def _inputs(x: Sequence[np.ndarray]) -> str:
     return f" (each of the {len(x)} inputs fed)" if len(x) > 1 else ""
+
+
+def compute_ops(path: Path, known: Collection[str] | None = None
+                ) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
+    """The weighted compute ops of a package (type, name, whether float) and the namer of their Keras layers."""
+    from edgeship.runtimes import mil
+
+    program = mil.read(path).program
+    ops = [(op.type, op.name, not compressed) for op, compressed in mil.weighted_ops(program)]
+    layers = layer_names(program, known or frozenset())
+    return ops, lambda name, _: layers[name]

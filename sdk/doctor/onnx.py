@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Collection, Sequence
+from typing import Any, Callable, Collection, Sequence
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, un
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
 
+_ONNX_MOVES = {"QuantizeLinear", "DequantizeLinear", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+               "Concat", "Shape", "Gather", "Slice", "Split", "Identity", "Cast", "Pad", "Constant"}
+#: the precisions the doctor examines
+DOCTORED = frozenset({"int8"})
 _BATCH = 50
 _SHAPE_ONLY = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 
@@ -265,7 +269,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     rebuilt = "route" in settings
     fp = _Graph(onnx.load(str(prepared)))
     qdq = _Graph(onnx.load_from_string(build(())) if rebuilt else onnx.load(str(path)))
-    known = leaf_names(source.float_keras()) if source.kind == "keras" else frozenset()
+    known = leaf_names(source.float_keras())
     traces = _analyse(qdq, fp, x, tmp, known)
     groups.update(_groups(fp, traces))
     what = ("the doctor's post-training rebuild (the artifact came from a QAT model through TFLite)"
@@ -293,3 +297,30 @@ def _count(samples: np.ndarray | list[np.ndarray]) -> int:
 def _inputs(x: Sequence[np.ndarray]) -> str:
     """How many inputs fed the comparison, said only where there are several."""
     return f" (each of its {len(x)} inputs fed)" if len(x) > 1 else ""
+
+
+def compute_ops(path: Path, known: Any = None) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
+    """The compute ops of a ``.onnx`` file: (op type, output, whether float), and the layer namer."""
+    onnx = require("onnx", "read ONNX models")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    found = []
+    for node in graph.node:
+        if node.op_type in _ONNX_MOVES:
+            continue
+        if node.op_type.startswith("QLinear") or node.op_type.endswith("Integer"):
+            found.append((node.op_type, node.output[0], False))
+            continue
+        data = [i for i in node.input if i and i not in initializers]
+        quantized = bool(data) and all(_dequantized(i, producer) for i in data)
+        found.append((node.op_type, node.output[0] if node.output else node.name, not quantized))
+    return found, layer_name
+
+
+def _dequantized(tensor: str, producer: dict) -> bool:
+    """Whether ``tensor`` comes out of a DequantizeLinear, past data-movement nodes."""
+    node = producer.get(tensor)
+    while node is not None and node.op_type in _ONNX_MOVES - {"DequantizeLinear", "QuantizeLinear"}:
+        node = producer.get(node.input[0]) if node.input else None
+    return node is not None and node.op_type == "DequantizeLinear"

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edgeship.formats import FORMATS
 from edgeship._deps import quiet_native_stderr
 from edgeship.doctor.layers import Context
 from edgeship.doctor.records import LayerError
@@ -33,35 +34,32 @@ def int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]
     """The artifact rebuilt with ``int16_changes``. Without ai-edge-quantizer a TFLite artifact
     with float I/O falls back to TFLite's 16x8 for the whole model (16x8 has int16 input and
     output, so an int8 interface could not be kept)."""
-    from edgeship.errors import MissingDependencyError, UnsupportedModelError
+    from edgeship.errors import MissingDependencyError
 
     try:
         return rebuild(ctx, artifact, source, changes)
     except MissingDependencyError as exc:
-        if artifact.format != "tflite":
+        whole = getattr(FORMATS.get(artifact.format).doctor_module(), "whole_model_int16", None)
+        if whole is None:
             raise
-        if artifact.precision != "int8-float-io":
-            raise UnsupportedModelError(f"{exc}; without it TFLite takes int16 activations for a whole model only "
-                                        f"(16x8), with int16 input and output: {artifact.name}'s int8 interface "
-                                        "would change") from exc
-        return rebuild(ctx, artifact, source, {}, precision="int16x8")
+        return rebuild(ctx, artifact, source, {}, precision=whole(artifact, exc))
 
 
 def rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any],
              keep_qat: bool = False, precision: str | None = None) -> tuple[bytes, dict[str, Any]]:
     """``artifact`` converted again from its float reference (``source``, equalized already where
     the artifact was) with its own settings and ``changes``; returns (bytes, settings)."""
-    from edgeship.converters import backend, onnx as _onnx_conv
+    from edgeship.converters import backend
 
     settings = artifact.settings
+    converter = backend(artifact.format)
     options: dict[str, Any] = {"calibration_samples": settings.get("calibration_samples")}
-    if artifact.format == "onnx":
-        options.update(_onnx_conv.options_of(settings))
+    options.update(converter.rebuild_options(settings) if hasattr(converter, "rebuild_options") else {})
     options = {k: v for k, v in {**options, **changes}.items() if v is not None}
     float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) \
         if source.qat and not keep_qat else source
     with quiet_native_stderr():
-        return backend(artifact.format).to_bytes(float_source, precision or artifact.precision, ctx.dataset, **options)
+        return converter.to_bytes(float_source, precision or artifact.precision, ctx.dataset, **options)
 
 
 def qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[bytes, dict[str, Any]]:
@@ -74,9 +72,9 @@ def qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[byt
     from edgeship.errors import UnsupportedModelError
     from edgeship.trainers import compress
 
-    if source.kind != "keras" or len(source.input_specs) != 1:
+    if source.keras is None or len(source.input_specs) != 1:
         raise UnsupportedModelError(f"the doctor fine-tunes single-input tf_keras models; {source.name} is "
-                                    f"{'a ' + source.kind + ' model' if source.kind != 'keras' else 'multi-input'}")
+                                    f"{'a ' + source.kind + ' model' if source.keras is None else 'multi-input'}")
     keras = _keras()
     model = source.float_keras()
     clone = keras.models.clone_model(model)

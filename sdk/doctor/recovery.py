@@ -31,10 +31,11 @@ from edgeship import _io
 from edgeship._deps import quiet_native_stderr
 from edgeship.doctor import rebuild
 from edgeship.doctor.advice import ambiguous
-from edgeship.doctor.layers import Context, Probe
+from edgeship.doctor.layers import Context, Probe, leaf_names
 from edgeship.doctor.margins import strata
 from edgeship.doctor.records import LayerError, Margins, Recovery, RecoveryStep
 from edgeship.errors import EdgeshipError
+from edgeship.formats import FORMATS
 from edgeship.records import Artifact, Manifest
 from edgeship.tasks import align, delta_of, said
 
@@ -120,17 +121,18 @@ def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> li
     the zero-cost ones (calibration, equalization), then int16 for the worst ``layers``."""
     from edgeship.converters import calibration as _calibration
 
-    if artifact.format == "coreml":  # weights only, compressed without data: nothing to calibrate or equalize
+    fmt = FORMATS.get(artifact.format)
+    if fmt.weights_only:  # compressed without data: nothing to calibrate or equalize
         return []
     had = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     more = min(ctx.calibration_samples, len(ctx.dataset.inputs("train")[0]))
     steps: list[tuple[str, dict[str, Any]]] = []
     if more > had:
         steps.append(("calibration", {"calibration_samples": more}))
-    if artifact.format == "onnx":
-        method = str(artifact.settings.get("calibrate_method", "MinMax")).lower()
+    if fmt.calibration_methods:  # the other calibration methods, most robust to outliers first
+        method = str(artifact.settings.get("calibrate_method", fmt.calibration_methods[0])).lower()
         steps += [("calibration", {"calibration_samples": max(had, more), "calibrate_method": m})
-                  for m in ("percentile", "entropy") if m != method]
+                  for m in reversed(fmt.calibration_methods[1:]) if m != method]
     if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
         steps.append(("equalization", {"equalize": True}))
     if ctx.int16:
@@ -159,7 +161,7 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             step = trials.variant(method, changes, build)
             if step is not None and step.within_drop:
                 best = step
-        weights_only = artifact.format == "coreml"
+        weights_only = FORMATS.get(artifact.format).weights_only
         if not best.within_drop:
             best = _float_layers(ctx, trials, trials.steps[0], layers, monotone=weights_only)
         if weights_only and not trials.steps[0].within_drop:
@@ -320,14 +322,13 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
     time it against the artifact it replaces."""
     from edgeship.converters import _artifact
     from edgeship.doctor import readback
-    from edgeship.doctor.layers import leaf_names
 
     winner = recovery.test or next(s for s in recovery.steps if s.within_drop)
     # "precision": another uniform precision, written as convert writes it; else <precision>-<method>
     uniform = recovery.method == "precision"
     precision = winner.changes["precision"] if uniform else f"{artifact.precision}-{recovery.method}"
     final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
-    known = leaf_names(source.float_keras()) if source.kind == "keras" else None
+    known = leaf_names(source.float_keras()) or None
     # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over; a
     # uniform precision keeps only the artifact's metadata (its made_with is the converter's record)
     settings = {k: v for k, v in artifact.settings.items()
@@ -356,10 +357,9 @@ def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pro
         held = readback.read(staged, known)
         settings.update(float_layers=list(held.float_layers), float_ops=len(held.float_ops),
                         compute_ops=held.compute_ops)
-        if artifact.format == "coreml":  # as convert records a package: its compressed ops, read back
-            from edgeship.converters.coreml import held as _coreml_held
-
-            settings.update(_coreml_held(staged))
+        recorded = getattr(FORMATS.get(artifact.format).converter_module(), "recorded_settings", None)
+        if recorded is not None:  # as convert records the file: e.g. a package's compressed ops, read back
+            settings.update(recorded(staged))
         written = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,
                                  source=source, settings=settings)
     manifest = Manifest.load(ctx.folder).with_artifact(written)
@@ -371,24 +371,20 @@ def _registered(ctx: Context, artifact: Artifact, path: Path, written: Artifact,
                 recovery: Recovery) -> Recovery:
     """``recovery`` with the artifact in the folder (``written``, read back as ``held``), timed
     against the one it replaces where this host runs both."""
+    from edgeship.runtimes import timing
     from edgeship.runtimes.benchmark import compare
 
-    untimed = artifact.format == "coreml" and not _has_coreml()
+    timed, why = timing(path)
+    kind = "compressed" if FORMATS.get(artifact.format).weights_only else "int8"
     ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
-                           f"{held.compute_ops} compute ops {'compressed' if artifact.format == 'coreml' else 'int8'}); "
-                           + ("not timed: Core ML runs on macOS only" if untimed else f"timing it against {artifact.name}"))
+                           f"{held.compute_ops} compute ops {kind}); "
+                           + (f"not timed: {why}" if not timed else f"timing it against {artifact.name}"))
     recovery = dataclasses.replace(
         recovery, artifact=written, size_ratio=written.size_bytes / artifact.size_bytes,
         float_layers=held.float_layers, float_ops=held.float_ops, compute_ops=held.compute_ops)
-    if untimed:
-        return dataclasses.replace(recovery, note=f"{recovery.note}; latency not measured: Core ML runs on macOS only "
-                                                  "(this host evaluates ML Programs with numpy)")
+    if not timed:
+        return dataclasses.replace(recovery, note=f"{recovery.note}; latency not measured: {why}")
     before, after = compare([path, ctx.folder / written.path], threads=1, warmup=10, runs=ctx.runs)
     return dataclasses.replace(recovery, p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
                                p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms})
 
-
-def _has_coreml() -> bool:
-    from edgeship.runtimes.coreml import has_coreml
-
-    return has_coreml()

@@ -4,33 +4,38 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from edgeship._deps import quiet_native_stderr
-from edgeship.converters.coreml import PRECISIONS as _COREML_PRECISIONS
-from edgeship.doctor import coreml as _coreml
-from edgeship.doctor import onnx as _onnx
-from edgeship.doctor import tflite as _tflite
 from edgeship.doctor.advice import advise
 from edgeship.doctor.layers import Context, Probe, ranked
 from edgeship.doctor.margins import strata
 from edgeship.doctor.records import Diagnosis, DoctorReport, LayerError, Margins, Recovery
 from edgeship.doctor.recovery import NO_VAL, recover
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
+from edgeship.formats import FORMATS, DoctorProbe
 from edgeship.progress import Progress, log_progress
 from edgeship.records import AccuracyDelta, Artifact, Gate, Manifest, verified_path
 from edgeship.tasks import Scorer, align, parse_task, said
 from edgeship.validation import dataset_for, float_outputs
 
-__all__ = ["diagnose", "DOCTORED", "PROBES", "NO_VAL"]
+__all__ = ["diagnose", "doctored", "NO_VAL"]
 
-#: the artifacts the doctor examines: int8 TFLite and ONNX, and Core ML's compressed weights
-DOCTORED = {("tflite", "int8"), ("tflite", "int8-float-io"), ("onnx", "int8")} | \
-    {("coreml", p) for p in _COREML_PRECISIONS if p not in ("fp16", "fp32")}
-#: format -> the function that probes an artifact of it layer by layer (one module per format)
-PROBES: dict[str, Callable[..., Probe]] = {"tflite": _tflite.probe, "onnx": _onnx.probe, "coreml": _coreml.probe}
+
+def doctored() -> set[tuple[str, str]]:
+    """The (format, precision) pairs the doctor examines: each format's doctor module names its
+    own (``DOCTORED``; int8 TFLite and ONNX, Core ML's compressed weights)."""
+    return {(fmt.name, precision) for fmt in FORMATS.all() if (probe := fmt.doctor_module()) is not None
+            for precision in probe.DOCTORED}
+
+
+def _probe(fmt: str) -> DoctorProbe:
+    probe = FORMATS.get(fmt).doctor_module()
+    if probe is None:
+        raise UnsupportedModelError(f"the doctor does not examine {fmt} files")
+    return probe
 
 
 def diagnose(
@@ -99,9 +104,9 @@ def diagnose(
             try:
                 diagnoses.append(_diagnose_one(context, one))
             except UnsupportedModelError as exc:
-                if artifact is not None or one.format != "coreml":
+                if artifact is not None or not getattr(_probe(one.format), "BEST_EFFORT", False):
                     raise
-                # a Core ML package the numpy evaluator cannot run: the int8 artifacts are still examined
+                # e.g. a Core ML package the numpy evaluator cannot run: the int8 artifacts are still examined
                 skipped.append(f"{one.name}: {exc}")
                 progress("doctor", f"{one.name} not examined: {exc}")
         report = DoctorReport(
@@ -151,21 +156,22 @@ def _check_counts(**counts: Any) -> None:
 
 
 def _choose(manifest: Manifest, name: str | None) -> tuple[Artifact, ...]:
-    doctored = tuple(a for a in manifest.artifacts if (a.format, a.precision) in DOCTORED)
+    pairs = doctored()
+    examined = tuple(a for a in manifest.artifacts if (a.format, a.precision) in pairs)
     if name is not None:
         chosen = manifest.get(name)
-        if chosen not in doctored:
+        if chosen not in examined:
             raise BadInputError(
                 f"the doctor examines int8 and compressed artifacts "
-                f"({', '.join(sorted(f'{f}:{p}' for f, p in DOCTORED))}); received '{name}'"
+                f"({', '.join(sorted(f'{f}:{p}' for f, p in pairs))}); received '{name}'"
             )
         return (chosen,)
-    if not doctored:
+    if not examined:
         raise BadInputError(
             f"the folder holds no int8 or compressed artifact to examine (artifacts: "
             f"{[a.name for a in manifest.artifacts]}); convert with --to tflite:int8,onnx:int8,coreml:pal4 first"
         )
-    return doctored
+    return examined
 
 
 def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
@@ -187,7 +193,7 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
         source, _ = equalize.source(source, artifact.name)
     x = _model_inputs(ctx.dataset.inputs("test"), source, ctx.samples, artifact.name)
     try:
-        probe = PROBES[artifact.format](source, artifact, path, x, ctx.dataset)
+        probe = _probe(artifact.format).probe(source, artifact, path, x, ctx.dataset)
     except EdgeshipError:
         raise
     except Exception as exc:  # the debuggers raise their own types on models they cannot instrument

@@ -8,7 +8,7 @@ doctor reads the pairs itself to score every channel. The accumulated error is t
 rebuild (TFLiteConverter, the artifact's settings) against the float model, tensor by tensor.
 Models with layers in float come from ai-edge-quantizer (``converters.tflite_mixed``: int8
 recipes with ``NO_QUANTIZE`` on the chosen ops' output tensors, the artifact's interface kept,
-calibrated once). Ops are read from the flatbuffer with LiteRT's schema (``readback.tflite_ops``).
+calibrated once). Ops are read from the flatbuffer with LiteRT's schema (``tflite_ops``).
 Every call here is public API; TensorFlow's internal ``mlir_quantize`` (which the debugger uses
 itself, and whose public route through ``QuantizationDebugOptions(denylisted_nodes=...)`` makes
 float input and output only: docs/stack-notes.md fact 17) is not called.
@@ -20,21 +20,26 @@ import contextlib
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any, Collection, Iterator, Sequence
+from typing import Any, Callable, Collection, Iterator, Sequence
 
 import numpy as np
 
-from edgeship._deps import quiet_native_stderr
+from edgeship._deps import quiet_native_stderr, require
 from edgeship._deps import tensorflow as _tf
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import tflite as _tflite
 from edgeship.converters import tflite_mixed
 from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, unique_names
-from edgeship.doctor.readback import tflite_ops
 from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
 
+_TFLITE_MOVES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION", "PACK",
+                 "UNPACK", "SHAPE", "STRIDED_SLICE", "SLICE", "GATHER", "SPLIT", "SPLIT_V", "PAD", "PADV2",
+                 "CAST"}
+_TFLITE_FLOAT = {"FLOAT32", "FLOAT16", "FLOAT64"}
+#: the precisions the doctor examines: full integer ones
+DOCTORED = frozenset({"int8", "int8-float-io"})
 _VERIFY = "NumericVerify"
 _BATCH = 50
 
@@ -204,7 +209,7 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
             converter=converter,
             debug_dataset=lambda: ([a[i : i + 1] for a in graph_order] for i in range(len(x[0]))))
     local = _Verified(debugger.quant_model)
-    traces = _traces(local, leaf_names(source.float_keras()) if source.kind == "keras" else frozenset())
+    traces = _traces(local, leaf_names(source.float_keras()))
     for _ in local.batches(x):
         for q, f in local.pairs:
             traces[q].add(*local.values(q, f))
@@ -251,3 +256,51 @@ def _count(samples: np.ndarray | list[np.ndarray]) -> int:
 def _inputs(x: Sequence[np.ndarray]) -> str:
     """How many inputs fed the comparison, said only where there are several."""
     return f" (each of the {len(x)} inputs fed)" if len(x) > 1 else ""
+
+
+def tflite_ops(model: bytes) -> list[dict[str, Any]]:
+    """The ops of a ``.tflite`` flatbuffer's main graph in execution order: ``op_name`` (the
+    builtin's name, or a custom op's own: ``NumericVerify``), ``inputs`` and ``outputs`` (tensor
+    indices, as the interpreter numbers them) and the output tensors' ``output_types``."""
+    schema = require("ai_edge_litert.schema_py_generated", "read .tflite files")
+    root = schema.Model.GetRootAs(model, 0)
+    builtin = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = [root.OperatorCodes(i) for i in range(root.OperatorCodesLength())]
+    graph = root.Subgraphs(0)
+    ops = []
+    for i in range(graph.OperatorsLength()):
+        op = graph.Operators(i)
+        code = codes[op.OpcodeIndex()]
+        name = builtin.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
+        if name == "CUSTOM" and code.CustomCode():
+            name = code.CustomCode().decode(errors="replace")
+        outputs = [op.Outputs(j) for j in range(op.OutputsLength())]
+        ops.append({"index": i, "op_name": name, "inputs": [op.Inputs(j) for j in range(op.InputsLength())],
+                    "outputs": outputs, "output_types": [types.get(graph.Tensors(t).Type(), "") for t in outputs],
+                    "output_names": [graph.Tensors(t).Name().decode(errors="replace") for t in outputs]})
+    return ops
+
+
+def compute_ops(path: Path, known: Any = None) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
+    """The compute ops of a ``.tflite`` file: (op, output tensor, whether float), and the layer namer."""
+    found = []
+    for op in tflite_ops(path.read_bytes()):
+        if op["op_name"] in _TFLITE_MOVES or not op["outputs"]:
+            continue
+        dtype = op["output_types"][0]
+        if dtype in ("INT32", "INT64", "BOOL"):  # arg max and other index ops: neither
+            continue
+        found.append((op["op_name"], op["output_names"][0], dtype in _TFLITE_FLOAT))
+    return found, layer_name
+
+
+def whole_model_int16(artifact: Artifact, exc: Exception) -> str:
+    """The precision to rebuild with when ai-edge-quantizer (int16 on chosen tensors) is missing:
+    TFLite's 16x8 for the whole model, which has int16 input and output, so only an artifact with
+    float I/O keeps its interface."""
+    if artifact.precision != "int8-float-io":
+        raise UnsupportedModelError(f"{exc}; without it TFLite takes int16 activations for a whole model only "
+                                    f"(16x8), with int16 input and output: {artifact.name}'s int8 interface "
+                                    "would change") from exc
+    return "int16x8"
