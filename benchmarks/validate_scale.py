@@ -31,7 +31,6 @@ from pathlib import Path
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("EDGESHIP_QUIET_NATIVE", "1")
 
 MIB = 1024 * 1024
 
@@ -189,4 +188,7 @@ def _table(r: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from edgeship._deps import quiet_native
+
+    with quiet_native():  # TensorFlow's and LiteRT's C++ start-up logs stay off the tables
+        main()

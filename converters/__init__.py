@@ -6,15 +6,19 @@
 
 A target is ``format:precision``; ``FORMATS`` (``edgeship.formats``) names each format's converter
 module, whose ``PRECISIONS`` lists what it makes. Adding a format is a converter module (the
-``Converter`` contract of ``edgeship.formats``), its runtime, and one line in ``FORMATS``.
+``Converter`` contract of ``edgeship.formats``), its runtime, and one line in ``FORMATS``. What is
+converted comes from a ``Source`` plugin (``_source.SOURCES``: Keras, SavedModel, Keras 3, ONNX),
+which also writes and runs the float reference every artifact is checked against (``reference``).
+The contracts and a recipe for each: docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from edgeship.converters import _check, _notes
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
@@ -24,6 +28,7 @@ from edgeship.records import Artifact, Manifest
 log = logging.getLogger(__name__)
 
 __all__ = ["convert", "FORMATS", "parse_targets", "precisions"]
+
 
 def backend(fmt: str) -> Converter:
     """The converter module of format ``fmt``."""
@@ -90,15 +95,16 @@ def convert(
     """
     from edgeship.converters._source import resolve
     from edgeship.data import Dataset, load_dataset
-
     from edgeship.tasks import parse_task
 
     parsed = parse_targets(targets)
     task = parse_task(task)
     out = Path(out)
     if isinstance(data, Dataset) and preprocess is not None:
-        raise BadInputError("preprocess applies to data loaded by name or path; a Dataset is already preprocessed: "
-                            "pass preprocess= to load_dataset instead")
+        raise BadInputError(
+            "preprocess applies to data loaded by name or path; a Dataset is already preprocessed: "
+            "pass preprocess= to load_dataset instead"
+        )
     dataset = load_dataset(data, preprocess=preprocess) if isinstance(data, (str, Path)) else data
     source = resolve(model, name, trust_code=trust_code)
     if dataset is None or isinstance(dataset, Dataset):  # an array given as data is calibration only
@@ -111,8 +117,11 @@ def convert(
         manifest = _start_manifest(out, source, dataset, task)
         stored = _store_reference_outputs(out, manifest, dataset, trust_code) if isinstance(dataset, Dataset) else None
         # the first test samples and the float model's outputs on them: each artifact is checked on them
-        probe = ([a[:_check.SAMPLES] for a in dataset.inputs("test")], [o[:_check.SAMPLES] for o in stored]) \
-            if stored else (None, None)
+        probe = (
+            ([a[: _check.SAMPLES] for a in dataset.inputs("test")], [o[: _check.SAMPLES] for o in stored])
+            if stored
+            else (None, None)
+        )
         calibration = calibration if calibration is not None else dataset
         refused: list[str] = []
         failed: list[tuple[str, EdgeshipError, Exception]] = []
@@ -129,8 +138,13 @@ def convert(
                 refused.append(f"{fmt}:{precision}: {exc}")
                 continue
             except Exception as exc:  # one target failing never stops the others: said once at the end
-                error = exc if isinstance(exc, EdgeshipError) else ConversionError(
-                    f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}")
+                error = (
+                    exc
+                    if isinstance(exc, EdgeshipError)
+                    else ConversionError(
+                        f"converting {source.name} to {fmt}:{precision} failed: {type(exc).__name__}: {exc}"
+                    )
+                )
                 log.warning("%s:%s failed: %s", fmt, precision, error)
                 failed.append((f"{fmt}:{precision}", error, exc))
                 continue
@@ -165,8 +179,10 @@ def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_
     from edgeship.converters import reference
 
     try:
-        splits = {s: reference.compute_outputs(out, manifest, dataset, s, trust_code=trust_code)
-                  for s in reference.splits_of(dataset)}
+        splits = {
+            s: reference.compute_outputs(out, manifest, dataset, s, trust_code=trust_code)
+            for s in reference.splits_of(dataset)
+        }
         reference.store_outputs(out, manifest, dataset, splits)
     except EdgeshipError as exc:  # validate computes them itself then; the artifacts matter more
         log.warning("float outputs not stored (validate will compute them): %s", exc)
@@ -174,8 +190,9 @@ def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_
     return splits.get("test")
 
 
-def _checked(out: Path, artifact: Artifact, source: Any, tolerances: dict[str, float], inputs: Any,
-             reference: Any) -> Artifact:
+def _checked(
+    out: Path, artifact: Artifact, source: Any, tolerances: dict[str, float], inputs: Any, reference: Any
+) -> Artifact:
     """``artifact`` once its file is known to match ``source`` (``_check``); else the file is
     removed and a ConversionError says what differed."""
     from edgeship import _io
@@ -184,8 +201,10 @@ def _checked(out: Path, artifact: Artifact, source: Any, tolerances: dict[str, f
     found = _check.problems(path, source, artifact.precision, tolerances, inputs, reference)
     if found:
         _io.remove(path)
-        raise ConversionError(f"{artifact.name}: the file written does not match {source.name}, so it was not "
-                              f"recorded: {'; '.join(found)}")
+        raise ConversionError(
+            f"{artifact.name}: the file written does not match {source.name}, so it was not "
+            f"recorded: {'; '.join(found)}"
+        )
     return artifact
 
 
@@ -196,14 +215,22 @@ def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None
 
     if dataset is None or not hasattr(dataset, "options"):
         return artifact
-    meta = {"preprocess": dataset.options.get("preprocess", ""),
-            "preprocessing": {k: v for k, v in dataset.preprocessing.items() if k != "standardize"},
-            "classes": list(dataset.classes), "task": task or "", "dataset": dataset.name}
+    meta = {
+        "preprocess": dataset.options.get("preprocess", ""),
+        "preprocessing": {k: v for k, v in dataset.preprocessing.items() if k != "standardize"},
+        "classes": list(dataset.classes),
+        "task": task or "",
+        "dataset": dataset.name,
+    }
     path = out / artifact.path
     _metadata.embed(path, artifact.format, meta)
     written = _metadata.read(path, artifact.format)  # the record says what the file holds, read back
-    return dataclasses.replace(artifact, sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path),
-                               settings={**artifact.settings, "metadata": written})
+    return dataclasses.replace(
+        artifact,
+        sha256=_io.sha256_path(path),
+        size_bytes=_io.size_bytes(path),
+        settings={**artifact.settings, "metadata": written},
+    )
 
 
 def _forget(out: Path, manifest: Manifest, name: str) -> Manifest:
@@ -251,14 +278,18 @@ def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[
         want = [shape for shape, _ in source.input_specs]
         have = list(dataset.input_shapes) if dataset is not None else want
         if have != want:
-            raise BadInputError(f"the model takes {len(want)} input(s) of shapes {want} but dataset "
-                                f"'{dataset.name}' has {len(have)} of shapes {have}; in a .npz name them x_train_0, "
-                                "x_train_1, … (and x_test_…) in the order of the model's inputs")
+            raise BadInputError(
+                f"the model takes {len(want)} input(s) of shapes {want} but dataset "
+                f"'{dataset.name}' has {len(have)} of shapes {have}; in a .npz name them x_train_0, "
+                "x_train_1, … (and x_test_…) in the order of the model's inputs"
+            )
         return source, dataset
     if dataset is None:
         if source.dynamic:
-            raise BadInputError(f"{source.name} leaves input dimensions open {source.input_shape}: pass data (its "
-                                "samples fix them) or input_shape (--input-shape H,W,C)")
+            raise BadInputError(
+                f"{source.name} leaves input dimensions open {source.input_shape}: pass data (its "
+                "samples fix them) or input_shape (--input-shape H,W,C)"
+            )
         return source, dataset
     data_shape = tuple(dataset.input_shape)
     if source.dynamic:
@@ -266,11 +297,15 @@ def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[
     if data_shape + (1,) == tuple(source.input_shape):
         return source, dataset.with_channel_axis()
     if data_shape != tuple(source.input_shape):
-        hint = (" The model takes channels first: add --preprocess layout=nchw (and the scaling it was trained with)"
-                if sorted(data_shape) == sorted(source.input_shape) and data_shape[-1:] == source.input_shape[:1]
-                else " Convert with the data the model was trained on")
-        raise BadInputError(f"the model takes inputs of shape {tuple(source.input_shape)} but dataset "
-                            f"'{dataset.name}' has samples of shape {data_shape}.{hint}")
+        hint = (
+            " The model takes channels first: add --preprocess layout=nchw (and the scaling it was trained with)"
+            if sorted(data_shape) == sorted(source.input_shape) and data_shape[-1:] == source.input_shape[:1]
+            else " Convert with the data the model was trained on"
+        )
+        raise BadInputError(
+            f"the model takes inputs of shape {tuple(source.input_shape)} but dataset "
+            f"'{dataset.name}' has samples of shape {data_shape}.{hint}"
+        )
     return source, dataset
 
 
@@ -302,4 +337,3 @@ def _start_manifest(out: Path, source: Any, dataset: Any, task: str | None) -> M
     )
     manifest.save(out)
     return manifest
-

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,14 @@ SAMPLES = 8
 _WEIGHT_NAME = re.compile(r"\d+:\d+|.*(kernel|bias|weight|const|variable).*", re.IGNORECASE)
 
 
-def problems(path: Path, source: Any, precision: str, tolerances: dict[str, float],
-             inputs: Sequence[np.ndarray] | None, reference: Sequence[np.ndarray] | None) -> list[str]:
+def problems(
+    path: Path,
+    source: Any,
+    precision: str,
+    tolerances: dict[str, float],
+    inputs: Sequence[np.ndarray] | None,
+    reference: Sequence[np.ndarray] | None,
+) -> list[str]:
     """What differs between the artifact at ``path`` and ``source`` (an empty list: it matches).
     ``inputs`` and ``reference`` are the first test samples and the float model's outputs on them
     (None when convert has no data: then only the interface is compared)."""
@@ -59,13 +66,17 @@ def problems(path: Path, source: Any, precision: str, tolerances: dict[str, floa
         if out.shape != ref.shape:
             found.append(f"output {name!r} has shape {out.shape[1:]} per sample where the source's has {ref.shape[1:]}")
         elif not np.all(np.isfinite(out)):
-            found.append(f"output {name!r} is not finite on {int(np.sum(~np.isfinite(out)))} values of {SAMPLES} test samples")
+            found.append(
+                f"output {name!r} is not finite on {int(np.sum(~np.isfinite(out)))} values of {SAMPLES} test samples"
+            )
         elif precision in tolerances:
             limit = tolerances[precision] * max(float(np.max(np.abs(ref), initial=0.0)), 1e-6) + 1e-6
             error = float(np.max(np.abs(out - ref), initial=0.0))
             if error > limit:
-                found.append(f"output {name!r} is {error:.3g} from the float model on {SAMPLES} test samples "
-                             f"(a {precision} file stays within {limit:.3g})")
+                found.append(
+                    f"output {name!r} is {error:.3g} from the float model on {SAMPLES} test samples "
+                    f"(a {precision} file stays within {limit:.3g})"
+                )
     return found
 
 
@@ -76,12 +87,17 @@ def _interface(session: Any, want_inputs: int, want_outputs: int | None) -> list
         extra = have[want_inputs:]
         weights = [s.name for s in extra if _WEIGHT_NAME.fullmatch(s.name)]
         what = " that look like weights" if len(weights) == len(extra) else ""
-        found.append(f"{len(extra)} extra input(s){what}: {', '.join(s.name for s in extra[:4])}"
-                     f"{' …' if len(extra) > 4 else ''} (the source takes {want_inputs})")
+        found.append(
+            f"{len(extra)} extra input(s){what}: {', '.join(s.name for s in extra[:4])}"
+            f"{' …' if len(extra) > 4 else ''} (the source takes {want_inputs})"
+        )
     elif len(have) < want_inputs:
         found.append(f"{want_inputs - len(have)} of the source's {want_inputs} inputs missing")
     if want_outputs is not None and len(session.outputs) != want_outputs:
         missing = want_outputs - len(session.outputs)
-        found.append(f"{missing} of {want_outputs} outputs missing" if missing > 0 else
-                     f"{-missing} output(s) more than the source's {want_outputs}")
+        found.append(
+            f"{missing} of {want_outputs} outputs missing"
+            if missing > 0
+            else f"{-missing} output(s) more than the source's {want_outputs}"
+        )
     return found

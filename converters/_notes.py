@@ -16,7 +16,7 @@ import re
 import sys
 import tempfile
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 from edgeship._deps import native_is_quiet
 

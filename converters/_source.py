@@ -18,9 +18,10 @@ import dataclasses
 import logging
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -84,14 +85,20 @@ class SourceModel:
         an Input of that shape; every format then sees static shapes)."""
         shape = tuple(int(d) for d in shape)
         if len(shape) != len(self.input_shape) or any(a >= 0 and a != b for a, b in zip(self.input_shape, shape)):
-            raise BadInputError(f"{self.name} takes inputs of shape {_text(self.input_shape)}; {why} gives "
-                                f"{_text(shape)}, which does not fit")
+            raise BadInputError(
+                f"{self.name} takes inputs of shape {_text(self.input_shape)}; {why} gives "
+                f"{_text(shape)}, which does not fit"
+            )
         if self.extra_inputs:
-            raise BadInputError(f"{self.name} has {len(self.input_specs)} inputs; edgeship fixes open dimensions of "
-                                "single-input models only: export it with fixed input shapes")
+            raise BadInputError(
+                f"{self.name} has {len(self.input_specs)} inputs; edgeship fixes open dimensions of "
+                "single-input models only: export it with fixed input shapes"
+            )
         if self.keras is None:
-            raise BadInputError(f"{self.name} ({self.kind}) has open input dimensions {_text(self.input_shape)}; "
-                                "edgeship fixes them for Keras models only: export it with a fixed input shape")
+            raise BadInputError(
+                f"{self.name} ({self.kind}) has open input dimensions {_text(self.input_shape)}; "
+                "edgeship fixes them for Keras models only: export it with a fixed input shape"
+            )
         keras = _keras()
         log.info("fixing the open input dimensions of %s to %s (%s)", self.name, shape, why)
 
@@ -99,11 +106,16 @@ class SourceModel:
             inp = keras.Input(shape=shape, dtype=model.inputs[0].dtype, name="input")
             return keras.Model(inp, model(inp), name=model.name)
 
-        reference = None if self.reference is None else (
-            fixed(self.reference) if self.reference is not self.keras else None)
+        reference = (
+            None if self.reference is None else (fixed(self.reference) if self.reference is not self.keras else None)
+        )
         wrapped = fixed(self.keras)
-        return dataclasses.replace(self, input_shape=shape, keras=wrapped,
-                                   reference=reference if reference is not None else (None if self.qat else wrapped))
+        return dataclasses.replace(
+            self,
+            input_shape=shape,
+            keras=wrapped,
+            reference=reference if reference is not None else (None if self.qat else wrapped),
+        )
 
 
 def _text(shape: tuple[int, ...]) -> str:
@@ -115,12 +127,21 @@ def _inputs_keras(model: Any) -> list[tuple[tuple[int, ...], str]]:
     return [(tuple(-1 if d is None else int(d) for d in t.shape[1:]), t.dtype.name) for t in model.inputs]
 
 
-def _from_keras(model: Any, name: str, origin: str, reference: Any = None, record: TrainingRecord | None = None) -> SourceModel:
+def _from_keras(
+    model: Any, name: str, origin: str, reference: Any = None, record: TrainingRecord | None = None
+) -> SourceModel:
     qat = is_qat(model)
     (shape, dtype), *extra = _inputs_keras(model)
     return SourceModel(
-        name=name, origin=origin, input_shape=shape, keras=model, input_dtype=dtype, extra_inputs=tuple(extra),
-        reference=reference if reference is not None else (None if qat else model), qat=qat, record=record,
+        name=name,
+        origin=origin,
+        input_shape=shape,
+        keras=model,
+        input_dtype=dtype,
+        extra_inputs=tuple(extra),
+        reference=reference if reference is not None else (None if qat else model),
+        qat=qat,
+        record=record,
     )
 
 
@@ -130,10 +151,14 @@ def _saved_model_shape(folder: Path) -> tuple[int, ...]:
         loaded = tf.saved_model.load(str(folder))
         fn = loaded.signatures["serving_default"]
     except Exception as exc:  # TF raises many types for a bad SavedModel
-        raise BadArtifactError(f"{folder} is not a loadable SavedModel with a 'serving_default' signature: {exc}") from exc
+        raise BadArtifactError(
+            f"{folder} is not a loadable SavedModel with a 'serving_default' signature: {exc}"
+        ) from exc
     specs = list(fn.structured_input_signature[1].values())
     if len(specs) != 1:
-        raise UnsupportedModelError(f"edgeship converts single-input models; {folder} has inputs {[s.name for s in specs]}")
+        raise UnsupportedModelError(
+            f"edgeship converts single-input models; {folder} has inputs {[s.name for s in specs]}"
+        )
     return tuple(-1 if d is None else int(d) for d in specs[0].shape[1:])
 
 
@@ -146,8 +171,14 @@ def _from_keras3(model: Any, name: str) -> SourceModel:
     except Exception as exc:
         tmp.cleanup()
         raise BadInputError(f"this Keras 3 model could not be exported to a SavedModel: {exc}") from exc
-    return SourceModel(name=name, origin="<keras 3 model>", input_shape=_saved_model_shape(folder),
-                       saved_model=folder, kind="saved_model", _tmp=[tmp])
+    return SourceModel(
+        name=name,
+        origin="<keras 3 model>",
+        input_shape=_saved_model_shape(folder),
+        saved_model=folder,
+        kind="saved_model",
+        _tmp=[tmp],
+    )
 
 
 class Source(Protocol):
@@ -244,8 +275,13 @@ class SavedModelSource:
         return isinstance(model, Path) and model.is_dir() and (model / "saved_model.pb").is_file()
 
     def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
-        return SourceModel(name=name or model.name, origin=str(model), input_shape=_saved_model_shape(model),
-                           saved_model=model, kind=self.name)
+        return SourceModel(
+            name=name or model.name,
+            origin=str(model),
+            input_shape=_saved_model_shape(model),
+            saved_model=model,
+            kind=self.name,
+        )
 
     def write_reference(self, source: SourceModel, folder: Path) -> Path:
         from edgeship import _io
@@ -276,7 +312,7 @@ class Keras3Source(SavedModelSource):
         return not isinstance(model, Path) and type(model).__module__.startswith("keras")
 
     def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
-        return _from_keras3(model, name or getattr(model, "name", "model"))
+        return _from_keras3(model, name or str(getattr(model, "name", "model")))
 
 
 class OnnxSource:
@@ -292,10 +328,19 @@ class OnnxSource:
 
         session = load(model)
         if len(session.inputs) != 1:
-            raise UnsupportedModelError(f"edgeship converts single-input models; {model.name} has {len(session.inputs)}")
+            raise UnsupportedModelError(
+                f"edgeship converts single-input models; {model.name} has {len(session.inputs)}"
+            )
         shape = tuple(max(d, 1) for d in session.inputs[0].shape[1:])
-        return SourceModel(name=name or model.stem, origin=str(model), input_shape=shape, onnx=model,
-                           input_dtype=session.inputs[0].dtype, kind=self.name, formats=(self.name,))
+        return SourceModel(
+            name=name or model.stem,
+            origin=str(model),
+            input_shape=shape,
+            onnx=model,
+            input_dtype=session.inputs[0].dtype,
+            kind=self.name,
+            formats=(self.name,),
+        )
 
     def write_reference(self, source: SourceModel, folder: Path) -> Path:
         from edgeship import _io
@@ -312,5 +357,7 @@ class OnnxSource:
 
 
 #: every source, in the order ``resolve`` asks them
-SOURCES: Registry[Source] = Registry("edgeship.sources", {
-    "keras": KerasSource(), "saved_model": SavedModelSource(), "keras3": Keras3Source(), "onnx": OnnxSource()})
+SOURCES: Registry[Source] = Registry(
+    "edgeship.sources",
+    {"keras": KerasSource(), "saved_model": SavedModelSource(), "keras3": Keras3Source(), "onnx": OnnxSource()},
+)

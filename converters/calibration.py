@@ -14,8 +14,14 @@ DEFAULT_SAMPLES = 200
 MAX_SAMPLES = 500
 
 
-def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samples: int = DEFAULT_SAMPLES,
-            dtype: str = "float32") -> np.ndarray:
+def prepare(
+    calibration: Any,
+    input_shape: tuple[int, ...],
+    *,
+    target: str,
+    samples: int = DEFAULT_SAMPLES,
+    dtype: str = "float32",
+) -> np.ndarray:
     """Return calibration samples shaped ``(n,) + input_shape`` in the model's input ``dtype``
     (float32, or integer ids for an Embedding) or say what is wrong.
 
@@ -46,17 +52,23 @@ def prepare(calibration: Any, input_shape: tuple[int, ...], *, target: str, samp
         raise BadInputError(f"calibration data for {target} is empty; give 100-500 samples from the training split")
     if np.dtype(dtype).kind in "iu":
         if x.dtype.kind == "f" and not np.array_equal(x, np.round(x)):
-            raise BadInputError(f"{target}: the model takes {dtype} ids but the calibration samples are fractional "
-                                f"floats; pass the ids as stored (--preprocess none)")
+            raise BadInputError(
+                f"{target}: the model takes {dtype} ids but the calibration samples are fractional "
+                f"floats; pass the ids as stored (--preprocess none)"
+            )
         return x[:cap].astype(dtype)
     x = x[:cap].astype(np.float32)
     if not np.all(np.isfinite(x)):
         bad = int(np.sum(~np.isfinite(x).reshape(len(x), -1).all(axis=1)))
-        raise BadInputError(f"calibration data for {target} has {bad} samples with NaN or infinite values; clean them first")
+        raise BadInputError(
+            f"calibration data for {target} has {bad} samples with NaN or infinite values; clean them first"
+        )
     return x
 
 
-def prepare_all(calibration: Any, source: Any, *, target: str, samples: int = DEFAULT_SAMPLES) -> np.ndarray | list[np.ndarray]:
+def prepare_all(
+    calibration: Any, source: Any, *, target: str, samples: int = DEFAULT_SAMPLES
+) -> np.ndarray | list[np.ndarray]:
     """``prepare`` for every input of ``source``: one array for a single-input model, else a list
     in the model's input order (a Dataset gives one array per input; so must a caller)."""
     specs = source.input_specs
@@ -65,10 +77,16 @@ def prepare_all(calibration: Any, source: Any, *, target: str, samples: int = DE
     if hasattr(calibration, "calibration"):
         calibration = calibration.calibration(int(samples))
     if not isinstance(calibration, (tuple, list)) or len(calibration) != len(specs):
-        raise BadInputError(f"{target}: the model has {len(specs)} inputs, so calibration data is one array per "
-                            f"input, in the model's order; received {type(calibration).__name__}")
-    arrays = [prepare(c, shape, target=f"{target} (input {i})", samples=samples, dtype=dtype)
-              for i, (c, (shape, dtype)) in enumerate(zip(calibration, specs))]
+        raise BadInputError(
+            f"{target}: the model has {len(specs)} inputs, so calibration data is one array per "
+            f"input, in the model's order; received {type(calibration).__name__}"
+        )
+    arrays = [
+        prepare(c, shape, target=f"{target} (input {i})", samples=samples, dtype=dtype)
+        for i, (c, (shape, dtype)) in enumerate(zip(calibration, specs))
+    ]
     if len({len(a) for a in arrays}) != 1:
-        raise BadInputError(f"{target}: every input needs as many calibration samples; received {[len(a) for a in arrays]}")
+        raise BadInputError(
+            f"{target}: every input needs as many calibration samples; received {[len(a) for a in arrays]}"
+        )
     return arrays

@@ -11,8 +11,9 @@ import contextlib
 import logging
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -73,17 +74,24 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
             f"{source.origin} is an ONNX model; coremltools 9 has no ONNX frontend. Convert the original Keras "
             "or SavedModel model to Core ML"
         )
-    model = str(source.saved_model) if source.kind == "saved_model" else source.float_keras()
+    keras = source.float_keras()
+    model = str(source.saved_model) if source.kind == "saved_model" else keras
     batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
     inputs = None  # a SavedModel keeps its own input name and shape
     if source.kind == "keras":
-        inputs = [ct.TensorType(name=tensor.name.split(":")[0], shape=(batch,) + tuple(shape), dtype=getattr(np, dtype))
-                  for tensor, (shape, dtype) in zip(model.inputs, source.input_specs)]
+        inputs = [
+            ct.TensorType(name=tensor.name.split(":")[0], shape=(batch,) + tuple(shape), dtype=getattr(np, dtype))
+            for tensor, (shape, dtype) in zip(keras.inputs, source.input_specs)
+        ]
     compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     try:
         return ct.convert(
-            model, convert_to="mlprogram", inputs=inputs, compute_precision=compute,
-            minimum_deployment_target=getattr(ct.target, target(precision)), skip_model_load=True,
+            model,
+            convert_to="mlprogram",
+            inputs=inputs,
+            compute_precision=compute,
+            minimum_deployment_target=getattr(ct.target, target(precision)),
+            skip_model_load=True,
         )
     except NotImplementedError as exc:
         ops = re.findall(r"TF op '(\w+)'", str(exc))
@@ -91,8 +99,9 @@ def _program(source: Any, ct: Any, precision: str) -> Any:
         raise UnsupportedModelError(f"coremltools cannot convert {what} to Core ML") from exc
     except (ValueError, TypeError, AssertionError, KeyError) as exc:  # its frontend fails on graphs it cannot map
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnsupportedModelError(f"coremltools {ct.__version__} cannot convert this model to Core ML "
-                                    f"({type(exc).__name__}: {first[:200]})") from exc
+        raise UnsupportedModelError(
+            f"coremltools {ct.__version__} cannot convert this model to Core ML ({type(exc).__name__}: {first[:200]})"
+        ) from exc
 
 
 def target(precision: str) -> str:
@@ -115,23 +124,35 @@ def compress(mlmodel: Any, precision: str, source: Any, options: dict[str, Any])
     eight = sorted(options.get("eight_bit") or ())
     if eight:
         if precision not in EIGHT_BIT:
-            raise UnsupportedModelError(f"coreml:{precision} has no 8-bit form of its own; keep ops uncompressed "
-                                        f"instead (precisions with one: {sorted(EIGHT_BIT)})")
+            raise UnsupportedModelError(
+                f"coreml:{precision} has no 8-bit form of its own; keep ops uncompressed "
+                f"instead (precisions with one: {sorted(EIGHT_BIT)})"
+            )
         finer, _ = _config(opt, EIGHT_BIT[precision], source, options, threshold)
         names.update({name: finer for name in eight})
-    compressor = opt.linear_quantize_weights if isinstance(config, opt.OpLinearQuantizerConfig) else \
-        opt.palettize_weights if isinstance(config, opt.OpPalettizerConfig) else opt.prune_weights
+    compressor = (
+        opt.linear_quantize_weights
+        if isinstance(config, opt.OpLinearQuantizerConfig)
+        else opt.palettize_weights
+        if isinstance(config, opt.OpPalettizerConfig)
+        else opt.prune_weights
+    )
     with _root_warnings_from_coremltools_off():
         model = compressor(mlmodel, opt.OptimizationConfig(global_config=config, op_name_configs=names))
     keep = sorted(options.get("keep") or ())
-    return {"model": model, **record, **({"kept_ops": keep} if keep else {}),
-            **({"eight_bit_ops": eight} if eight else {})}
+    return {
+        "model": model,
+        **record,
+        **({"kept_ops": keep} if keep else {}),
+        **({"eight_bit_ops": eight} if eight else {}),
+    }
 
 
 @contextlib.contextmanager
 def _root_warnings_from_coremltools_off() -> Iterator[None]:
     """coremltools' compressors warn on the root logger for each weight they skip (channels not
     divisible into blocks, too small): ``held`` records those ops in the artifact's settings instead."""
+
     def outside(record: logging.LogRecord) -> bool:
         return "coremltools" not in record.pathname
 
@@ -146,35 +167,61 @@ def _root_warnings_from_coremltools_off() -> Iterator[None]:
 #: precision -> the same compression at 8 bits, for the ops it hurts most (``compress``'s ``eight_bit``)
 EIGHT_BIT = {"pal2": "pal8", "pal4": "pal8", "pal6": "pal8", "pal4-grouped": "pal8-grouped", "w4-block": "w8-block"}
 #: precision -> the next finer uniform precision a user would convert to instead
-FINER = {"pal2": "pal4", "pal4": "pal6", "pal6": "pal8", "pal8": "w8", "pal4-grouped": "pal6", "w4-block": "w8-block",
-         "w8": "fp16", "w8-block": "fp16"}
+FINER = {
+    "pal2": "pal4",
+    "pal4": "pal6",
+    "pal6": "pal8",
+    "pal8": "w8",
+    "pal4-grouped": "pal6",
+    "w4-block": "w8-block",
+    "w8": "fp16",
+    "w8-block": "fp16",
+}
 
 
-def _config(opt: Any, precision: str, source: Any, options: dict[str, Any], threshold: int) -> tuple[Any, dict[str, Any]]:
+def _config(
+    opt: Any, precision: str, source: Any, options: dict[str, Any], threshold: int
+) -> tuple[Any, dict[str, Any]]:
     """The coremltools OpCompressorConfig of ``precision`` and the settings that record it."""
     if precision == "w8":
-        return (opt.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=threshold),
-                {"compression": "int8 linear symmetric", "granularity": "per_channel", "weight_threshold": threshold})
+        return (
+            opt.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel", weight_threshold=threshold),
+            {"compression": "int8 linear symmetric", "granularity": "per_channel", "weight_threshold": threshold},
+        )
     if precision in ("w8-block", "w4-block"):
         block = int(options.get("block_size", BLOCK_SIZE))
         dtype = "int8" if precision == "w8-block" else "int4"
-        config = opt.OpLinearQuantizerConfig(mode="linear_symmetric", dtype=dtype, granularity="per_block",
-                                             block_size=block, weight_threshold=threshold)
-        return config, {"compression": f"{dtype} linear symmetric", "granularity": "per_block", "block_size": block,
-                        "weight_threshold": threshold}
+        config = opt.OpLinearQuantizerConfig(
+            mode="linear_symmetric", dtype=dtype, granularity="per_block", block_size=block, weight_threshold=threshold
+        )
+        return config, {
+            "compression": f"{dtype} linear symmetric",
+            "granularity": "per_block",
+            "block_size": block,
+            "weight_threshold": threshold,
+        }
     if precision.startswith("pal") and precision.endswith("-grouped"):
         bits, group = int(precision[3:].split("-")[0]), int(options.get("group_size", GROUP_SIZE))
-        config = opt.OpPalettizerConfig(mode="kmeans", nbits=bits, granularity="per_grouped_channel", group_size=group,
-                                        weight_threshold=threshold)
-        return config, {"compression": f"{bits}-bit k-means palettization", "granularity": "per_grouped_channel",
-                        "group_size": group, "weight_threshold": threshold}
+        config = opt.OpPalettizerConfig(
+            mode="kmeans", nbits=bits, granularity="per_grouped_channel", group_size=group, weight_threshold=threshold
+        )
+        return config, {
+            "compression": f"{bits}-bit k-means palettization",
+            "granularity": "per_grouped_channel",
+            "group_size": group,
+            "weight_threshold": threshold,
+        }
     if precision.startswith("pal"):
         bits = int(precision[3:])
-        return (opt.OpPalettizerConfig(mode="kmeans", nbits=bits, weight_threshold=threshold),
-                {"compression": f"{bits}-bit k-means palettization", "weight_threshold": threshold})
+        return (
+            opt.OpPalettizerConfig(mode="kmeans", nbits=bits, weight_threshold=threshold),
+            {"compression": f"{bits}-bit k-means palettization", "weight_threshold": threshold},
+        )
     sparsity = source.record.sparsity if source.record is not None else {}
     if sparsity and min(sparsity.values()) > 0.3:
-        config = opt.OpThresholdPrunerConfig(threshold=1e-12, minimum_sparsity_percentile=0.3, weight_threshold=threshold)
+        config = opt.OpThresholdPrunerConfig(
+            threshold=1e-12, minimum_sparsity_percentile=0.3, weight_threshold=threshold
+        )
         how = "threshold pruning (the model is already sparse)"
     else:
         target = float(options.get("target_sparsity", 0.5))
@@ -185,6 +232,7 @@ def _config(opt: Any, precision: str, source: Any, options: dict[str, Any], thre
 
 def specs(mlmodel_spec: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Input and output TensorSpecs from a Core ML model spec (-1 for a flexible dimension)."""
+
     def one(feature: Any) -> TensorSpec:
         array = feature.type.multiArrayType
         shape = [int(d) for d in array.shape]
@@ -223,8 +271,11 @@ def recorded_settings(package: Path) -> dict[str, Any]:
     request, or skipped by coremltools: too small for ``weight_threshold``, channels not divisible
     into blocks)."""
     ops = mil.weighted_ops(mil.read(package).program)
-    return {"compute_ops": len(ops), "compressed_ops": sum(c for _, c in ops),
-            "uncompressed_ops": [op.name for op, c in ops if not c]}
+    return {
+        "compute_ops": len(ops),
+        "compressed_ops": sum(c for _, c in ops),
+        "uncompressed_ops": [op.name for op, c in ops if not c],
+    }
 
 
 def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
@@ -236,8 +287,17 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
         mlmodel.save(str(staged))
         if precision not in ("fp16", "fp32"):
             settings.update(recorded_settings(staged))
-        return _artifact.make(staged, out, final=path, fmt="coreml", precision=precision, source=source,
-                              settings=settings, inputs=inputs, outputs=outputs)
+        return _artifact.make(
+            staged,
+            out,
+            final=path,
+            fmt="coreml",
+            precision=precision,
+            source=source,
+            settings=settings,
+            inputs=inputs,
+            outputs=outputs,
+        )
 
 
 def embed_metadata(path: Path, text: str) -> None:

@@ -50,8 +50,17 @@ class Pair:
 def _kinds(keras: Any) -> tuple[tuple[type, ...], tuple[type, ...]]:
     L = keras.layers
     weighted = (L.Conv2D, L.Dense, L.DepthwiseConv2D)
-    passing = (L.ReLU, L.LeakyReLU, L.MaxPooling2D, L.AveragePooling2D, L.GlobalAveragePooling2D,
-               L.GlobalMaxPooling2D, L.Dropout, L.SpatialDropout2D, L.ZeroPadding2D)
+    passing = (
+        L.ReLU,
+        L.LeakyReLU,
+        L.MaxPooling2D,
+        L.AveragePooling2D,
+        L.GlobalAveragePooling2D,
+        L.GlobalMaxPooling2D,
+        L.Dropout,
+        L.SpatialDropout2D,
+        L.ZeroPadding2D,
+    )
     return weighted, passing
 
 
@@ -83,28 +92,31 @@ def _weighted(keras: Any, layer: Any) -> bool:
     return True
 
 
-def _consumers(model: Any) -> dict[str, list[str]] | None:
+def _consumers(model: Any) -> dict[str, list[str] | None]:
     """Layer name -> the names of the layers that read its output, inside ``model``; None for a
     layer called more than once (a shared layer cannot be scaled for one caller)."""
     keras = _keras()
     if isinstance(model, keras.Sequential):
-        names = [l.name for l in model.layers]
-        return {a: [b] for a, b in zip(names, names[1:])} | ({names[-1]: []} if names else {})
+        names = [each.name for each in model.layers]
+        chain: dict[str, list[str] | None] = {a: [b] for a, b in zip(names, names[1:])}
+        return chain | ({names[-1]: []} if names else {})
     config = model.get_config()
-    readers: dict[str, list[str]] = {l["name"]: [] for l in config["layers"]}
+    readers: dict[str, list[str] | None] = {entry["name"]: [] for entry in config["layers"]}
     for layer in config["layers"]:
         nodes = layer.get("inbound_nodes") or []
         if len(nodes) > 1:
-            readers[layer["name"]] = None  # type: ignore[assignment]
+            readers[layer["name"]] = None
         for node in nodes:
-            for inbound in (node if isinstance(node, list) else [node]):
+            for inbound in node if isinstance(node, list) else [node]:
                 producer = inbound[0] if isinstance(inbound, (list, tuple)) else inbound.get("args", [{}])
-                if isinstance(producer, str) and readers.get(producer) is not None:
-                    readers[producer].append(layer["name"])
+                read = readers.get(producer) if isinstance(producer, str) else None
+                if read is not None:
+                    read.append(layer["name"])
     outputs = {o[0] for o in config.get("output_layers", [])}
     for name in outputs:  # a model output is read outside: its layer cannot be scaled
-        if readers.get(name) is not None:
-            readers[name].append("<output>")
+        read = readers.get(name)
+        if read is not None:
+            read.append("<output>")
     return readers
 
 
@@ -117,7 +129,7 @@ def find_pairs(model: Any) -> list[tuple[Any, Any, Any]]:
     except Exception as exc:  # a model whose config cannot be read has no pairs we can trust
         log.info("equalization skips %s: its graph could not be read (%s)", model.name, exc)
         return found
-    by_name = {l.name: l for l in model.layers}
+    by_name = {each.name: each for each in model.layers}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             found.extend(find_pairs(layer))
@@ -166,8 +178,12 @@ def _in_range(second: Any) -> np.ndarray:
 
 def _bn(layer: Any) -> tuple[np.ndarray, ...]:
     weights = dict(zip([w.name.split("/")[-1].split(":")[0] for w in layer.weights], layer.get_weights()))
-    return (np.asarray(weights["gamma"], np.float64), np.asarray(weights["beta"], np.float64),
-            np.asarray(weights["moving_mean"], np.float64), np.asarray(weights["moving_variance"], np.float64))
+    return (
+        np.asarray(weights["gamma"], np.float64),
+        np.asarray(weights["beta"], np.float64),
+        np.asarray(weights["moving_mean"], np.float64),
+        np.asarray(weights["moving_variance"], np.float64),
+    )
 
 
 def _divide_outputs(scaled: Any, s: np.ndarray) -> None:
@@ -217,8 +233,10 @@ def equalize(model: Any) -> tuple[Any, list[Pair]]:
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
     except Exception as exc:  # clone_model raises whatever a layer's from_config raises
-        raise UnsupportedModelError(f"cross-layer equalization needs a model Keras can clone; {model.name} cannot "
-                                    f"be ({type(exc).__name__}: {str(exc)[:200]}): convert without equalize") from exc
+        raise UnsupportedModelError(
+            f"cross-layer equalization needs a model Keras can clone; {model.name} cannot "
+            f"be ({type(exc).__name__}: {str(exc)[:200]}): convert without equalize"
+        ) from exc
     # channels line up through everything find_pairs passes; the check keeps a surprise harmless
     triples = [t for t in find_pairs(clone) if len(_out_range(t[0], t[1])) == len(_in_range(t[2]))]
     before = [_spread(_out_range(f, s)) for f, s, _ in triples]
@@ -238,8 +256,16 @@ def equalize(model: Any) -> tuple[Any, list[Pair]]:
     pairs = []
     for (first, scaled, second), spread in zip(triples, before):
         r1 = _out_range(first, scaled)
-        pairs.append(Pair(first=first.name, scaled=scaled.name, second=second.name, channels=len(r1),
-                          spread_before=spread, spread_after=_spread(r1)))
+        pairs.append(
+            Pair(
+                first=first.name,
+                scaled=scaled.name,
+                second=second.name,
+                channels=len(r1),
+                spread_before=spread,
+                spread_after=_spread(r1),
+            )
+        )
     return clone, pairs
 
 
@@ -250,13 +276,22 @@ def source(model: Any, target: str) -> tuple[Any, dict[str, Any]]:
 
     if model.keras is None or model.qat:
         what = "a QAT model (its ranges were trained)" if model.qat else f"a {model.kind} model"
-        raise UnsupportedModelError(f"{target}: cross-layer equalization rescales Keras weights; {model.name} is "
-                                    f"{what}: convert it without equalize")
+        raise UnsupportedModelError(
+            f"{target}: cross-layer equalization rescales Keras weights; {model.name} is "
+            f"{what}: convert it without equalize"
+        )
     equalized, pairs = equalize(model.float_keras())
     worst = max(pairs, key=lambda p: p.spread_before, default=None)
-    log.info("%s: %d layer pair(s) equalized%s", target, len(pairs),
-             f"; widest channel spread {worst.spread_before:.1f}x -> {worst.spread_after:.1f}x at {worst.scaled}"
-             if worst else " (none found: the model is quantized as it is)")
-    settings = {"equalized": [f"{p.scaled}->{p.second}" for p in pairs],
-                "equalized_spread": {p.scaled: [round(p.spread_before, 2), round(p.spread_after, 2)] for p in pairs}}
+    log.info(
+        "%s: %d layer pair(s) equalized%s",
+        target,
+        len(pairs),
+        f"; widest channel spread {worst.spread_before:.1f}x -> {worst.spread_after:.1f}x at {worst.scaled}"
+        if worst
+        else " (none found: the model is quantized as it is)",
+    )
+    settings = {
+        "equalized": [f"{p.scaled}->{p.second}" for p in pairs],
+        "equalized_spread": {p.scaled: [round(p.spread_before, 2), round(p.spread_after, 2)] for p in pairs},
+    }
     return dataclasses.replace(model, keras=equalized, reference=equalized), settings

@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import platform
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,9 @@ import numpy as np
 from edgeship import _io
 from edgeship._deps import require
 from edgeship._deps import tensorflow as _tf
-from edgeship.converters import _artifact, calibration as _calibration, equalize as _equalize
+from edgeship.converters import _artifact
+from edgeship.converters import calibration as _calibration
+from edgeship.converters import equalize as _equalize
 from edgeship.errors import BadInputError, ConversionError, UnsupportedModelError
 from edgeship.records import Artifact
 
@@ -67,8 +69,10 @@ def float_model(source: Any, opset: int) -> Any:
     """The float model as an onnx ModelProto with input 'input' (dynamic batch)."""
     tf = _tf()
     tf2onnx = require("tf2onnx", "convert to ONNX")
-    spec = tuple(tf.TensorSpec((None,) + tuple(shape), tf.as_dtype(dtype), name="input" if i == 0 else f"input_{i}")
-                 for i, (shape, dtype) in enumerate(source.input_specs))
+    spec = tuple(
+        tf.TensorSpec((None,) + tuple(shape), tf.as_dtype(dtype), name="input" if i == 0 else f"input_{i}")
+        for i, (shape, dtype) in enumerate(source.input_specs)
+    )
     if source.kind == "onnx":
         return require("onnx").load(str(source.onnx))
     if source.kind == "saved_model":
@@ -112,13 +116,22 @@ def options_of(settings: dict[str, Any]) -> dict[str, Any]:
     """The options that make an artifact again, from the settings it recorded (``quantize``'s and
     ``convert``'s keywords)."""
     methods = {v: k for k, v in CALIBRATE_METHODS.items()}
-    return {"reduce_range": bool(settings.get("reduce_range", False)), "per_channel": bool(settings.get("per_channel", True)),
-            "calibrate_method": methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
-            "activation_type": settings.get("activation_type", "uint8"), "opset": settings.get("opset", DEFAULT_OPSET)}
+    return {
+        "reduce_range": bool(settings.get("reduce_range", False)),
+        "per_channel": bool(settings.get("per_channel", True)),
+        "calibrate_method": methods.get(settings.get("calibrate_method", "MinMax"), "minmax"),
+        "activation_type": settings.get("activation_type", "uint8"),
+        "opset": settings.get("opset", DEFAULT_OPSET),
+    }
 
 
-def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarray | list[np.ndarray] | None,
-             options: dict[str, Any]) -> dict[str, Any]:
+def quantize(
+    model_path: Path,
+    out_path: Path,
+    precision: str,
+    samples: np.ndarray | list[np.ndarray] | None,
+    options: dict[str, Any],
+) -> dict[str, Any]:
     q = require("onnxruntime.quantization", "quantize ONNX models")
     defaults = quant_defaults()
     reduce_range = options.get("reduce_range", defaults["reduce_range"])
@@ -129,9 +142,14 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
         "quantizer": f"onnxruntime {require('onnxruntime').__version__}",
     }
     if precision == "dynamic":
-        q.quantize_dynamic(str(model_path), str(out_path), weight_type=q.QuantType.QInt8,
-                           per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-                           op_types_to_quantize=options.get("op_types", ["MatMul", "Gemm"]))
+        q.quantize_dynamic(
+            str(model_path),
+            str(out_path),
+            weight_type=q.QuantType.QInt8,
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
+            op_types_to_quantize=options.get("op_types", ["MatMul", "Gemm"]),
+        )
         settings["op_types"] = list(options.get("op_types", ["MatMul", "Gemm"]))
         return settings
     method = str(options.get("calibrate_method", "minmax")).lower()
@@ -142,21 +160,36 @@ def quantize(model_path: Path, out_path: Path, precision: str, samples: np.ndarr
     initializers = {t.name for t in graph.initializer}
     names = [i.name for i in graph.input if i.name not in initializers]
     int16 = list(options.get("int16_tensors") or [])
-    extra = ({"TensorQuantOverrides": {t: [{"quant_type": q.QuantType.QInt16}] for t in int16},
-              "UseQDQContribOps": True} if int16 else None)  # int16 Q/DQ: com.microsoft ops below opset 21
+    extra = (
+        {"TensorQuantOverrides": {t: [{"quant_type": q.QuantType.QInt16}] for t in int16}, "UseQDQContribOps": True}
+        if int16
+        else None
+    )  # int16 Q/DQ: com.microsoft ops below opset 21
+    if samples is None:
+        raise BadInputError(f"onnx:{precision} is calibrated: pass data or calibration samples")
     with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print their progress
         q.quantize_static(
-            str(model_path), str(out_path), _Reader(names, samples),
-            quant_format=q.QuantFormat.QDQ, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+            str(model_path),
+            str(out_path),
+            _Reader(names, samples),
+            quant_format=q.QuantFormat.QDQ,
+            per_channel=settings["per_channel"],
+            reduce_range=settings["reduce_range"],
             activation_type=q.QuantType.QUInt8 if activation == "uint8" else q.QuantType.QInt8,
             weight_type=q.QuantType.QInt8,
             calibrate_method=getattr(q.CalibrationMethod, CALIBRATE_METHODS[method]),
-            nodes_to_exclude=options.get("nodes_to_exclude"), extra_options=extra,
+            nodes_to_exclude=options.get("nodes_to_exclude"),
+            extra_options=extra,
         )
     if int16:
         settings["int16_tensors"] = int16
-    settings.update(format="QDQ", calibrate_method=CALIBRATE_METHODS[method], activation_type=activation,
-                    weight_type="int8", calibration_samples=len(samples[0] if isinstance(samples, list) else samples))
+    settings.update(
+        format="QDQ",
+        calibrate_method=CALIBRATE_METHODS[method],
+        activation_type=activation,
+        weight_type="int8",
+        calibration_samples=len(samples[0] if isinstance(samples, list) else samples),
+    )
     return settings
 
 
@@ -167,7 +200,9 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
     with tempfile.TemporaryDirectory(prefix="edgeship-onnx-") as tmp, _io.staged(path) as staged:
         settings = _write(source, staged, Path(tmp), precision, calibration, options)
         _check(staged, path, onnx)
-        artifact = _artifact.make(staged, out, final=path, fmt="onnx", precision=precision, source=source, settings=settings)
+        artifact = _artifact.make(
+            staged, out, final=path, fmt="onnx", precision=precision, source=source, settings=settings
+        )
     return artifact
 
 
@@ -179,7 +214,9 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
         return path.read_bytes(), settings
 
 
-def _write(source: Any, path: Path, tmp: Path, precision: str, calibration: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _write(
+    source: Any, path: Path, tmp: Path, precision: str, calibration: Any, options: dict[str, Any]
+) -> dict[str, Any]:
     onnx = require("onnx", "write ONNX models")
     opset = int(options.get("opset", DEFAULT_OPSET))
     if not 9 <= opset <= MAX_OPSET:
@@ -218,13 +255,18 @@ def prepare_for_quantization(model_proto: Any, tmp: Path) -> tuple[Path, dict[st
     return prepared, {"pre_processed": True}
 
 
-def _quantize_proto(model_proto: Any, tmp: Path, staged: Path, precision: str, source: Any,
-                    calibration: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _quantize_proto(
+    model_proto: Any, tmp: Path, staged: Path, precision: str, source: Any, calibration: Any, options: dict[str, Any]
+) -> dict[str, Any]:
     prepared, settings = prepare_for_quantization(model_proto, tmp)
     samples = None
     if precision == "int8":
-        samples = _calibration.prepare_all(calibration, source, target="onnx:int8",
-                                           samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+        samples = _calibration.prepare_all(
+            calibration,
+            source,
+            target="onnx:int8",
+            samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES),
+        )
     return {**settings, **quantize(prepared, staged, precision, samples, options)}
 
 

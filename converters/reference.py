@@ -16,8 +16,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +43,21 @@ def write(source: Any, out: Path) -> Artifact:
     folder = out / FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     path = SOURCES.get(source.kind).write_reference(source, folder)
-    specs = tuple(TensorSpec(name="input" if i == 0 else f"input_{i}", shape=(-1,) + tuple(shape), dtype=dtype)
-                  for i, (shape, dtype) in enumerate(source.input_specs))
+    specs = tuple(
+        TensorSpec(name="input" if i == 0 else f"input_{i}", shape=(-1,) + tuple(shape), dtype=dtype)
+        for i, (shape, dtype) in enumerate(source.input_specs)
+    )
     return Artifact(
-        name="reference", path=path.relative_to(out).as_posix(), format=source.kind, precision="fp32",
-        sha256=_io.sha256_path(path), size_bytes=_io.size_bytes(path), inputs=specs, outputs=(),
-        source=source.origin, settings={"role": "float reference"},
+        name="reference",
+        path=path.relative_to(out).as_posix(),
+        format=source.kind,
+        precision="fp32",
+        sha256=_io.sha256_path(path),
+        size_bytes=_io.size_bytes(path),
+        inputs=specs,
+        outputs=(),
+        source=source.origin,
+        settings={"role": "float reference"},
     )
 
 
@@ -61,27 +71,36 @@ def predictor(folder: Path, manifest: Manifest, *, trust_code: bool = False) -> 
         raise BadArtifactError(f"{folder}/manifest.json names no float reference; convert again to write one")
     path = verified_path(folder, ref)
     if ref.format not in SOURCES:
-        raise BadArtifactError(f"{folder}/manifest.json names a float reference of kind {ref.format!r}, which no "
-                               f"source runs (known: {SOURCES.names()})")
+        raise BadArtifactError(
+            f"{folder}/manifest.json names a float reference of kind {ref.format!r}, which no "
+            f"source runs (known: {SOURCES.names()})"
+        )
     return SOURCES.get(ref.format).predictor(path, trust_code=trust_code)
 
 
-def outputs(folder: Path, manifest: Manifest, dataset: Any, *, split: str = "test",
-            trust_code: bool = False) -> list[np.ndarray]:
+def outputs(
+    folder: Path, manifest: Manifest, dataset: Any, *, split: str = "test", trust_code: bool = False
+) -> list[np.ndarray]:
     """The float reference's outputs on ``split`` of ``dataset``: stored ones when the data and the
     model file are those they were computed on, else computed now (and stored for the next time)."""
     found = stored_outputs(folder, manifest, dataset, split)
     if found is not None:
         return found
-    log.info("no stored float outputs for %s on the %s split of '%s' (fingerprint %s…): running the float "
-             "reference", manifest.model, split, dataset.name, dataset.fingerprint[:12])
+    log.info(
+        "no stored float outputs for %s on the %s split of '%s' (fingerprint %s…): running the float reference",
+        manifest.model,
+        split,
+        dataset.name,
+        dataset.fingerprint[:12],
+    )
     computed = compute_outputs(folder, manifest, dataset, split, trust_code=trust_code)
     store_outputs(folder, manifest, dataset, {split: computed})
     return computed
 
 
-def compute_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str, *,
-                    trust_code: bool = False) -> list[np.ndarray]:
+def compute_outputs(
+    folder: Path, manifest: Manifest, dataset: Any, split: str, *, trust_code: bool = False
+) -> list[np.ndarray]:
     """Run the reference on ``split`` of ``dataset`` in pieces of CHUNK samples (inputs may be lazy)."""
     run = predictor(folder, manifest, trust_code=trust_code)
     x = dataset.inputs(split)
@@ -99,11 +118,17 @@ def store_outputs(folder: Path, manifest: Manifest, dataset: Any, splits: dict[s
     other reference models are removed, those of other data kept."""
     ref = _reference_of(folder, manifest)
     path = _outputs_path(folder, dataset.fingerprint, ref.sha256)
-    record = {"schema_version": OUTPUTS_SCHEMA, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
-              "reference_sha256": ref.sha256, "splits": {s: len(o[0]) if o else 0 for s, o in splits.items()}}
+    record = {
+        "schema_version": OUTPUTS_SCHEMA,
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint,
+        "reference_sha256": ref.sha256,
+        "splits": {s: len(o[0]) if o else 0 for s, o in splits.items()},
+    }
     arrays = {f"{s}_{i}": np.asarray(o) for s, outs in splits.items() for i, o in enumerate(outs)}
     buffer = io.BytesIO()
-    np.savez(buffer, __record__=np.array(json.dumps(record)), **arrays)
+    named: dict[str, Any] = {"__record__": np.array(json.dumps(record)), **arrays}
+    np.savez(buffer, **named)
     path.parent.mkdir(parents=True, exist_ok=True)
     _io.write_bytes(path, buffer.getvalue())
     for stale in path.parent.glob("*.npz"):
@@ -121,18 +146,26 @@ def stored_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str) -
     try:
         with np.load(path, allow_pickle=False) as archive:
             record = json.loads(str(archive["__record__"]))
-            keys = sorted((k for k in archive.files if k.startswith(split + "_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+            keys = sorted(
+                (k for k in archive.files if k.startswith(split + "_")), key=lambda k: int(k.rsplit("_", 1)[1])
+            )
             found = [archive[k] for k in keys]
     except Exception as exc:  # a damaged cache is no reason to fail: the reference can run again
         log.warning("ignoring %s, unreadable (%s: %s)", path, type(exc).__name__, exc)
         return None
     if any(o.dtype.kind not in "biuf" or (o.dtype.kind == "f" and not np.all(np.isfinite(o))) for o in found):
-        log.warning("ignoring %s: its outputs are not all finite numbers (damaged?); running the float model again",
-                    path.relative_to(folder))
+        log.warning(
+            "ignoring %s: its outputs are not all finite numbers (damaged?); running the float model again",
+            path.relative_to(folder),
+        )
         return None
     expected = len(dataset.inputs(split)[0])
-    if (record.get("dataset_fingerprint") != dataset.fingerprint or record.get("reference_sha256") != ref.sha256
-            or not found or any(len(o) != expected for o in found)):
+    if (
+        record.get("dataset_fingerprint") != dataset.fingerprint
+        or record.get("reference_sha256") != ref.sha256
+        or not found
+        or any(len(o) != expected for o in found)
+    ):
         return None
     log.info("float outputs on the %s split read from %s", split, path.relative_to(folder))
     return found

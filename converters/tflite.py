@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edgeship import _io
 from edgeship._deps import tensorflow as _tf
-from edgeship.converters import _artifact, calibration as _calibration, equalize as _equalize
+from edgeship.converters import _artifact
+from edgeship.converters import calibration as _calibration
+from edgeship.converters import equalize as _equalize
 from edgeship.errors import ConversionError, UnsupportedModelError
 from edgeship.records import Artifact
 
@@ -57,8 +60,14 @@ def input_names(source: Any, use_float: bool = True) -> list[str] | None:
     return [t.name.split(":")[0] for t in model.inputs]
 
 
-def configure(converter: Any, precision: str, samples: np.ndarray | list[np.ndarray] | None, *,
-              qat: bool, names: list[str] | None = None) -> dict[str, Any]:
+def configure(
+    converter: Any,
+    precision: str,
+    samples: np.ndarray | list[np.ndarray] | None,
+    *,
+    qat: bool,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
     """Set ``converter`` up for ``precision``; return the settings recorded in the artifact.
 
     ``names`` are the model's input names, in the order of ``samples``: the converted graph orders
@@ -74,7 +83,8 @@ def configure(converter: Any, precision: str, samples: np.ndarray | list[np.ndar
         arrays = samples if isinstance(samples, list) else [samples]  # one per input, in the model's order
         if names and len(names) == len(arrays) > 1:
             converter.representative_dataset = lambda: (
-                {n: a[i : i + 1] for n, a in zip(names, arrays)} for i in range(len(arrays[0])))
+                {n: a[i : i + 1] for n, a in zip(names, arrays)} for i in range(len(arrays[0]))
+            )
         else:
             converter.representative_dataset = lambda: ([a[i : i + 1] for a in arrays] for i in range(len(arrays[0])))
         settings["calibration_samples"] = len(arrays[0])
@@ -98,8 +108,12 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     # there the fake-quant ranges win and the samples only cover ops QAT left without a range.
     samples = None
     if precision in _CALIBRATED and not (from_qat and calibration is None):
-        samples = _calibration.prepare_all(calibration, source, target=f"tflite:{precision}",
-                                           samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
+        samples = _calibration.prepare_all(
+            calibration,
+            source,
+            target=f"tflite:{precision}",
+            samples=options.get("calibration_samples", _calibration.DEFAULT_SAMPLES),
+        )
     equalized: dict[str, Any] = {}
     if options.get("equalize") and not from_qat and precision not in ("fp32", "fp16"):
         source, equalized = _equalize.source(source, f"tflite:{precision}")
@@ -118,14 +132,17 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
     return flatbuffer, settings
 
 
-def _mixed(source: Any, precision: str, samples: Any, tensors: Sequence[str], from_qat: bool,
-           equalized: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def _mixed(
+    source: Any, precision: str, samples: Any, tensors: Sequence[str], from_qat: bool, equalized: dict[str, Any]
+) -> tuple[bytes, dict[str, Any]]:
     """``int16_tensors``: the float model converted plainly, then quantized by ``tflite_mixed.Mixed``."""
     from edgeship.converters import tflite_mixed
 
     if from_qat or precision not in ("int8", "int8-float-io") or samples is None:
-        raise UnsupportedModelError(f"int16 tensors are for post-training tflite:int8 and tflite:int8-float-io of a "
-                                    f"float model; received tflite:{precision}{' from a QAT model' if from_qat else ''}")
+        raise UnsupportedModelError(
+            f"int16 tensors are for post-training tflite:int8 and tflite:int8-float-io of a "
+            f"float model; received tflite:{precision}{' from a QAT model' if from_qat else ''}"
+        )
     converter = tf_converter(source, use_float=True)
     try:
         float_model = converter.convert()
@@ -133,8 +150,11 @@ def _mixed(source: Any, precision: str, samples: Any, tensors: Sequence[str], fr
         raise _explain(exc, precision) from exc
     arrays = samples if isinstance(samples, list) else [samples]
     blob, settings = tflite_mixed.Mixed(float_model, precision, arrays, input_names(source)).quantize(int16=tensors)
-    return blob, {"converter": f"tf.lite {_tf().__version__} (float), then {settings['quantizer']}", **settings,
-                  **equalized}
+    return blob, {
+        "converter": f"tf.lite {_tf().__version__} (float), then {settings['quantizer']}",
+        **settings,
+        **equalized,
+    }
 
 
 def _explain(exc: Exception, precision: str) -> Exception:
@@ -144,7 +164,8 @@ def _explain(exc: Exception, precision: str) -> Exception:
         return UnsupportedModelError(
             f"TFLite cannot take this recurrent layer (LSTM/GRU/RNN) as built for tflite:{precision}: its loop keeps "
             "a tensor list of unknown shape. Rebuild the layer with unroll=True (or a fixed batch size), or convert "
-            "to onnx:int8 / onnx:dynamic, which take it")
+            "to onnx:int8 / onnx:dynamic, which take it"
+        )
     ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
     if ops:
         return UnsupportedModelError(
@@ -160,7 +181,9 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
     path = out / _artifact.file_name(source, precision, SUFFIX)
     with _io.staged(path) as tmp:
         _io.write_bytes(tmp, flatbuffer)
-        artifact = _artifact.make(tmp, out, final=path, fmt="tflite", precision=precision, source=source, settings=settings)
+        artifact = _artifact.make(
+            tmp, out, final=path, fmt="tflite", precision=precision, source=source, settings=settings
+        )
     return artifact
 
 

@@ -22,7 +22,8 @@ import contextlib
 import os
 import re
 import warnings
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -51,11 +52,13 @@ class Mixed:
     ``precision`` is int8 or int8-float-io; ``samples`` one array per input, in the order of
     ``names`` (the model's input names)."""
 
-    def __init__(self, float_model: bytes, precision: str, samples: Sequence[np.ndarray],
-                 names: Sequence[str] | None) -> None:
+    def __init__(
+        self, float_model: bytes, precision: str, samples: Sequence[np.ndarray], names: Sequence[str] | None
+    ) -> None:
         if precision not in ("int8", "int8-float-io"):
-            raise UnsupportedModelError(f"mixed TFLite models are made for tflite:int8 and tflite:int8-float-io; "
-                                        f"received tflite:{precision}")
+            raise UnsupportedModelError(
+                f"mixed TFLite models are made for tflite:int8 and tflite:int8-float-io; received tflite:{precision}"
+            )
         os.environ.setdefault("TQDM_DISABLE", "1")  # the calibrator draws a progress bar
         require("ai_edge_quantizer", "keep chosen TFLite ops in float or give them int16 activations")
         from ai_edge_quantizer import calibrator, recipe_manager
@@ -65,7 +68,9 @@ class Mixed:
         recipe.load_quantization_recipe(self._quantizer().get_quantization_recipe())
         feeds = _feeds(self.float_model, samples, names)
         with _failures("calibrate"), warnings.catch_warnings(), quiet_native_stderr():
-            warnings.simplefilter("ignore")  # "experimental_preserve_all_tensors is for debugging": calibration needs it
+            warnings.simplefilter(
+                "ignore"
+            )  # "experimental_preserve_all_tensors is for debugging": calibration needs it
             calib = calibrator.Calibrator(bytearray(self.float_model), num_threads=1, qsv_update_func=_min_max)
             calib.calibrate(feeds, recipe)
             self.qsvs = calib.get_model_qsvs()
@@ -93,14 +98,19 @@ class Mixed:
         with _failures("quantize"), warnings.catch_warnings(), quiet_native_stderr():
             warnings.simplefilter("ignore")
             blob = bytes(q.quantize(self.qsvs, enable_progress_report=False).quantized_model)
-        settings: dict[str, Any] = {"quantizer": f"ai-edge-quantizer {_version()}",
-                                    "calibration": "min/max over every sample", "calibration_samples": self.samples,
-                                    "qat": False}
+        settings: dict[str, Any] = {
+            "quantizer": f"ai-edge-quantizer {_version()}",
+            "calibration": "min/max over every sample",
+            "calibration_samples": self.samples,
+            "qat": False,
+        }
         if int16:
             held = _int16_tensors(blob, int16)
             if not held:
-                raise UnsupportedModelError(f"none of the tensors {list(int16)} is in the float model as "
-                                            "ai-edge-quantizer names it, so no op got int16 activations")
+                raise UnsupportedModelError(
+                    f"none of the tensors {list(int16)} is in the float model as "
+                    "ai-edge-quantizer names it, so no op got int16 activations"
+                )
             settings["int16_tensors"] = held
         return blob, settings
 
@@ -112,8 +122,9 @@ def _failures(step: str) -> Iterator[None]:
         yield
     except _FAILURES as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UnsupportedModelError(f"ai-edge-quantizer could not {step} this model ({type(exc).__name__}: {first})") \
-            from exc
+        raise UnsupportedModelError(
+            f"ai-edge-quantizer could not {step} this model ({type(exc).__name__}: {first})"
+        ) from exc
 
 
 def _feeds(float_model: bytes, samples: Sequence[np.ndarray], names: Sequence[str] | None) -> dict[str, list]:
@@ -130,10 +141,16 @@ def _feeds(float_model: bytes, samples: Sequence[np.ndarray], names: Sequence[st
     elif names and sorted(names) == sorted(inputs):
         keyed = dict(zip(names, samples))
     else:
-        raise UnsupportedModelError(f"the float model's inputs {inputs} do not match the model's input names "
-                                    f"{list(names or [])}: the samples cannot be fed by name")
-    return {key: [{n: np.asarray(a[i : i + 1], np.float32) if a.dtype.kind == "f" else a[i : i + 1]
-                   for n, a in keyed.items()} for i in range(len(samples[0]))]}
+        raise UnsupportedModelError(
+            f"the float model's inputs {inputs} do not match the model's input names "
+            f"{list(names or [])}: the samples cannot be fed by name"
+        )
+    return {
+        key: [
+            {n: np.asarray(a[i : i + 1], np.float32) if a.dtype.kind == "f" else a[i : i + 1] for n, a in keyed.items()}
+            for i in range(len(samples[0]))
+        ]
+    }
 
 
 def _int16_tensors(blob: bytes, wanted: Sequence[str]) -> list[str]:

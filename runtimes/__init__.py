@@ -6,10 +6,11 @@
     >>> load("model.int8.tflite", runtime="litert-compiled", accelerator="cpu")  # doctest: +SKIP
 
 This package imports no TensorFlow: a device install is ``pip install edgeship[litert]`` (or
-``[onnx]``). Each backend is one module, imported on first use. Beside the backends:
-``benchmark`` (benchmark_model-style statistics, interleaved comparison, child-process isolation),
-``targets`` (run a validation bundle here, over ssh or over adb) and ``_device_check`` (what a
-target runs).
+``[onnx]``). Each backend is one module (the ``RuntimeBackend`` contract), imported on first use;
+a file's format (``edgeship.formats``, by suffix) names the backends that run it, its default
+first. Beside the backends: ``benchmark`` (benchmark_model-style statistics, interleaved
+comparison, child-process isolation), ``targets`` (the ``Target`` contract and ``TARGETS``: run a
+validation bundle here, over ssh or over adb) and ``_device_check`` (what a target runs).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.formats import FORMATS, Runtime, for_path
@@ -26,13 +28,16 @@ from edgeship.runtimes._session import Session
 
 __all__ = ["load", "Session", "runtime_for", "runtimes_for", "can_run", "timing", "preload"]
 
+
 def _runtimes_of(path: str | os.PathLike) -> tuple[Runtime, ...]:
     """The runtimes of ``path``'s format (``edgeship.formats``), its default first."""
     fmt = for_path(path)
     if fmt is None:
         known = sorted(f.suffix for f in FORMATS.all())
-        raise BadInputError(f"no runtime for '{Path(path).name}': edgeship runs {known} files; received suffix "
-                            f"{Path(path).suffix.lower()!r}")
+        raise BadInputError(
+            f"no runtime for '{Path(path).name}': edgeship runs {known} files; received suffix "
+            f"{Path(path).suffix.lower()!r}"
+        )
     return fmt.runtimes
 
 
@@ -45,8 +50,10 @@ def _runtime(path: str | os.PathLike, runtime: str | None = None) -> Runtime:
     found = _runtimes_of(path)
     chosen = next((r for r in found if r.name == runtime), None) if runtime else found[0]
     if chosen is None:
-        raise BadInputError(f"runtime {runtime!r} does not run '{Path(path).suffix.lower()}' files; {Path(path).name} "
-                            f"runs with {runtimes_for(path)}; received runtime={runtime!r}")
+        raise BadInputError(
+            f"runtime {runtime!r} does not run '{Path(path).suffix.lower()}' files; {Path(path).name} "
+            f"runs with {runtimes_for(path)}; received runtime={runtime!r}"
+        )
     return chosen
 
 
@@ -119,16 +126,22 @@ def load(
     if path.is_dir() != bool(getattr(for_path(path), "folder", False)):
         kind = "a folder" if path.is_dir() else "a file"
         raise BadArtifactError(f"{path} is {kind}, which is not what a '{path.suffix}' model is")
-    given = {"providers": list(providers) if providers else None, "optimization": optimization,
-             "profile": profile or None, "reference": reference or None, "accelerator": accelerator}
+    given = {
+        "providers": list(providers) if providers else None,
+        "optimization": optimization,
+        "profile": profile or None,
+        "reference": reference or None,
+        "accelerator": accelerator,
+    }
     options = {name: value for name, value in given.items() if value is not None}
     accepted = inspect.signature(backend.load).parameters
     wrong = sorted(name for name in options if name not in accepted)
     if wrong:
         name = runtime or runtime_for(path)
-        raise BadInputError(f"{', '.join(wrong)} do(es) not apply to '{path.suffix}' models run by {name}; "
-                            f"received {wrong} for {path.name}"
-                            + _who_takes(path, wrong))
+        raise BadInputError(
+            f"{', '.join(wrong)} do(es) not apply to '{path.suffix}' models run by {name}; "
+            f"received {wrong} for {path.name}" + _who_takes(path, wrong)
+        )
     return backend.load(path, threads=threads, **options)
 
 
@@ -136,9 +149,15 @@ def _who_takes(path: Path, wrong: list[str]) -> str:
     """Which other runtime of the file takes an option refused (``; accelerators need runtime='litert-compiled'``)."""
     said = []
     for name in wrong:
-        takers = [r.name for r in _runtimes_of(path)
-                  if name in inspect.signature(importlib.import_module(r.module).load).parameters]
+        takers = [
+            r.name
+            for r in _runtimes_of(path)
+            if name in inspect.signature(importlib.import_module(r.module).load).parameters
+        ]
         if takers:
-            said.append(f"; {name}s need runtime={takers[0]!r}" if name == "accelerator" else
-                        f"; {name} needs runtime={takers[0]!r}")
+            said.append(
+                f"; {name}s need runtime={takers[0]!r}"
+                if name == "accelerator"
+                else f"; {name} needs runtime={takers[0]!r}"
+            )
     return "".join(said)

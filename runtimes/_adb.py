@@ -1,4 +1,7 @@
-"""The adb target: an Android device whose Python already has numpy and an interpreter (``edgeship.runtimes.targets``)."""
+"""The adb target: an Android device whose Python already has numpy and an interpreter.
+
+One kind of target of ``edgeship.runtimes.targets`` (its ``TARGETS``).
+"""
 
 from __future__ import annotations
 
@@ -57,7 +60,9 @@ class AdbTarget:
         """The adb command lines, in order: clear the folder, push lib/ and bundle/, run the check."""
         base = [self.adb] + (["-P", str(self.server_port)] if self.server_port else []) + ["-s", self.serial]
         root = shlex.quote(self.path)
-        check = " ".join(shlex.quote(a) for a in [self.python, *check_args(f"{self.path}/bundle", self.url, runs, warmup, threads)])
+        check = " ".join(
+            shlex.quote(a) for a in [self.python, *check_args(f"{self.path}/bundle", self.url, runs, warmup, threads)]
+        )
         return [
             base + ["shell", f"rm -rf {root} && mkdir -p {root}"],
             base + ["push", str(staged / "lib"), str(staged / "bundle"), f"{self.path}/"],
@@ -80,14 +85,20 @@ class AdbTarget:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise RuntimeFailure(f"{shown} failed for {self.url}: {exc}") from exc
         if check and proc.returncode != 0:
-            said = [line for line in (proc.stderr or proc.stdout).strip().splitlines() if not line.startswith("* daemon")]
-            raise RuntimeFailure(f"{shown} failed for {self.url}: {' '.join(said)[-500:]} "
-                                 "(`adb devices` lists the serials this adb server sees)")
+            said = [
+                line for line in (proc.stderr or proc.stdout).strip().splitlines() if not line.startswith("* daemon")
+            ]
+            raise RuntimeFailure(
+                f"{shown} failed for {self.url}: {' '.join(said)[-500:]} "
+                "(`adb devices` lists the serials this adb server sees)"
+            )
         return proc
 
     def run(self, bundle: Path, *, runs: int = 50, warmup: int = 5, threads: int | None = None) -> DeviceReport:
         with tempfile.TemporaryDirectory(prefix="edgeship-adb-") as tmp:
-            *setup, check = self.commands(self.stage(Path(bundle), Path(tmp)), runs=runs, warmup=warmup, threads=threads)
+            *setup, check = self.commands(
+                self.stage(Path(bundle), Path(tmp)), runs=runs, warmup=warmup, threads=threads
+            )
             for command in setup:
                 self._adb(command)
         proc = self._adb(check, check=False)  # exit 2 (a failed check) still carries the report

@@ -84,8 +84,16 @@ def interpreters() -> dict[str, str]:
     return found
 
 
-def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: tuple[np.ndarray, ...], labels: np.ndarray, *,
-                   runs: int = 50, warmup: int = 5, threads: int | None = None) -> ArtifactCheck:
+def check_artifact(
+    folder: Path,
+    entry: bundle.BundleEntry,
+    inputs: tuple[np.ndarray, ...],
+    labels: np.ndarray,
+    *,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+) -> ArtifactCheck:
     """Load, run, compare and benchmark one bundle artifact on ``inputs`` (one array per model
     input, in the model's order); an artifact whose runtime this device lacks comes back "not run:
     …" rather than failed."""
@@ -93,8 +101,14 @@ def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: tuple[np.nda
     from edgeship.runtimes.benchmark import benchmark
 
     path = Path(folder) / entry.path
-    check = ArtifactCheck(name=entry.name, path=entry.path, status="ok", tolerance=entry.max_abs_error,
-                          min_accuracy=entry.min_accuracy, host_accuracy=entry.host_accuracy)
+    check = ArtifactCheck(
+        name=entry.name,
+        path=entry.path,
+        status="ok",
+        tolerance=entry.max_abs_error,
+        min_accuracy=entry.min_accuracy,
+        host_accuracy=entry.host_accuracy,
+    )
     runnable, why = can_run(path)
     if not runnable:
         return replace(check, status=why)
@@ -104,42 +118,63 @@ def check_artifact(folder: Path, entry: bundle.BundleEntry, inputs: tuple[np.nda
         return replace(check, status=f"not run: {exc}")
     outputs = session.predict(inputs)
     expected = bundle.array(folder, entry.expected)
-    error = float(np.max(np.abs(outputs.astype(np.float64) - expected))) if outputs.shape == expected.shape else float("inf")
+    error = (
+        float(np.max(np.abs(outputs.astype(np.float64) - expected)))
+        if outputs.shape == expected.shape
+        else float("inf")
+    )
     checked = entry.min_accuracy is not None and len(labels) > 0  # multi-class bundles carry labels
     accuracy = metrics.accuracy(outputs.argmax(-1), labels) if checked else None
     outputs_ok = error <= entry.max_abs_error
-    accuracy_ok = accuracy >= entry.min_accuracy if checked else None
+    accuracy_ok = accuracy >= entry.min_accuracy if accuracy is not None and entry.min_accuracy is not None else None
     result = None
     if runs > 0 and not session.reference_only:
         result = benchmark(path, threads=threads, runs=runs, warmup=warmup, feeds=session.feeds_for(inputs, 1))
-    return replace(check, status="ok" if outputs_ok and accuracy_ok is not False else "failed",
-                   runtime=f"{session.runtime} {session.runtime_version}", samples=int(len(inputs[0])),
-                   max_abs_error=error if np.isfinite(error) else None, outputs_ok=outputs_ok,
-                   accuracy=accuracy, accuracy_ok=accuracy_ok, benchmark=result)
+    return replace(
+        check,
+        status="ok" if outputs_ok and accuracy_ok is not False else "failed",
+        runtime=f"{session.runtime} {session.runtime_version}",
+        samples=int(len(inputs[0])),
+        max_abs_error=error if np.isfinite(error) else None,
+        outputs_ok=outputs_ok,
+        accuracy=accuracy,
+        accuracy_ok=accuracy_ok,
+        benchmark=result,
+    )
 
 
-def check_bundle(folder: str | Path, *, target: str = "local", runs: int = 50, warmup: int = 5,
-                 threads: int | None = None) -> DeviceReport:
+def check_bundle(
+    folder: str | Path, *, target: str = "local", runs: int = 50, warmup: int = 5, threads: int | None = None
+) -> DeviceReport:
     """Check every artifact of the bundle at ``folder`` (checksums first) on this machine."""
     from edgeship.runtimes.benchmark import environment
 
     started = time.perf_counter()
     folder = Path(folder)
     manifest, inputs, labels = bundle.load(folder)
-    checks = tuple(check_artifact(folder, e, inputs, labels, runs=runs, warmup=warmup, threads=threads)
-                   for e in manifest.artifacts)
+    checks = tuple(
+        check_artifact(folder, e, inputs, labels, runs=runs, warmup=warmup, threads=threads) for e in manifest.artifacts
+    )
     verdicts = [c.passed for c in checks if c.passed is not None]
     return DeviceReport(
-        target=target, passed=all(verdicts) if verdicts else None, seconds=time.perf_counter() - started,
-        model=manifest.model, dataset=manifest.dataset, host=environment(), installed=interpreters(),
-        tensorflow_imported="tensorflow" in sys.modules, artifacts=checks,
+        target=target,
+        passed=all(verdicts) if verdicts else None,
+        seconds=time.perf_counter() - started,
+        model=manifest.model,
+        dataset=manifest.dataset,
+        host=environment(),
+        installed=interpreters(),
+        tensorflow_imported="tensorflow" in sys.modules,
+        artifacts=checks,
         inputs={name: tuple(int(d) for d in a.shape) for name, a in zip(manifest.input_files, inputs)},
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line of the device-side check; exit 0 when the bundle passed, 2 when it failed, 1 on error."""
-    parser = argparse.ArgumentParser(prog="python -m edgeship.runtimes._device_check", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m edgeship.runtimes._device_check", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--bundle", required=True, help="validation bundle folder")
     parser.add_argument("--target", default="local", help="name recorded in the report")
     parser.add_argument("--runs", type=int, default=50)
@@ -150,8 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # a LocalTarget started this check as quiet as itself; elsewhere the variable is unset: not quiet
         with quiet_native(os.environ.get(QUIET_CHILD_ENV) == "1"):
-            report = check_bundle(args.bundle, target=args.target, runs=args.runs, warmup=args.warmup,
-                                  threads=args.threads)
+            report = check_bundle(
+                args.bundle, target=args.target, runs=args.runs, warmup=args.warmup, threads=args.threads
+            )
     except EdgeshipError as exc:
         report = DeviceReport(target=args.target, passed=None, error=f"{type(exc).__name__}: {exc}")
     text = json.dumps(report.to_dict(), allow_nan=False, default=_io._json_default)

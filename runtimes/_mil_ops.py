@@ -5,25 +5,23 @@ outputs). Float tensors arrive as float32 whatever the program stores: the evalu
 op's output to fp16 where the program declares fp16, the way an fp16 Core ML program stores its
 activations. Layouts are MIL's: NCHW for convolution and pooling, weights OIHW.
 
-``OPS`` is the registry; an op that is not in it is refused when the program is loaded.
-
-Why this file is long (about 470 lines): it is one flat registry of some sixty small kernels, each
-a few lines, read top to bottom; split by op family, the registry would be assembled from pieces
-and a reader could no longer see every op the evaluator runs in one place.
+``OPS`` is the registry: the kernels of this module and those of convolution and pooling
+(``_mil_conv``); an op that is not in it is refused when the program is loaded.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from edgeship.errors import BadArtifactError, UnsupportedModelError
+from edgeship.runtimes._mil_conv import KERNELS as _CONVOLUTION
+from edgeship.runtimes._mil_conv import _per_dim
 
-OPS: dict[str, Callable[..., Any]] = {}
+OPS: dict[str, Callable[..., Any]] = dict(_CONVOLUTION)
 
 
 def _op(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -60,11 +58,24 @@ _UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "identity": lambda x: x,
 }
 _BINARY: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "add": np.add, "sub": np.subtract, "mul": np.multiply, "real_div": np.divide, "pow": np.power,
-    "maximum": np.maximum, "minimum": np.minimum, "floor_div": np.floor_divide, "mod": np.mod,
-    "equal": np.equal, "not_equal": np.not_equal, "greater": np.greater, "greater_equal": np.greater_equal,
-    "less": np.less, "less_equal": np.less_equal,
-    "logical_and": np.logical_and, "logical_or": np.logical_or, "logical_xor": np.logical_xor,
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "real_div": np.divide,
+    "pow": np.power,
+    "maximum": np.maximum,
+    "minimum": np.minimum,
+    "floor_div": np.floor_divide,
+    "mod": np.mod,
+    "equal": np.equal,
+    "not_equal": np.not_equal,
+    "greater": np.greater,
+    "greater_equal": np.greater_equal,
+    "less": np.less,
+    "less_equal": np.less_equal,
+    "logical_and": np.logical_and,
+    "logical_or": np.logical_or,
+    "logical_xor": np.logical_xor,
 }
 
 
@@ -123,11 +134,22 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 @_op
 def cast(x: np.ndarray, dtype: str) -> np.ndarray:
-    kinds = {"fp16": np.float16, "fp32": np.float32, "fp64": np.float64, "int8": np.int8, "uint8": np.uint8,
-             "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "int64": np.int64, "bool": np.bool_}
+    kinds = {
+        "fp16": np.float16,
+        "fp32": np.float32,
+        "fp64": np.float64,
+        "int8": np.int8,
+        "uint8": np.uint8,
+        "int16": np.int16,
+        "uint16": np.uint16,
+        "int32": np.int32,
+        "int64": np.int64,
+        "bool": np.bool_,
+    }
     if dtype not in kinds:
-        raise UnsupportedModelError(f"cast to '{dtype}' is not supported by the reference evaluator; "
-                                    f"it casts to {sorted(kinds)}")
+        raise UnsupportedModelError(
+            f"cast to '{dtype}' is not supported by the reference evaluator; it casts to {sorted(kinds)}"
+        )
     return x.astype(kinds[dtype])
 
 
@@ -139,8 +161,12 @@ def _reduce(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     return run
 
 
-OPS.update({f"reduce_{name}": _reduce(fn) for name, fn in
-            (("mean", np.mean), ("max", np.max), ("min", np.min), ("sum", np.sum), ("prod", np.prod))})
+OPS.update(
+    {
+        f"reduce_{name}": _reduce(fn)
+        for name, fn in (("mean", np.mean), ("max", np.max), ("min", np.min), ("sum", np.sum), ("prod", np.prod))
+    }
+)
 
 
 @_op
@@ -157,8 +183,14 @@ def matmul(x: np.ndarray, y: np.ndarray, transpose_x: bool = False, transpose_y:
 
 
 @_op
-def batch_norm(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, gamma: np.ndarray | None = None,
-               beta: np.ndarray | None = None, epsilon: float = 1e-5) -> np.ndarray:
+def batch_norm(
+    x: np.ndarray,
+    mean: np.ndarray,
+    variance: np.ndarray,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    epsilon: float = 1e-5,
+) -> np.ndarray:
     shape = (1, -1) + (1,) * (x.ndim - 2)  # channels on axis 1
     scale = (gamma if gamma is not None else 1) / np.sqrt(variance + epsilon)
     y = (x - mean.reshape(shape)) * np.reshape(scale, shape)
@@ -166,145 +198,18 @@ def batch_norm(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, gamma: np.
 
 
 @_op
-def layer_norm(x: np.ndarray, axes: Any = None, gamma: np.ndarray | None = None, beta: np.ndarray | None = None,
-               epsilon: float = 1e-5) -> np.ndarray:
+def layer_norm(
+    x: np.ndarray,
+    axes: Any = None,
+    gamma: np.ndarray | None = None,
+    beta: np.ndarray | None = None,
+    epsilon: float = 1e-5,
+) -> np.ndarray:
     axes_ = tuple(_ints(axes)) if axes is not None else tuple(range(x.ndim))
     centred = x - x.mean(axis=axes_, keepdims=True)
     y = centred / np.sqrt(np.square(centred).mean(axis=axes_, keepdims=True) + epsilon)
     y = y * gamma if gamma is not None else y
     return y + beta if beta is not None else y
-
-
-# -- convolution and pooling ---------------------------------------------------------------------
-def _per_dim(value: Any, n: int, default: int) -> list[int]:
-    return _ints(value) if value is not None else [default] * n
-
-
-def _pads(pad_type: str, pad: Any, sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
-          dilations: Sequence[int]) -> list[tuple[int, int]]:
-    """(before, after) padding per spatial dimension, with MIL's (and TensorFlow's) 'same' rule."""
-    if pad_type == "valid":
-        return [(0, 0)] * len(sizes)
-    if pad_type == "custom":
-        p = _ints(pad)
-        return [(p[2 * i], p[2 * i + 1]) for i in range(len(sizes))]
-    if pad_type not in ("same", "same_lower"):
-        raise UnsupportedModelError(f"pad_type '{pad_type}' is not supported by the reference evaluator")
-    out = []
-    for size, k, s, d in zip(sizes, kernel, strides, dilations):
-        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
-        small = total // 2
-        out.append((total - small, small) if pad_type == "same_lower" else (small, total - small))
-    return out
-
-
-def _as_2d(x: np.ndarray, op: str) -> tuple[np.ndarray, bool]:
-    if x.ndim == 3:  # 1-D: a height of one
-        return x[:, :, None, :], True
-    if x.ndim != 4:
-        raise UnsupportedModelError(f"{op} on rank-{x.ndim} tensors (3-D) is not supported by the reference evaluator")
-    return x, False
-
-
-def _taps(x: np.ndarray, kernel: Sequence[int], out: Sequence[int], strides: Sequence[int],
-          dilations: Sequence[int], axes: tuple[int, int]) -> Any:
-    """(i, j, window) for each kernel tap: the strided slice of ``x`` that tap multiplies."""
-    for i in range(kernel[0]):
-        for j in range(kernel[1]):
-            index: list[Any] = [slice(None)] * x.ndim
-            for axis, tap, o, s, d in ((axes[0], i, out[0], strides[0], dilations[0]),
-                                       (axes[1], j, out[1], strides[1], dilations[1])):
-                index[axis] = slice(tap * d, tap * d + (o - 1) * s + 1, s)
-            yield i, j, x[tuple(index)]
-
-
-_CHUNK_BYTES = 2 << 20  # im2col columns per step: small enough to stay in cache
-
-
-@_op
-def conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, strides: Any = None,
-         pad_type: str = "valid", pad: Any = None, dilations: Any = None, groups: int = 1) -> np.ndarray:
-    x, one_d = _as_2d(x, "conv")
-    if one_d:
-        weight = weight[:, :, None, :]
-        strides, dilations = [1, *_per_dim(strides, 1, 1)], [1, *_per_dim(dilations, 1, 1)]
-        pad = [0, 0, *_ints(pad)] if pad is not None else None
-    strides, dilations = _per_dim(strides, 2, 1), _per_dim(dilations, 2, 1)
-    kernel = weight.shape[2:]
-    pads = _pads(pad_type, pad, x.shape[2:], kernel, strides, dilations)
-    xl = np.ascontiguousarray(np.pad(x, [(0, 0), (0, 0), *pads]).transpose(0, 2, 3, 1))  # channels last
-    out_hw = [(xl.shape[1 + a] - (kernel[a] - 1) * dilations[a] - 1) // strides[a] + 1 for a in (0, 1)]
-    n, c, o, groups = xl.shape[0], xl.shape[3], weight.shape[0], int(groups)
-    if weight.shape[1] * groups != c or o % groups:
-        raise BadArtifactError(f"conv weight {weight.shape} does not fit {c} input channels in {groups} groups")
-    out = np.empty((n, *out_hw, o), np.float32)
-    step = max(1, _CHUNK_BYTES // (4 * out_hw[0] * out_hw[1] * kernel[0] * kernel[1] * c))
-    for start in range(0, n, step):  # a few images at a time: the columns stay in cache
-        out[start:start + step] = _conv_nhwc(xl[start:start + step], weight, groups, out_hw, strides, dilations)
-    if bias is not None:
-        out += bias
-    out = out.transpose(0, 3, 1, 2)
-    return out[:, :, 0] if one_d else out
-
-
-def _conv_nhwc(xl: np.ndarray, weight: np.ndarray, groups: int, out_hw: Sequence[int], strides: Sequence[int],
-               dilations: Sequence[int]) -> np.ndarray:
-    o, cg, kh, kw = weight.shape
-    og = o // groups
-    if cg == 1 and groups > 1:  # depthwise: a multiply-add per kernel tap, no matrix product
-        source = xl if og == 1 else np.repeat(xl, og, axis=3)
-        out = np.zeros((xl.shape[0], *out_hw, o), np.float32)
-        for i, j, window in _taps(source, (kh, kw), out_hw, strides, dilations, (1, 2)):
-            out += window * weight[:, 0, i, j]
-        return out
-    span = [(k - 1) * d + 1 for k, d in zip((kh, kw), dilations)]
-    windows = sliding_window_view(xl, span, axis=(1, 2))
-    windows = windows[:, ::strides[0], ::strides[1], :, ::dilations[0], ::dilations[1]]
-    columns = windows[:, :out_hw[0], :out_hw[1]].transpose(0, 1, 2, 4, 5, 3)  # (n, oh, ow, kh, kw, c)
-    matrix = weight.transpose(0, 2, 3, 1).reshape(o, -1)  # (o, kh * kw * cg), the columns' order
-    parts = [columns[..., g * cg:(g + 1) * cg].reshape(-1, kh * kw * cg) @ matrix[g * og:(g + 1) * og].T
-             for g in range(groups)]
-    return (parts[0] if groups == 1 else np.concatenate(parts, axis=-1)).reshape(xl.shape[0], *out_hw, o)
-
-
-def _pool(x: np.ndarray, kernel_sizes: Any, strides: Any, pad_type: str, pad: Any, ceil_mode: bool,
-          kind: str, exclude_padding: bool = False) -> np.ndarray:
-    x, one_d = _as_2d(x, f"{kind}_pool")
-    kernel = _ints(kernel_sizes) if not one_d else [1, *_ints(kernel_sizes)]
-    strides = _per_dim(strides, len(kernel), 1) if not one_d else [1, *_per_dim(strides, 1, 1)]
-    pad = [0, 0, *_ints(pad)] if one_d and pad is not None else pad
-    pads = _pads(pad_type, pad, x.shape[2:], kernel, strides, [1, 1])
-    out_hw = []
-    for a, (before, after) in enumerate(pads):
-        span = x.shape[2 + a] + before + after - kernel[a]
-        size = (-(-span // strides[a]) if ceil_mode else span // strides[a]) + 1
-        pads[a] = (before, after + max(0, (size - 1) * strides[a] + kernel[a] - x.shape[2 + a] - before - after))
-        out_hw.append(size)
-    fill = -np.inf if kind == "max" else 0.0
-    xp = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=fill)
-    windows = (w for _, _, w in _taps(xp, kernel, out_hw, strides, [1, 1], (2, 3)))
-    if kind == "max":
-        out = functools.reduce(np.maximum, windows)
-    else:
-        out = sum(windows)
-        if exclude_padding:
-            ones = np.pad(np.ones((1, 1, *x.shape[2:]), np.float32), [(0, 0), (0, 0), *pads])
-            out = out / sum(w for _, _, w in _taps(ones, kernel, out_hw, strides, [1, 1], (2, 3)))
-        else:
-            out = out / float(kernel[0] * kernel[1])
-    return out[:, :, 0] if one_d else out
-
-
-@_op
-def max_pool(x: np.ndarray, kernel_sizes: Any, strides: Any = None, pad_type: str = "valid", pad: Any = None,
-             ceil_mode: bool = False) -> np.ndarray:
-    return _pool(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode), "max")
-
-
-@_op
-def avg_pool(x: np.ndarray, kernel_sizes: Any, strides: Any = None, pad_type: str = "valid", pad: Any = None,
-             exclude_padding_from_average: bool = False, ceil_mode: bool = False) -> np.ndarray:
-    return _pool(x, kernel_sizes, strides, pad_type, pad, bool(ceil_mode), "avg", bool(exclude_padding_from_average))
 
 
 # -- shapes --------------------------------------------------------------------------------------
@@ -341,7 +246,7 @@ def concat(values: Sequence[np.ndarray], axis: int, interleave: bool = False) ->
     axis = int(axis) % values[0].ndim
     if interleave:
         stacked = np.stack(values, axis=axis + 1)
-        return stacked.reshape(*values[0].shape[:axis], -1, *values[0].shape[axis + 1:])
+        return stacked.reshape(*values[0].shape[:axis], -1, *values[0].shape[axis + 1 :])
     return np.concatenate(values, axis=axis)
 
 
@@ -359,7 +264,7 @@ def pad(x: np.ndarray, pad: Any, mode: str = "constant", constant_val: float = 0
     modes = {"reflect": "reflect", "replicate": "edge"}
     if mode not in modes:
         raise UnsupportedModelError(f"pad mode '{mode}' is not supported by the reference evaluator")
-    return np.pad(x, widths, mode=modes[mode])
+    return np.pad(x, widths, mode=modes[mode])  # type: ignore[call-overload]  # a str mode is one of numpy's
 
 
 @_op
@@ -368,15 +273,25 @@ def shape(x: np.ndarray) -> np.ndarray:
 
 
 @_op
-def slice_by_index(x: np.ndarray, begin: Any, end: Any, stride: Any = None, begin_mask: Any = None,
-                   end_mask: Any = None, squeeze_mask: Any = None) -> np.ndarray:
+def slice_by_index(
+    x: np.ndarray,
+    begin: Any,
+    end: Any,
+    stride: Any = None,
+    begin_mask: Any = None,
+    end_mask: Any = None,
+    squeeze_mask: Any = None,
+) -> np.ndarray:
     n = len(_ints(begin))
     begins, ends = _ints(begin), _ints(end)
     steps = _per_dim(stride, n, 1)
-    bmask, emask, smask = ([bool(v) for v in np.ravel(m)] if m is not None else [False] * n
-                           for m in (begin_mask, end_mask, squeeze_mask))
-    index = tuple(begins[i] if smask[i] else
-                  slice(None if bmask[i] else begins[i], None if emask[i] else ends[i], steps[i]) for i in range(n))
+    bmask, emask, smask = (
+        [bool(v) for v in np.ravel(m)] if m is not None else [False] * n for m in (begin_mask, end_mask, squeeze_mask)
+    )
+    index = tuple(
+        begins[i] if smask[i] else slice(None if bmask[i] else begins[i], None if emask[i] else ends[i], steps[i])
+        for i in range(n)
+    )
     return x[index]
 
 
@@ -388,8 +303,9 @@ def tile(x: np.ndarray, reps: Any) -> np.ndarray:
 @_op
 def upsample_nearest_neighbor(x: np.ndarray, scale_factor_height: Any = 1, scale_factor_width: Any = 1) -> np.ndarray:
     if float(scale_factor_height) % 1 or float(scale_factor_width) % 1:
-        raise UnsupportedModelError("upsample_nearest_neighbor with fractional scales is not supported by the "
-                                    "reference evaluator")
+        raise UnsupportedModelError(
+            "upsample_nearest_neighbor with fractional scales is not supported by the reference evaluator"
+        )
     return np.repeat(np.repeat(x, int(scale_factor_height), axis=-2), int(scale_factor_width), axis=-1)
 
 
@@ -398,8 +314,9 @@ def unpack_bits(packed: np.ndarray, nbits: int, count: int, signed: bool = False
     """``count`` integers of ``nbits`` bits each, packed least significant bit first (Core ML's layout)."""
     bits = np.unpackbits(np.ascontiguousarray(packed).view(np.uint8), bitorder="little")
     if bits.size < count * nbits:
-        raise BadArtifactError(f"packed data holds {bits.size} bits; {count} values of {nbits} bits "
-                               f"need {count * nbits}")
+        raise BadArtifactError(
+            f"packed data holds {bits.size} bits; {count} values of {nbits} bits need {count * nbits}"
+        )
     values = bits[: count * nbits].reshape(count, nbits).astype(np.int32) @ (1 << np.arange(nbits, dtype=np.int32))
     if signed:
         values = np.where(values >= 1 << (nbits - 1), values - (1 << nbits), values)
@@ -428,8 +345,9 @@ def constexpr_cast(source_val: np.ndarray, output_dtype: str) -> np.ndarray:
 
 
 @_op
-def constexpr_lut_to_dense(lut: np.ndarray, indices: np.ndarray, shape: Any = None,
-                           vector_axis: Any = None) -> np.ndarray:
+def constexpr_lut_to_dense(
+    lut: np.ndarray, indices: np.ndarray, shape: Any = None, vector_axis: Any = None
+) -> np.ndarray:
     if shape is not None:  # iOS16: one palette, indices packed into a flat uint8 vector
         dims = _ints(shape)
         nbits = int(round(math.log2(lut.size)))
@@ -437,8 +355,10 @@ def constexpr_lut_to_dense(lut: np.ndarray, indices: np.ndarray, shape: Any = No
             raise BadArtifactError(f"a palette of {lut.size} entries is not a power of two")
         return lut[unpack_bits(indices, nbits, int(np.prod(dims)))].reshape(dims)
     if lut.shape[-1] != 1:  # iOS18: a palette per block; lut is [blocks per axis..., entries, vector]
-        raise UnsupportedModelError("vector palettization (constexpr_lut_to_dense with vector_axis) is not supported "
-                                    "by the reference evaluator; palettize with scalar palettes")
+        raise UnsupportedModelError(
+            "vector palettization (constexpr_lut_to_dense with vector_axis) is not supported "
+            "by the reference evaluator; palettize with scalar palettes"
+        )
     grid = np.indices(indices.shape, sparse=True)
     block = tuple(g // (dim // lut.shape[a]) for a, (g, dim) in enumerate(zip(grid, indices.shape)))
     return lut[block + (indices.astype(np.intp), 0)]
@@ -452,16 +372,18 @@ def constexpr_sparse_to_dense(nonzero_data: np.ndarray, mask: np.ndarray, shape:
     else:  # iOS18: the mask has the output's shape
         dims, keep = list(mask.shape), mask != 0
     if int(keep.sum()) != nonzero_data.size:
-        raise BadArtifactError(f"a sparse weight's mask selects {int(keep.sum())} values; "
-                               f"{nonzero_data.size} are stored")
+        raise BadArtifactError(
+            f"a sparse weight's mask selects {int(keep.sum())} values; {nonzero_data.size} are stored"
+        )
     dense = np.zeros(dims, nonzero_data.dtype)
     dense[keep] = nonzero_data
     return dense
 
 
 @_op
-def constexpr_blockwise_shift_scale(data: np.ndarray, scale: np.ndarray,
-                                    offset: np.ndarray | None = None) -> np.ndarray:
+def constexpr_blockwise_shift_scale(
+    data: np.ndarray, scale: np.ndarray, offset: np.ndarray | None = None
+) -> np.ndarray:
     value = data.astype(np.float32)
     for axis, (size, blocks) in enumerate(zip(data.shape, scale.shape)):
         if blocks != size:

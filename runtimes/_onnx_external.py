@@ -8,8 +8,8 @@ in node attributes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Iterator
 
 from edgeship.errors import BadArtifactError
 from edgeship.runtimes._protobuf import _fields, _map, _str
@@ -80,12 +80,17 @@ def check(path: Path) -> None:
     try:
         locations = external_locations(path.read_bytes())
     except BadArtifactError as exc:
-        raise BadArtifactError(f"{path} is not a valid ONNX model: {exc}; re-export it or check the file "
-                               "was copied whole") from exc
+        raise BadArtifactError(
+            f"{path} is not a valid ONNX model: {exc}; re-export it or check the file was copied whole"
+        ) from exc
     for tensor, location in locations:
         pure = PurePosixPath(location)
-        escapes = (pure.is_absolute() or PureWindowsPath(location).is_absolute() or ".." in pure.parts
-                   or not (folder / location).resolve().is_relative_to(folder))
+        escapes = (
+            pure.is_absolute()
+            or PureWindowsPath(location).is_absolute()
+            or ".." in pure.parts
+            or not (folder / location).resolve().is_relative_to(folder)
+        )
         if escapes:
             raise BadArtifactError(
                 f"{path.name}: tensor '{tensor}' keeps its data at '{location}', outside the model's folder; "

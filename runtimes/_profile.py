@@ -51,8 +51,10 @@ class OpProfile(Record):
 def _summarise(durations: dict[str, list[float]], runs: int, top: int) -> tuple[OpTime, ...]:
     """``durations``: name -> per-call milliseconds over ``runs`` inferences."""
     total = sum(sum(v) for v in durations.values()) or 1.0
-    rows = [OpTime(op=name, calls_per_run=len(v) / runs, ms_per_run=sum(v) / runs, percent=100 * sum(v) / total)
-            for name, v in durations.items()]
+    rows = [
+        OpTime(op=name, calls_per_run=len(v) / runs, ms_per_run=sum(v) / runs, percent=100 * sum(v) / total)
+        for name, v in durations.items()
+    ]
     return tuple(sorted(rows, key=lambda r: -r.ms_per_run)[:top])
 
 
@@ -71,9 +73,14 @@ def parse_ort_trace(events: list[dict], *, skip_runs: int = 0, top: int = 10) ->
             by_node[e["name"].removesuffix("_kernel_time")].append(ms)
     runs = len(starts) - skip_runs
     ops = _summarise(by_op, runs, top)
-    return OpProfile(runtime="onnxruntime", source="onnxruntime profiler", runs=runs,
-                     total_ms_per_run=sum(sum(v) for v in by_op.values()) / runs,
-                     ops=ops, nodes=_summarise(by_node, runs, top))
+    return OpProfile(
+        runtime="onnxruntime",
+        source="onnxruntime profiler",
+        runs=runs,
+        total_ms_per_run=sum(sum(v) for v in by_op.values()) / runs,
+        ops=ops,
+        nodes=_summarise(by_node, runs, top),
+    )
 
 
 _ROW = re.compile(r"^\s*(\S+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)%\s+([\d.]+)%\s+([\d.]+)\s+(\d+)\s*$")
@@ -90,19 +97,26 @@ def parse_benchmark_model(text: str, *, top: int = 10) -> OpProfile:
     for line in section[1].splitlines()[1:]:
         match = _ROW.match(line.replace("\t", " "))
         if match:
-            rows.append(OpTime(op=match[1], calls_per_run=float(match[2]), ms_per_run=float(match[3]), percent=float(match[4])))
+            rows.append(
+                OpTime(op=match[1], calls_per_run=float(match[2]), ms_per_run=float(match[3]), percent=float(match[4]))
+            )
         elif rows and line.strip().startswith(("Timings", "====")):
             break
     if not rows:
         raise RuntimeFailure("benchmark_model's 'Summary by node type' table has no rows edgeship can read")
     rows.sort(key=lambda r: -r.ms_per_run)
-    return OpProfile(runtime="tflite benchmark_model", source="benchmark_model --enable_op_profiling",
-                     runs=int(runs[1]) if runs else 0, total_ms_per_run=sum(r.ms_per_run for r in rows),
-                     ops=tuple(rows[:top]))
+    return OpProfile(
+        runtime="tflite benchmark_model",
+        source="benchmark_model --enable_op_profiling",
+        runs=int(runs[1]) if runs else 0,
+        total_ms_per_run=sum(r.ms_per_run for r in rows),
+        ops=tuple(rows[:top]),
+    )
 
 
-def profile(path: str | os.PathLike, *, threads: int | None = None, runs: int = 50, warmup: int = 5,
-            top: int = 10) -> OpProfile:
+def profile(
+    path: str | os.PathLike, *, threads: int | None = None, runs: int = 50, warmup: int = 5, top: int = 10
+) -> OpProfile:
     """The top ``top`` ops of ``path`` by time per inference, over ``runs`` runs after ``warmup``."""
     path = Path(path)
     if runs < 1 or warmup < 0 or top < 1:

@@ -9,7 +9,8 @@ only along the schema they know, so a message nested 100,000 deep costs one leve
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from edgeship.errors import BadArtifactError
 
@@ -28,18 +29,25 @@ def _varint(buf: memoryview, i: int) -> tuple[int, int]:
             if shift > 63:
                 break
     except IndexError:
-        raise BadArtifactError(f"the model protobuf ends inside a varint at byte {start} of {len(buf)}: the file is "
-                               "truncated or corrupt; convert again or copy the whole package") from None
-    raise BadArtifactError(f"the varint at byte {start} of the model protobuf is longer than 64 bits (received "
-                           f"{bytes(buf[start:start + 11]).hex()}): the file is corrupt or hostile")
+        raise BadArtifactError(
+            f"the model protobuf ends inside a varint at byte {start} of {len(buf)}: the file is "
+            "truncated or corrupt; convert again or copy the whole package"
+        ) from None
+    raise BadArtifactError(
+        f"the varint at byte {start} of the model protobuf is longer than 64 bits (received "
+        f"{bytes(buf[start : start + 11]).hex()}): the file is corrupt or hostile"
+    )
 
 
 def _fields(buf: memoryview) -> dict[int, list[Any]]:
     """Field number -> values in order: ints for varints, memoryviews for everything else."""
     if isinstance(buf, int):
-        raise BadArtifactError(f"the model protobuf holds the number {buf} where a message belongs: the file is corrupt")
+        raise BadArtifactError(
+            f"the model protobuf holds the number {buf} where a message belongs: the file is corrupt"
+        )
     buf = memoryview(buf)
     out: dict[int, list[Any]] = {}
+    value: int | memoryview
     i, end = 0, len(buf)
     while i < end:
         start = i
@@ -53,12 +61,16 @@ def _fields(buf: memoryview) -> dict[int, list[Any]]:
             elif wire in (1, 5):
                 size = 8 if wire == 1 else 4
             else:
-                raise BadArtifactError(f"unsupported protobuf wire type {wire} at byte {start} of the model file: "
-                                       "the file is corrupt or not a model")
+                raise BadArtifactError(
+                    f"unsupported protobuf wire type {wire} at byte {start} of the model file: "
+                    "the file is corrupt or not a model"
+                )
             if size > end - i:
-                raise BadArtifactError(f"field {key >> 3} at byte {start} of a {end}-byte protobuf message claims "
-                                       f"{size} bytes; {end - i} remain: the model file is truncated or corrupt")
-            value, i = buf[i:i + size], i + size
+                raise BadArtifactError(
+                    f"field {key >> 3} at byte {start} of a {end}-byte protobuf message claims "
+                    f"{size} bytes; {end - i} remain: the model file is truncated or corrupt"
+                )
+            value, i = buf[i : i + size], i + size
         if key < 8:
             raise BadArtifactError(f"field number 0 at byte {start} of the model protobuf: the file is corrupt")
         out.setdefault(key >> 3, []).append(value)
@@ -75,8 +87,9 @@ def _str(value: memoryview) -> str:
     try:
         return _bytes(value).decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadArtifactError(f"a string in the model protobuf is not UTF-8 text (received "
-                               f"{bytes(value[:40])!r}): the file is corrupt") from exc
+        raise BadArtifactError(
+            f"a string in the model protobuf is not UTF-8 text (received {bytes(value[:40])!r}): the file is corrupt"
+        ) from exc
 
 
 def _varints(values: list[Any]) -> list[int]:

@@ -10,8 +10,8 @@ outputs (``_Dequantizer``); ``benchmarks/bench_io.py`` times it against the plai
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -24,8 +24,8 @@ Feeds = Mapping[str, np.ndarray] | np.ndarray | Sequence[np.ndarray]
 class Session:
     """A loaded model. ``run`` takes and returns float arrays unless ``raw=True``.
 
-        >>> session = edgeship.load("model.int8.tflite")              # doctest: +SKIP
-        >>> session.run({"input": x})["Identity"].argmax(-1)           # doctest: +SKIP
+    >>> session = edgeship.load("model.int8.tflite")              # doctest: +SKIP
+    >>> session.run({"input": x})["Identity"].argmax(-1)           # doctest: +SKIP
     """
 
     runtime: str = ""
@@ -116,16 +116,20 @@ class Session:
             results = self.run(dict(zip(self._input_names, (a[i : i + step] for a in arrays))))
             for part, name in zip(parts, self._output_names):
                 part.append(results[name])
-        return [np.concatenate(p) if p else np.zeros((0,) + tuple(max(d, 0) for d in s.shape[1:]), np.float32)
-                for p, s in zip(parts, self.outputs)]
+        return [
+            np.concatenate(p) if p else np.zeros((0,) + tuple(max(d, 0) for d in s.shape[1:]), np.float32)
+            for p, s in zip(parts, self.outputs)
+        ]
 
     def _in_model_order(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
         """``x`` (one array, a lazy array, or one per input in the source model's order) as a list in
         this file's input order (``in_order``), once its count of inputs is checked."""
-        arrays = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)
+        arrays: list[np.ndarray] = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)  # type: ignore[list-item]
         if len(arrays) != len(self.inputs):
-            raise BadInputError(f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
-                                f"received {len(arrays)} array(s)")
+            raise BadInputError(
+                f"{self.path.name} takes {len(self.inputs)} input(s) {self._input_names}; "
+                f"received {len(arrays)} array(s)"
+            )
         return in_order([s.shape for s in self.inputs], arrays)
 
     def feeds_for(self, x: np.ndarray | Sequence[np.ndarray], samples: int | None = None) -> dict[str, np.ndarray]:
@@ -201,15 +205,12 @@ class Session:
             feeds = [feeds]
         if isinstance(feeds, Mapping):
             if feeds.keys() != self._name_set:
-                raise BadInputError(
-                    f"{self.path.name} takes inputs {self._specs_text()}; received {sorted(feeds)}"
-                )
+                raise BadInputError(f"{self.path.name} takes inputs {self._specs_text()}; received {sorted(feeds)}")
             return [feeds[name] for name in self._input_names]
         feeds = list(feeds)
         if len(feeds) != len(self.inputs):
             raise BadInputError(
-                f"{self.path.name} takes {len(self.inputs)} inputs {self._specs_text()}; "
-                f"received {len(feeds)} arrays"
+                f"{self.path.name} takes {len(self.inputs)} inputs {self._specs_text()}; received {len(feeds)} arrays"
             )
         return feeds
 
@@ -232,8 +233,9 @@ class Session:
                 f"{' (raw mode: pass the model dtype, already quantized)' if raw else ''}; "
                 f"received {value.dtype}"
             )
-        if self._quantizers[i] is not None and value.dtype.kind in "fiu":  # real values, e.g. uint8 pixels
-            return self._quantizers[i](value if value.dtype.kind == "f" else value.astype(np.float32))
+        quantize = self._quantizers[i]
+        if quantize is not None and value.dtype.kind in "fiu":  # real values, e.g. uint8 pixels
+            return quantize(value if value.dtype.kind == "f" else value.astype(np.float32))
         if dtype.kind == "f":
             return value.astype(dtype)
         raise BadInputError(
@@ -255,6 +257,7 @@ def in_order(shapes: Sequence[Sequence[int]], arrays: Sequence[np.ndarray]) -> l
     """``arrays`` (in a source model's input order) rearranged to fit ``shapes`` (a converted file's
     inputs, -1 for an open dimension): converters may order inputs differently (TFLite sorts them
     by name), so each array goes to the one input its sample shape fits; as given where ambiguous."""
+
     def fits(shape: Sequence[int], a: np.ndarray) -> bool:
         return a.ndim == len(shape) and all(w in (-1, g) for w, g in zip(shape[1:], a.shape[1:]))
 
@@ -293,7 +296,9 @@ class _Quantizer:
     @classmethod
     def of(cls, spec: TensorSpec) -> _Quantizer | None:
         dtype = np.dtype(spec.dtype)
-        return cls(spec.scale, spec.zero_point, dtype) if spec.quantized and dtype.kind in "iu" else None
+        if not spec.quantized or dtype.kind not in "iu" or spec.scale is None or spec.zero_point is None:
+            return None
+        return cls(spec.scale, spec.zero_point, dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         buffers = self._buffers.get(x.shape)
@@ -334,7 +339,9 @@ class _Dequantizer:
     @classmethod
     def of(cls, spec: TensorSpec) -> _Dequantizer | None:
         dtype = np.dtype(spec.dtype)
-        return cls(spec.scale, spec.zero_point, dtype) if spec.quantized and dtype.kind in "iu" else None
+        if not spec.quantized or dtype.kind not in "iu" or spec.scale is None or spec.zero_point is None:
+            return None
+        return cls(spec.scale, spec.zero_point, dtype)
 
     def _arithmetic(self, y: np.ndarray) -> np.ndarray:
         out = y.astype(np.float32)

@@ -1,4 +1,7 @@
-"""The ssh target: a host reached with OpenSSH, the check run in a venv there (``edgeship.runtimes.targets``)."""
+"""The ssh target: a host reached with OpenSSH, the check run in a venv there.
+
+One kind of target of ``edgeship.runtimes.targets`` (its ``TARGETS``).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ def tar_to(command: list[str], items: dict[str, Path], timeout: float) -> None:
             with tarfile.open(fileobj=proc.stdin, mode="w|") as tar:
                 for name, path in items.items():
                     tar.add(path, arcname=name)
-            proc.stdin.close()
+            proc.stdin.close()  # type: ignore[union-attr]  # stdin=PIPE: always a stream
         except BrokenPipeError:
             pass  # the remote side stopped reading; its stderr says why
         try:
@@ -70,15 +73,23 @@ class SshTarget:
         """The target ``ssh://…`` names, None for another form; a malformed field is a BadInputError."""
         if parts.scheme == "ssh" and parts.netloc and parts.netloc.rpartition("@")[2]:
             if parts.query or parts.fragment or parts.password is not None:
-                raise BadInputError(f"target {url!r} holds a password, '?' or '#'; an ssh target is "
-                                    "ssh://[user@]host[:port][/path] (keys, not passwords: --identity)")
+                raise BadInputError(
+                    f"target {url!r} holds a password, '?' or '#'; an ssh target is "
+                    "ssh://[user@]host[:port][/path] (keys, not passwords: --identity)"
+                )
             try:
                 port = parts.port
             except ValueError as exc:
                 raise BadInputError(f"the port in {url!r} is not a number from 1 to 65535") from exc
             if parts.path.rstrip("/") == "" and parts.path:
-                raise BadInputError(f"{url!r} names the root folder; name a folder for edgeship, e.g. ssh://host/tmp/edgeship")
-            host = parts.netloc.rpartition("@")[2].rpartition(":")[0] if port is not None else parts.netloc.rpartition("@")[2]
+                raise BadInputError(
+                    f"{url!r} names the root folder; name a folder for edgeship, e.g. ssh://host/tmp/edgeship"
+                )
+            host = (
+                parts.netloc.rpartition("@")[2].rpartition(":")[0]
+                if port is not None
+                else parts.netloc.rpartition("@")[2]
+            )
             host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]
             user = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else None
             if user == "":
@@ -95,8 +106,9 @@ class SshTarget:
         if self.user is not None:
             check_field("user", self.user, where)
         check_field("path", self.path, where)
-        if self.port is not None and (isinstance(self.port, bool) or not isinstance(self.port, int)
-                                      or not 0 < self.port < 65536):
+        if self.port is not None and (
+            isinstance(self.port, bool) or not isinstance(self.port, int) or not 0 < self.port < 65536
+        ):
             raise BadInputError(f"the port in target {where!r} is {self.port!r}; a port is a number from 1 to 65535")
 
     @property
@@ -135,7 +147,9 @@ class SshTarget:
         interpreters = interpreters_for(manifest)
         own = edgeship_wheel(tmp)
         if self.wheels is None:  # the device's own index resolves numpy and the interpreters
-            extras = ",".join(e for e, dist in (("litert", "ai-edge-litert"), ("onnx", "onnxruntime")) if dist in interpreters)
+            extras = ",".join(
+                e for e, dist in (("litert", "ai-edge-litert"), ("onnx", "onnxruntime")) if dist in interpreters
+            )
             files, pip = {own.name: own}, [f"wheels/{own.name}[{extras}]" if extras else f"wheels/{own.name}"]
         else:
             names = ["numpy", *interpreters]
@@ -151,16 +165,27 @@ class SshTarget:
 
     def _install(self, key: str, files: dict[str, Path], pip: list[str]) -> None:
         root = shlex.quote(self.path)
-        tar_to(self.ssh_command(f"rm -rf {root}/wheels && mkdir -p {root}/wheels && tar -xf - -C {root}/wheels"),
-                files, self.timeout)
-        script = " && ".join([
-            f"cd {root}", "rm -rf venv", f"{shlex.quote(self.python)} -m venv venv",
-            "venv/bin/python -m pip install --quiet --no-compile --disable-pip-version-check " + " ".join(map(shlex.quote, pip)),
-            f"echo {key} > venv/{MARKER}", "rm -rf wheels",
-        ])
+        tar_to(
+            self.ssh_command(f"rm -rf {root}/wheels && mkdir -p {root}/wheels && tar -xf - -C {root}/wheels"),
+            files,
+            self.timeout,
+        )
+        script = " && ".join(
+            [
+                f"cd {root}",
+                "rm -rf venv",
+                f"{shlex.quote(self.python)} -m venv venv",
+                "venv/bin/python -m pip install --quiet --no-compile --disable-pip-version-check "
+                + " ".join(map(shlex.quote, pip)),
+                f"echo {key} > venv/{MARKER}",
+                "rm -rf wheels",
+            ]
+        )
         proc = self._ssh(script)
         if proc.returncode != 0:
-            raise RuntimeFailure(f"installing the thin runtime on {self.url} failed: {(proc.stderr or proc.stdout).strip()[-800:]}")
+            raise RuntimeFailure(
+                f"installing the thin runtime on {self.url} failed: {(proc.stderr or proc.stdout).strip()[-800:]}"
+            )
 
     def run(self, bundle: Path, *, runs: int = 50, warmup: int = 5, threads: int | None = None) -> DeviceReport:
         manifest, _, _ = _bundle.load(bundle)
@@ -173,8 +198,11 @@ class SshTarget:
             if installed != key:
                 self._install(key, files, pip)
         # 2. the bundle
-        tar_to(self.ssh_command(f"rm -rf {root}/bundle && mkdir -p {root}/bundle && tar -xf - -C {root}/bundle"),
-                {p.name: p for p in Path(bundle).iterdir()}, self.timeout)
+        tar_to(
+            self.ssh_command(f"rm -rf {root}/bundle && mkdir -p {root}/bundle && tar -xf - -C {root}/bundle"),
+            {p.name: p for p in Path(bundle).iterdir()},
+            self.timeout,
+        )
         # 3. the check
         args = check_args(f"{self.path}/bundle", self.url, runs, warmup, threads)
         proc = self._ssh(" ".join(shlex.quote(a) for a in [f"{self.path}/venv/bin/python", *args]))
@@ -187,6 +215,8 @@ def wheels_in(folder: Path, names: list[str]) -> list[Path]:
         prefix = name.replace("-", "_").lower() + "-"
         matches = sorted(p for p in folder.glob("*.whl") if p.name.lower().startswith(prefix))
         if not matches:
-            raise BadInputError(f"no wheel of {name} in {folder}; it holds {sorted(p.name for p in folder.glob('*.whl'))}")
+            raise BadInputError(
+                f"no wheel of {name} in {folder}; it holds {sorted(p.name for p in folder.glob('*.whl'))}"
+            )
         found.append(matches[-1])
     return found

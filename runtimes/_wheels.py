@@ -15,8 +15,8 @@ import importlib.metadata as metadata
 import importlib.util
 import re
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from edgeship import _io
 from edgeship._layout import ROOTS
@@ -85,6 +85,8 @@ def edgeship_wheel(out_dir: str | Path) -> Path:
     files: dict[str, bytes] = {}  # archive name -> bytes: in a regular install edgeship/ holds the others
     for package in PACKAGES:
         spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingDependencyError(f"edgeship's package {package} is not importable here; reinstall edgeship")
         root = Path(next(iter(spec.submodule_search_locations)))
         prefix = package.replace(".", "/")
         for path in sorted(root.rglob("*")):
@@ -106,7 +108,7 @@ def host_wheel(name: str, out_dir: str | Path) -> Path:
     out = Path(out_dir) / f"{dist_name}-{version}-{tags[0] if tags else 'py3-none-any'}.whl"
     if out.exists():
         return out
-    base = Path(dist.locate_file(""))
+    base = Path(str(dist.locate_file("")))
     files = []
     for entry in dist.files or ():
         parts = Path(entry).parts
@@ -115,7 +117,9 @@ def host_wheel(name: str, out_dir: str | Path) -> Path:
         source = base / entry
         if source.is_file():
             # installed dist-info folders may be spelled differently from the normalised name
-            archive = f"{dist_info}/{'/'.join(parts[1:])}" if parts[0].endswith(".dist-info") else Path(entry).as_posix()
+            archive = (
+                f"{dist_info}/{'/'.join(parts[1:])}" if parts[0].endswith(".dist-info") else Path(entry).as_posix()
+            )
             files.append((archive, source.read_bytes()))
     return _write_wheel(out, files, dist_info)
 

@@ -17,6 +17,10 @@ the float call itself instead. ``BenchmarkResult.timed`` says which.
 ``compare`` times several artifacts interleaved (A B A B …), so a noisy machine slows all of them
 alike and their ratios hold. ``isolated`` runs any of these in a child process, so a model that
 crashes the interpreter ends as a RuntimeFailure instead of taking the caller down.
+
+Why this file is long (about 470 lines): one timing discipline (prepare once, first inference,
+warm-up, timed runs, statistics) serves ``benchmark``, the interleaved ``compare``, ``sweep`` and
+the child process that isolates them; split, each would repeat the preparation or import it back.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +90,12 @@ def environment(session: Session | None = None, threads: int | None = None) -> d
         "numpy": np.__version__,
     }
     if session is not None:
-        env.update(runtime=session.runtime, runtime_version=session.runtime_version,
-                   threads=threads if threads is not None else "runtime default", accelerator=session.accelerator)
+        env.update(
+            runtime=session.runtime,
+            runtime_version=session.runtime_version,
+            threads=threads if threads is not None else "runtime default",
+            accelerator=session.accelerator,
+        )
     return env
 
 
@@ -128,20 +137,36 @@ class LoadOptions:
     float_io: bool = False
 
 
-def _prepare(model: str | os.PathLike | Session, options: LoadOptions, warmup: int, batch: int,
-             feeds: Mapping[str, np.ndarray] | None) -> _Prepared:
+def _prepare(
+    model: str | os.PathLike | Session,
+    options: LoadOptions,
+    warmup: int,
+    batch: int,
+    feeds: Mapping[str, np.ndarray] | None,
+) -> _Prepared:
     # 1. load; the interpreter library is imported first, as benchmark_model has it linked in
     if not isinstance(model, Session):
         preload(model, runtime=options.runtime)
     start = time.perf_counter()
-    session = model if isinstance(model, Session) else load(
-        model, threads=options.threads, providers=options.providers, optimization=options.optimization,
-        runtime=options.runtime, accelerator=options.accelerator)
+    session = (
+        model
+        if isinstance(model, Session)
+        else load(
+            model,
+            threads=options.threads,
+            providers=options.providers,
+            optimization=options.optimization,
+            runtime=options.runtime,
+            accelerator=options.accelerator,
+        )
+    )
     init_ms = 0.0 if isinstance(model, Session) else (time.perf_counter() - start) * 1e3
     # 2. the inputs, converted once to the model's dtypes unless the float call is what is timed
     float_feeds = dict(feeds) if feeds is not None else session.sample_feeds(batch)
     first = next(iter(float_feeds.values()), None)
     batch = int(first.shape[0]) if first is not None and first.ndim else batch
+    run: Callable[[Any], Any]
+    timed_feeds: Any
     if options.float_io:
         run, timed_feeds, timed = session.run, float_feeds, FLOAT_IO
     else:  # the interpreter call on arrays checked once: no per-call checks, like benchmark_model
@@ -175,25 +200,43 @@ def _io_ms(prep: _Prepared, runs: int) -> float:
     return float(np.median(times)) / 1e6
 
 
-def statistics(ms: np.ndarray) -> dict[str, float]:
+def statistics(ms: np.ndarray) -> dict[str, Any]:
     """The figures of timed runs (milliseconds): count, mean, std, min, max and the percentiles
     benchmark_model reports (linear interpolation between the two nearest runs)."""
     p5, p50, p90, p95, p99 = np.percentile(ms, [5, 50, 90, 95, 99])
-    return {"count": int(ms.size), "mean_ms": float(ms.mean()), "std_ms": float(ms.std()),
-            "min_ms": float(ms.min()), "max_ms": float(ms.max()), "p5_ms": float(p5), "p50_ms": float(p50),
-            "p90_ms": float(p90), "p95_ms": float(p95), "p99_ms": float(p99)}
+    return {
+        "count": int(ms.size),
+        "mean_ms": float(ms.mean()),
+        "std_ms": float(ms.std()),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        "p5_ms": float(p5),
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+    }
 
 
 def _result(prep: _Prepared, times_ns: Sequence[int], rss_growth: int, threads: int | None) -> BenchmarkResult:
     ms = np.asarray(times_ns, dtype=np.float64) / 1e6
     session = prep.session
     return BenchmarkResult(
-        runtime=session.runtime, runtime_version=session.runtime_version, threads=threads, batch=prep.batch,
-        init_ms=prep.init_ms, first_ms=prep.first_ms, warmup_mean_ms=prep.warmup_mean_ms, **statistics(ms),
+        runtime=session.runtime,
+        runtime_version=session.runtime_version,
+        threads=threads,
+        batch=prep.batch,
+        init_ms=prep.init_ms,
+        first_ms=prep.first_ms,
+        warmup_mean_ms=prep.warmup_mean_ms,
+        **statistics(ms),
         throughput=float(prep.batch * 1e3 / ms.mean()),
-        peak_rss_bytes=peak_rss_bytes(), rss_growth_bytes=int(rss_growth),
+        peak_rss_bytes=peak_rss_bytes(),
+        rss_growth_bytes=int(rss_growth),
         model_size_bytes=_io.size_bytes(session.path) if Path(session.path).exists() else 0,
-        env=environment(session, threads), timed=prep.timed, io_ms=_io_ms(prep, min(int(ms.size), 500)),
+        env=environment(session, threads),
+        timed=prep.timed,
+        io_ms=_io_ms(prep, min(int(ms.size), 500)),
     )
 
 
@@ -226,9 +269,21 @@ def benchmark(
     slow model (``count`` says how many ran). ``providers`` and ``optimization`` are ONNX Runtime's,
     ``runtime`` and ``accelerator`` choose a backend (see ``edgeship.runtimes.load``).
     """
-    return compare([model], threads=threads, warmup=warmup, runs=runs, min_seconds=min_seconds, batch=batch,
-                   feeds=feeds, max_seconds=max_seconds, providers=providers, optimization=optimization,
-                   float_io=float_io, runtime=runtime, accelerator=accelerator)[0]
+    return compare(
+        [model],
+        threads=threads,
+        warmup=warmup,
+        runs=runs,
+        min_seconds=min_seconds,
+        batch=batch,
+        feeds=feeds,
+        max_seconds=max_seconds,
+        providers=providers,
+        optimization=optimization,
+        float_io=float_io,
+        runtime=runtime,
+        accelerator=accelerator,
+    )[0]
 
 
 def compare(
@@ -256,8 +311,14 @@ def compare(
     _check_settings(warmup, runs, min_seconds, batch)
     if not models:
         raise BadInputError("compare() needs at least one model; received none")
-    load_options = LoadOptions(threads=threads, providers=providers, optimization=optimization, runtime=runtime,
-                               accelerator=accelerator, float_io=bool(float_io))
+    load_options = LoadOptions(
+        threads=threads,
+        providers=providers,
+        optimization=optimization,
+        runtime=runtime,
+        accelerator=accelerator,
+        float_io=bool(float_io),
+    )
     prepared = [_prepare(m, load_options, warmup, batch, feeds) for m in models]
     rss_before = rss_bytes()
     times = _interleaved([(p.run, p.feeds) for p in prepared], runs, min_seconds, max_seconds)
@@ -265,8 +326,9 @@ def compare(
     return [_result(p, t, growth, threads) for p, t in zip(prepared, times)]
 
 
-def _interleaved(calls: list[tuple[Callable[..., Any], dict]], runs: int, min_seconds: float,
-                 max_seconds: float) -> list[list[int]]:
+def _interleaved(
+    calls: list[tuple[Callable[..., Any], dict]], runs: int, min_seconds: float, max_seconds: float
+) -> list[list[int]]:
     clock = time.perf_counter_ns
     times: list[list[int]] = [[] for _ in calls]
     began = clock()
@@ -283,16 +345,35 @@ def _interleaved(calls: list[tuple[Callable[..., Any], dict]], runs: int, min_se
             return times
 
 
-def sweep(models: Sequence[str | os.PathLike], thread_counts: Sequence[int | None] = (None,), *,
-          batches: Sequence[int] = (1,), isolate: bool = False, warmup: int = 20, runs: int = 200,
-          min_seconds: float = 0.0, max_seconds: float = 60.0, providers: Sequence[str] | None = None,
-          optimization: str | None = None, float_io: bool = False, runtime: str | None = None,
-          accelerator: str | None = None) -> list[tuple[str, BenchmarkResult]]:
+def sweep(
+    models: Sequence[str | os.PathLike],
+    thread_counts: Sequence[int | None] = (None,),
+    *,
+    batches: Sequence[int] = (1,),
+    isolate: bool = False,
+    warmup: int = 20,
+    runs: int = 200,
+    min_seconds: float = 0.0,
+    max_seconds: float = 60.0,
+    providers: Sequence[str] | None = None,
+    optimization: str | None = None,
+    float_io: bool = False,
+    runtime: str | None = None,
+    accelerator: str | None = None,
+) -> list[tuple[str, BenchmarkResult]]:
     """``compare`` (interleaved when several models) at each thread count and batch size, in a child
     process per setting when ``isolate``; returns (model, result) pairs, threads outermost."""
-    settings = dict(warmup=warmup, runs=runs, min_seconds=min_seconds, max_seconds=max_seconds,
-                    providers=list(providers) if providers else None, optimization=optimization,
-                    float_io=float_io, runtime=runtime, accelerator=accelerator)
+    settings: dict[str, Any] = dict(
+        warmup=warmup,
+        runs=runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        providers=list(providers) if providers else None,
+        optimization=optimization,
+        float_io=float_io,
+        runtime=runtime,
+        accelerator=accelerator,
+    )
     rows: list[tuple[str, BenchmarkResult]] = []
     names = [str(m) for m in models]
     for threads in thread_counts:
@@ -315,7 +396,7 @@ _JOBS: dict[str, tuple[str, Callable[[Any], Any]]] = {
 }
 
 
-def _profile_record() -> type:
+def _profile_record() -> Any:
     from edgeship.runtimes._profile import OpProfile
 
     return OpProfile
@@ -335,18 +416,33 @@ def isolated(job: str, *args: Any, timeout: float | None = 600.0, python: str | 
     with tempfile.TemporaryDirectory(prefix="edgeship-bench-") as tmp:
         request, answer = Path(tmp) / "request.json", Path(tmp) / "answer.json"
         # the child is as quiet as this process: told in the request, not through an inherited variable
-        request.write_text(json.dumps({"job": job, "args": [str(a) if isinstance(a, os.PathLike) else a for a in args],
-                                       "kwargs": kwargs, "answer": str(answer), "quiet_native": native_is_quiet()}))
+        request.write_text(
+            json.dumps(
+                {
+                    "job": job,
+                    "args": [str(a) if isinstance(a, os.PathLike) else a for a in args],
+                    "kwargs": kwargs,
+                    "answer": str(answer),
+                    "quiet_native": native_is_quiet(),
+                }
+            )
+        )
         try:
-            proc = subprocess.run([python or sys.executable, "-m", "edgeship.runtimes.benchmark", str(request)],
-                                  capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                [python or sys.executable, "-m", "edgeship.runtimes.benchmark", str(request)],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeFailure(f"the isolated {job} did not finish within {timeout} s; it was stopped") from exc
         data = json.loads(answer.read_text()) if answer.exists() else None
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
-        raise RuntimeFailure(f"the interpreter crashed in the isolated {job} of {args[0] if args else ''} "
-                             f"(child killed by {name}); this process is unharmed. stderr: {_tail(proc.stderr)}")
+        raise RuntimeFailure(
+            f"the interpreter crashed in the isolated {job} of {args[0] if args else ''} "
+            f"(child killed by {name}); this process is unharmed. stderr: {_tail(proc.stderr)}"
+        )
     if isinstance(data, dict) and "error" in data:
         cls = getattr(errors, data["error"], errors.EdgeshipError)
         raise cls(data["message"])

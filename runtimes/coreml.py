@@ -17,8 +17,9 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import platform
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +33,26 @@ REFERENCE_RUNTIME = "mil-numpy"
 REFERENCE_NOTE = "reference evaluator (numpy), not Apple's Core ML runtime"
 _VARIADIC = {"values"}  # op parameters that take a list of tensors (concat, stack)
 # ops that only select, move or clamp values: fp16 inputs give fp16-exact outputs, no rounding needed
-_SELECTING = {"relu", "relu6", "max_pool", "reduce_max", "reduce_min", "maximum", "minimum", "reshape", "transpose",
-              "squeeze", "expand_dims", "flatten2d", "concat", "stack", "slice_by_index", "tile", "identity",
-              "upsample_nearest_neighbor"}
+_SELECTING = {
+    "relu",
+    "relu6",
+    "max_pool",
+    "reduce_max",
+    "reduce_min",
+    "maximum",
+    "minimum",
+    "reshape",
+    "transpose",
+    "squeeze",
+    "expand_dims",
+    "flatten2d",
+    "concat",
+    "stack",
+    "slice_by_index",
+    "tile",
+    "identity",
+    "upsample_nearest_neighbor",
+}
 
 
 def has_coreml() -> bool:
@@ -57,8 +75,11 @@ def available() -> tuple[bool, str]:
 
 def timing() -> tuple[bool, str]:
     """Whether latency measured here is Core ML's (on macOS only), and if not, why."""
-    return (True, "") if has_coreml() else (False, "Core ML runs on macOS only (this host evaluates ML Programs "
-                                                   "with numpy)")
+    return (
+        (True, "")
+        if has_coreml()
+        else (False, "Core ML runs on macOS only (this host evaluates ML Programs with numpy)")
+    )
 
 
 def import_runtime() -> None:
@@ -74,8 +95,10 @@ class CoreMLSession(Session):
 
     def __init__(self, path: Path) -> None:
         if not has_coreml():
-            raise UnsupportedModelError(f"cannot run {path.name} with Core ML on {platform.system()}: Core ML needs "
-                                        "macOS and coremltools; load it with reference=True for the numpy evaluator")
+            raise UnsupportedModelError(
+                f"cannot run {path.name} with Core ML on {platform.system()}: Core ML needs "
+                "macOS and coremltools; load it with reference=True for the numpy evaluator"
+            )
         package = mil.read(path)
         ct = require("coremltools", "run Core ML models")
         self.runtime_version = ct.__version__
@@ -111,9 +134,11 @@ class ReferenceSession(Session):
         package = mil.read(path)
         super().__init__(path, package.inputs, package.outputs)
         self.dynamic_batch = _flexible_batch(package)
-        self.evaluator = Evaluator(package.program, where=path.name)
+        self.evaluator: Evaluator | None = Evaluator(package.program, where=path.name)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        if self.evaluator is None:
+            raise RuntimeFailure(f"{self.path.name}: this session was closed; load the model again to run it")
         results = self.evaluator.run(dict(zip(self._input_names, arrays)))
         return [results[name] for name in self._output_names]
 
@@ -152,8 +177,9 @@ class Evaluator:
             names = [b for refs in op.inputs.values() for b in refs if isinstance(b, str)]
             unknown = [n for n in names if n not in live and n not in self._values]
             if unknown:
-                raise BadArtifactError(f"op {op.type} '{op.name}' of {where} reads {unknown}, "
-                                       "which no earlier op makes")
+                raise BadArtifactError(
+                    f"op {op.type} '{op.name}' of {where} reads {unknown}, which no earlier op makes"
+                )
             if any(n in live for n in names):
                 self._steps.append((op, kernel))
                 live.update(name for name, _ in op.outputs)
@@ -202,32 +228,40 @@ class Evaluator:
     def _constant(self, op: mil.Op) -> Any:
         val = op.inputs.get("val", ())
         if len(val) != 1 or not isinstance(val[0], mil.Literal) or len(op.outputs) != 1:
-            raise BadArtifactError(f"const '{op.name}' of {self.where} has parameters {sorted(op.inputs)} and "
-                                   f"{len(op.outputs)} outputs; a const holds one value 'val' and has one output: "
-                                   "the program is corrupt")
+            raise BadArtifactError(
+                f"const '{op.name}' of {self.where} has parameters {sorted(op.inputs)} and "
+                f"{len(op.outputs)} outputs; a const holds one value 'val' and has one output: "
+                "the program is corrupt"
+            )
         try:
             return self._store(val[0].value, op.outputs[0][1])
         except (ValueError, TypeError, OverflowError) as exc:
-            raise BadArtifactError(f"const '{op.name}' of {self.where} holds a value its declared type "
-                                   f"{op.outputs[0][1]} cannot hold ({exc}): the program is corrupt") from exc
+            raise BadArtifactError(
+                f"const '{op.name}' of {self.where} holds a value its declared type "
+                f"{op.outputs[0][1]} cannot hold ({exc}): the program is corrupt"
+            ) from exc
 
     def _kernel(self, op: mil.Op) -> Callable[..., Any]:
         if op.blocks:
-            raise UnsupportedModelError(f"{self.where} uses control flow (op {op.type} '{op.name}'), which the "
-                                        "reference evaluator does not run; run it with Core ML on macOS")
+            raise UnsupportedModelError(
+                f"{self.where} uses control flow (op {op.type} '{op.name}'), which the "
+                "reference evaluator does not run; run it with Core ML on macOS"
+            )
         kernel = OPS.get(op.type)
         if kernel is None:
             raise UnsupportedModelError(
                 f"{self.where} uses op '{op.type}' (named '{op.name}'), which the reference evaluator does not "
                 f"implement (it runs the {len(OPS)} ops of edgeship.runtimes._mil_ops.OPS). Run this model with "
-                "Core ML on macOS, or build it without the layer that makes this op")
+                "Core ML on macOS, or build it without the layer that makes this op"
+            )
         params = inspect.signature(kernel).parameters
         unknown = sorted(set(op.inputs) - set(params))
         required = [p for p, v in params.items() if v.default is inspect.Parameter.empty and p not in op.inputs]
         if unknown or required:
             raise UnsupportedModelError(
                 f"op {op.type} '{op.name}' of {self.where} has parameters {sorted(op.inputs)}; the reference "
-                f"evaluator's kernel takes {list(params)} (unknown: {unknown}, missing: {required})")
+                f"evaluator's kernel takes {list(params)} (unknown: {unknown}, missing: {required})"
+            )
         return kernel
 
     def _apply(self, op: mil.Op, kernel: Callable[..., Any], env: dict[str, Any]) -> None:
@@ -240,8 +274,10 @@ class Evaluator:
         except EdgeshipError:
             raise
         except Exception as exc:  # numpy's own errors: say which op failed
-            raise RuntimeFailure(f"the reference evaluator failed on op {op.type} '{op.name}' of {self.where}: "
-                                 f"{type(exc).__name__}: {exc}") from exc
+            raise RuntimeFailure(
+                f"the reference evaluator failed on op {op.type} '{op.name}' of {self.where}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
         results = result if isinstance(result, tuple) else (result,)
         selecting = op.type in _SELECTING  # fp16 in, fp16-exact out: no rounding pass
         for (name, ttype), value in zip(op.outputs, results):
@@ -250,12 +286,16 @@ class Evaluator:
 
     def _checked(self, op: mil.Op, value: Any, ttype: mil.TensorType) -> Any:
         shape = ttype.shape
-        if isinstance(value, np.ndarray) and shape is not None and (
-                value.ndim != len(shape) or any(d is not None and d != v for d, v in zip(shape, value.shape))):
+        if (
+            isinstance(value, np.ndarray)
+            and shape is not None
+            and (value.ndim != len(shape) or any(d is not None and d != v for d, v in zip(shape, value.shape)))
+        ):
             raise RuntimeFailure(
                 f"op {op.type} '{op.name}' of {self.where} produced shape {list(value.shape)}, but the program "
                 f"declares {['?' if d is None else d for d in shape]}: the reference evaluator's kernel is wrong "
-                "for this op; run the model with Core ML on macOS and report the model")
+                "for this op; run the model with Core ML on macOS and report the model"
+            )
         return value
 
     @staticmethod

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from edgeship._deps import quiet_native_stderr
-from edgeship.errors import BadArtifactError, BadInputError, MissingDependencyError, RuntimeFailure, UnsupportedModelError
+from edgeship.errors import (
+    BadArtifactError,
+    BadInputError,
+    MissingDependencyError,
+    RuntimeFailure,
+    UnsupportedModelError,
+)
 from edgeship.records import TensorSpec
 from edgeship.runtimes._session import Session
 
@@ -157,9 +163,17 @@ def op_profile(path: Path, threads: int | None, runs: int, warmup: int, top: int
             f"benchmark_model tool is not on PATH (nor named by ${BENCHMARK_MODEL_ENV}). Install that tool "
             "for a .tflite profile; ONNX artifacts profile with onnxruntime alone"
         )
-    command = [tool, f"--graph={path}", "--enable_op_profiling=true", f"--num_runs={runs}",
-               f"--warmup_runs={warmup}", f"--num_threads={threads or 1}"]
+    command = [
+        tool,
+        f"--graph={path}",
+        "--enable_op_profiling=true",
+        f"--num_runs={runs}",
+        f"--warmup_runs={warmup}",
+        f"--num_threads={threads or 1}",
+    ]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
-        raise RuntimeFailure(f"{' '.join(command)} failed (exit status {proc.returncode}): {proc.stderr.strip()[-500:]}")
+        raise RuntimeFailure(
+            f"{' '.join(command)} failed (exit status {proc.returncode}): {proc.stderr.strip()[-500:]}"
+        )
     return parse_benchmark_model(proc.stdout + proc.stderr, top=top)

@@ -8,9 +8,10 @@ The model is compiled for one accelerator (cpu, gpu or npu) and for that one alo
 as fallback LiteRT compiles for an NPU that is not there (every op then runs on the CPU) and its
 Python API cannot say which ops ran where, so a figure labelled "npu" could not be trusted. So
 ``session.accelerator`` is what runs the whole model, and an accelerator this host lacks (or that
-cannot take every op of the model) is refused in one line that names those available. CompiledModel's tensor details carry no quantization
-parameters, so the specs are read with LiteRT's Interpreter (without its delegates) and matched by
-tensor index. LiteRT's Python API times no single op (neither the Interpreter nor CompiledModel):
+cannot take every op of the model) is refused in one line that names those available.
+CompiledModel's tensor details carry no quantization parameters, so the specs are read with
+LiteRT's Interpreter (without its delegates) and matched by tensor index. LiteRT's Python API
+times no single op (neither the Interpreter nor CompiledModel):
 ``edgeship bench --profile`` on a ``.tflite`` uses TFLite's benchmark_model tool.
 """
 
@@ -34,8 +35,10 @@ __all__ = ["ACCELERATORS", "CompiledModelSession", "load", "available_accelerato
 
 ACCELERATORS = ("cpu", "gpu", "npu")
 #: what a host needs before LiteRT can use each accelerator, for the refusal's "what to do"
-_NEEDS = {"gpu": "a GPU LiteRT can drive (OpenCL, or WebGPU over Vulkan/Metal)",
-          "npu": "an NPU with its vendor's LiteRT dispatch library (Qualcomm, MediaTek, Google Tensor, Intel OpenVINO)"}
+_NEEDS = {
+    "gpu": "a GPU LiteRT can drive (OpenCL, or WebGPU over Vulkan/Metal)",
+    "npu": "an NPU with its vendor's LiteRT dispatch library (Qualcomm, MediaTek, Google Tensor, Intel OpenVINO)",
+}
 
 _environment: Any = None  # one LiteRT Environment per process: creating one registers every accelerator
 
@@ -127,8 +130,11 @@ class CompiledModelSession(Session):
         key = signature["key"]
         ins, outs = self._model.get_input_tensor_details(key), self._model.get_output_tensor_details(key)
         by_index = _details_by_tensor_index(path, lib)
-        super().__init__(path, [_spec(by_index[ins[n]["index"]]) for n in signature["inputs"]],
-                         [_spec(by_index[outs[n]["index"]]) for n in signature["outputs"]])
+        super().__init__(
+            path,
+            [_spec(by_index[ins[n]["index"]]) for n in signature["inputs"]],
+            [_spec(by_index[outs[n]["index"]]) for n in signature["outputs"]],
+        )
         self.dynamic_batch = all(len(s.shape) and s.shape[0] == -1 for s in self.inputs)
         self._allocated = [tuple(ins[n]["shape"]) for n in signature["inputs"]]
         self._buffers()
@@ -156,8 +162,9 @@ class CompiledModelSession(Session):
         try:
             self._model.resize_input_tensor(index, list(shape))
         except (RuntimeError, ValueError) as exc:
-            raise BadInputError(f"LiteRT cannot resize input '{self.inputs[index].name}' of {self.path.name} "
-                                f"to {list(shape)}: {exc}") from exc
+            raise BadInputError(
+                f"LiteRT cannot resize input '{self.inputs[index].name}' of {self.path.name} to {list(shape)}: {exc}"
+            ) from exc
         self._allocated[index] = tuple(shape)
         self._buffers()
 
@@ -168,8 +175,10 @@ class CompiledModelSession(Session):
             self._model.run_by_index(0, self._in_buffers, self._out_buffers)
         except (RuntimeError, ValueError) as exc:
             raise RuntimeFailure(f"LiteRT's CompiledModel failed to run {self.path.name}: {exc}") from exc
-        return [buffer.read(size, dtype).reshape(shape)
-                for buffer, (shape, size, dtype) in zip(self._out_buffers, self._out_layout)]
+        return [
+            buffer.read(size, dtype).reshape(shape)
+            for buffer, (shape, size, dtype) in zip(self._out_buffers, self._out_layout)
+        ]
 
 
 def _details_by_tensor_index(path: Path, lib: Any) -> dict[int, dict[str, Any]]:

@@ -10,6 +10,9 @@ neither.
 
     >>> package = read("model.pal4.mlpackage")                              # doctest: +SKIP
     >>> package.inputs, [op.type for op in package.program.ops][:3]         # doctest: +SKIP
+
+Why this file is long (about 440 lines): it is one reader of one format, protobuf messages to MIL
+values to a Program, and each step needs the one before; split, the steps would import each other.
 """
 
 from __future__ import annotations
@@ -17,26 +20,42 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgeship import _io
 from edgeship.errors import BadArtifactError, EdgeshipError, UnsupportedModelError
-from edgeship.runtimes._protobuf import _bytes, _fields, _map, _str, _varints
 from edgeship.records import TensorSpec
 from edgeship.runtimes._mil_ops import unpack_bits
+from edgeship.runtimes._protobuf import _bytes, _fields, _map, _str, _varints
 
 __all__ = ["read", "Package", "Program", "Op", "TensorType", "Literal", "weighted_ops", "COMPUTE"]
 
 # MIL DataType code -> (numpy dtype the evaluator holds it in, bits when packed below a byte)
 _DTYPES: dict[int, tuple[str, int]] = {
-    1: ("bool", 0), 2: ("str", 0), 10: ("float16", 0), 11: ("float32", 0), 12: ("float64", 0),
-    21: ("int8", 0), 22: ("int16", 0), 23: ("int32", 0), 24: ("int64", 0), 25: ("int8", 4),
-    31: ("uint8", 0), 32: ("uint16", 0), 33: ("uint32", 0), 34: ("uint64", 0),
-    35: ("uint8", 4), 36: ("uint8", 2), 37: ("uint8", 1), 38: ("uint8", 6), 39: ("uint8", 3),
+    1: ("bool", 0),
+    2: ("str", 0),
+    10: ("float16", 0),
+    11: ("float32", 0),
+    12: ("float64", 0),
+    21: ("int8", 0),
+    22: ("int16", 0),
+    23: ("int32", 0),
+    24: ("int64", 0),
+    25: ("int8", 4),
+    31: ("uint8", 0),
+    32: ("uint16", 0),
+    33: ("uint32", 0),
+    34: ("uint64", 0),
+    35: ("uint8", 4),
+    36: ("uint8", 2),
+    37: ("uint8", 1),
+    38: ("uint8", 6),
+    39: ("uint8", 3),
 }
 _UNSUPPORTED_DTYPES = {13: "bfloat16", 40: "float8e4m3fn", 41: "float8e5m2"}
 # Core ML ArrayFeatureType.ArrayDataType -> numpy
@@ -69,12 +88,14 @@ def _tensor_type(buf: memoryview) -> TensorType:
     fields = _fields(value_type[1][0])
     code = fields.get(1, [0])[0]
     if not isinstance(code, int) or code == 0:
-        raise BadArtifactError(f"a tensor type in the program has no data type (received {code!r:.60}): the "
-                               "package is corrupt")
+        raise BadArtifactError(
+            f"a tensor type in the program has no data type (received {code!r:.60}): the package is corrupt"
+        )
     if code not in _DTYPES:
         name = _UNSUPPORTED_DTYPES.get(code, f"code {code}")
-        raise UnsupportedModelError(f"the program uses data type {name}, which the reference evaluator "
-                                    "does not support")
+        raise UnsupportedModelError(
+            f"the program uses data type {name}, which the reference evaluator does not support"
+        )
     dims: list[int | None] = []
     for dim in fields.get(3, []):
         kind = _fields(dim)
@@ -87,19 +108,22 @@ def _tensor_type(buf: memoryview) -> TensorType:
 def _from_bytes(raw: Any, ttype: TensorType) -> np.ndarray:
     if ttype.shape is None or None in ttype.shape:
         raise BadArtifactError(f"a stored tensor has no fixed shape ({ttype})")
-    count = math.prod(ttype.shape)
+    shape = tuple(int(d) for d in ttype.shape if d is not None)
+    count = math.prod(shape)
     if ttype.bits:
         values = unpack_bits(np.frombuffer(raw, np.uint8), ttype.bits, count, signed=ttype.dtype == "int8")
-        return values.reshape(ttype.shape)
+        return values.reshape(shape)
     dtype = np.dtype(ttype.dtype).newbyteorder("<")
     if len(raw) < count * dtype.itemsize:
         raise BadArtifactError(f"a stored {ttype.dtype} tensor of shape {ttype.shape} holds {len(raw)} bytes")
-    return np.frombuffer(raw, dtype, count).astype(ttype.dtype).reshape(ttype.shape)
+    return np.frombuffer(raw, dtype, count).astype(ttype.dtype).reshape(shape)
 
 
 def _immediate(buf: memoryview, ttype: TensorType) -> Any:
     tensor = _fields(buf)
-    shape = ttype.shape if ttype.shape is not None else ()
+    shape = tuple(int(d) for d in ttype.shape if d is not None) if ttype.shape is not None else ()
+    if len(shape) != len(ttype.shape or ()):
+        raise BadArtifactError(f"an immediate value has no fixed shape ({ttype})")
     for number in range(1, 8):  # floats, ints, bools, strings, longInts, doubles, bytes
         if number not in tensor:
             continue
@@ -133,7 +157,7 @@ class _Weights:
         sentinel, _, size, start = struct.unpack_from("<IIQQ", data, offset)
         if sentinel != _BLOB_SENTINEL or start + size > len(data):
             raise BadArtifactError(f"{file_name}: no valid weight record at offset {offset}; the package is corrupt")
-        return _from_bytes(data[start:start + size], ttype)
+        return _from_bytes(data[start : start + size], ttype)
 
     def _file(self, name: str) -> memoryview:
         if name not in self._files:
@@ -147,18 +171,24 @@ def _inside(folder: Path, relative: Any, what: str, *, folder_ok: bool = False) 
     neither '..', an absolute path nor a symbolic link may lead out of it (or loop), and nothing
     outside is opened to find out."""
     if not isinstance(relative, str) or not relative or "\0" in relative:
-        raise BadArtifactError(f"{what} has the path {relative!r:.200}, which is not a path inside the package; "
-                               "the package is corrupt: convert the model again")
+        raise BadArtifactError(
+            f"{what} has the path {relative!r:.200}, which is not a path inside the package; "
+            "the package is corrupt: convert the model again"
+        )
     try:
         path = (folder / relative).resolve()
         inside = path.is_relative_to(folder.resolve()) and (path.is_file() or folder_ok and path.is_dir())
     except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop (Python < 3.13)
-        raise BadArtifactError(f"{what} cannot be found inside the package ({type(exc).__name__}: {exc!s:.200}); "
-                               "the package is corrupt: convert the model again") from exc
+        raise BadArtifactError(
+            f"{what} cannot be found inside the package ({type(exc).__name__}: {exc!s:.200}); "
+            "the package is corrupt: convert the model again"
+        ) from exc
     if not inside:
-        raise BadArtifactError(f"{what} is not a file inside {folder} (received '{relative:.200}'); paths and "
-                               "symbolic links that leave the package are refused. Is it a complete .mlpackage? "
-                               "Convert the model again or copy the whole package")
+        raise BadArtifactError(
+            f"{what} is not a file inside {folder} (received '{relative:.200}'); paths and "
+            "symbolic links that leave the package are refused. Is it a complete .mlpackage? "
+            "Convert the model again or copy the whole package"
+        )
     return path
 
 
@@ -166,8 +196,9 @@ def _value(buf: memoryview, weights: _Weights) -> Any:
     fields = _fields(buf)
     ttype = _tensor_type(fields[2][0]) if 2 in fields else TensorType("object", None)
     if ttype.dtype == "object":
-        raise UnsupportedModelError("the program holds a list, tuple or dictionary value; the reference evaluator "
-                                    "takes tensors")
+        raise UnsupportedModelError(
+            "the program holds a list, tuple or dictionary value; the reference evaluator takes tensors"
+        )
     if 3 in fields:
         immediate = _fields(fields[3][0])
         if 1 not in immediate:
@@ -256,8 +287,10 @@ def _feature(buf: memoryview, declared: TensorType | None) -> TensorSpec:
     name = _str(fields[1][0])
     kind = _fields(fields[3][0]) if 3 in fields else {}
     if 5 not in kind:
-        raise UnsupportedModelError(f"feature '{name}' is not a multi-array (an image, string or dictionary); "
-                                    "the reference evaluator takes multi-array inputs and outputs")
+        raise UnsupportedModelError(
+            f"feature '{name}' is not a multi-array (an image, string or dictionary); "
+            "the reference evaluator takes multi-array inputs and outputs"
+        )
     array = _fields(kind[5][0])
     shape = _bounded(name, _varints(array.get(1, [])))
     if 31 in array:  # shapeRange: a flexible dimension reads -1
@@ -275,8 +308,10 @@ def _bounded(name: str, shape: list[int]) -> list[int]:
     """``shape`` if its dimensions are sizes (or -1, flexible) of at most 2^31 elements in all."""
     fixed = [d for d in shape if d != -1]
     if any(d < 0 for d in fixed) or math.prod(fixed) > _MAX_ELEMENTS:
-        raise BadArtifactError(f"feature '{name}' declares the shape {shape}, which is not a tensor shape of at most "
-                               f"{_MAX_ELEMENTS} elements: the package is corrupt or hostile")
+        raise BadArtifactError(
+            f"feature '{name}' declares the shape {shape}, which is not a tensor shape of at most "
+            f"{_MAX_ELEMENTS} elements: the package is corrupt or hostile"
+        )
     return shape
 
 
@@ -284,38 +319,50 @@ def _check_inputs(inputs: tuple[TensorSpec, ...], program: Program) -> None:
     """The model's described inputs are the program's: same names, and the program's fixed dimensions."""
     declared = dict(program.inputs)
     if {s.name for s in inputs} != set(declared):
-        raise BadArtifactError(f"the model describes inputs {sorted(s.name for s in inputs)} but its program takes "
-                               f"{sorted(declared)}: the package is corrupt")
+        raise BadArtifactError(
+            f"the model describes inputs {sorted(s.name for s in inputs)} but its program takes "
+            f"{sorted(declared)}: the package is corrupt"
+        )
     for spec in inputs:
         shape = declared[spec.name].shape
-        if shape is not None and (len(shape) != len(spec.shape) or any(
-                d is not None and d != s for d, s in zip(shape, spec.shape))):
-            raise BadArtifactError(f"input '{spec.name}' is described with shape {list(spec.shape)} but the program "
-                                   f"declares {['?' if d is None else d for d in shape]}: the package is corrupt")
+        if shape is not None and (
+            len(shape) != len(spec.shape) or any(d is not None and d != s for d, s in zip(shape, spec.shape))
+        ):
+            raise BadArtifactError(
+                f"input '{spec.name}' is described with shape {list(spec.shape)} but the program "
+                f"declares {['?' if d is None else d for d in shape]}: the package is corrupt"
+            )
 
 
 def _model_file(package: Path) -> Path:
     """The model file a package's Manifest.json names, once the manifest and every item it lists
     are known to be there, inside the package."""
     if not os.path.lexists(package / "Manifest.json"):
-        raise BadArtifactError(f"{package.name} has no Manifest.json: a .mlpackage names its items there; is it a "
-                               "complete package? Convert the model again")
+        raise BadArtifactError(
+            f"{package.name} has no Manifest.json: a .mlpackage names its items there; is it a "
+            "complete package? Convert the model again"
+        )
     manifest = _inside(package, "Manifest.json", f"{package.name}'s Manifest.json")
     size = manifest.stat().st_size
     if size > _MAX_MANIFEST_BYTES:
-        raise BadArtifactError(f"{manifest} holds {size} bytes; a .mlpackage manifest holds a few hundred: the "
-                               "package is corrupt")
+        raise BadArtifactError(
+            f"{manifest} holds {size} bytes; a .mlpackage manifest holds a few hundred: the package is corrupt"
+        )
     try:
         info = _io.loads(manifest.read_bytes(), max_depth=8)
         items = info["itemInfoEntries"]
         relative = items[info["rootModelIdentifier"]]["path"]
         paths = [entry["path"] for entry in items.values()]
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        raise BadArtifactError(f"{manifest} is not a valid .mlpackage manifest ({type(exc).__name__}: "
-                               f"{exc!s:.200}); convert the model again") from exc
+        raise BadArtifactError(
+            f"{manifest} is not a valid .mlpackage manifest ({type(exc).__name__}: "
+            f"{exc!s:.200}); convert the model again"
+        ) from exc
     if not isinstance(relative, str) or not all(isinstance(p, str) for p in paths):
-        raise BadArtifactError(f"{package.name}'s Manifest.json gives the model's path as {relative!r:.200}, which "
-                               "is not a path; convert the model again")
+        raise BadArtifactError(
+            f"{package.name}'s Manifest.json gives the model's path as {relative!r:.200}, which "
+            "is not a path; convert the model again"
+        )
     path = _inside(package, f"Data/{relative}", f"the model file of {package.name}")
     for item in paths:  # every other item the manifest names is there too (the weights, say)
         if item != relative:
@@ -332,11 +379,15 @@ def read(path: str | Path) -> Package:
     try:
         model = _fields(memoryview(model_file.read_bytes()))
         if 502 not in model and 2 not in model:
-            raise BadArtifactError(f"{model_file} holds no Core ML model (no model description, received fields "
-                                   f"{sorted(model)[:10]}): the package is corrupt; convert the model again")
+            raise BadArtifactError(
+                f"{model_file} holds no Core ML model (no model description, received fields "
+                f"{sorted(model)[:10]}): the package is corrupt; convert the model again"
+            )
         if 502 not in model:
-            raise UnsupportedModelError(f"{path.name} is not an ML Program (a neural-network or pipeline model); the "
-                                        "reference evaluator runs ML Programs: convert with convert_to='mlprogram'")
+            raise UnsupportedModelError(
+                f"{path.name} is not an ML Program (a neural-network or pipeline model); the "
+                "reference evaluator runs ML Programs: convert with convert_to='mlprogram'"
+            )
         program = _program(model[502][0], _Weights(model_file.parent))
         declared = {name: ttype for op in program.ops for name, ttype in op.outputs}
         declared.update(program.inputs)
@@ -347,8 +398,10 @@ def read(path: str | Path) -> Package:
     except EdgeshipError:
         raise
     except (IndexError, KeyError, ValueError, TypeError, struct.error, OSError) as exc:
-        raise BadArtifactError(f"{path} could not be read as a Core ML ML Program ({type(exc).__name__}: {exc}); "
-                               "convert again or check the package was copied whole") from exc
+        raise BadArtifactError(
+            f"{path} could not be read as a Core ML ML Program ({type(exc).__name__}: {exc}); "
+            "convert again or check the package was copied whole"
+        ) from exc
     return Package(path, model.get(1, [0])[0], inputs, outputs, program)
 
 
@@ -380,8 +433,13 @@ def weighted_ops(program: Program) -> list[tuple[Op, bool]]:
     for op in program.ops:
         if op.type not in COMPUTE:
             continue
-        weights = [b for param, refs in op.inputs.items() if param != "bias"
-                   for b in refs if isinstance(b, str) and b in constant]
+        weights = [
+            b
+            for param, refs in op.inputs.items()
+            if param != "bias"
+            for b in refs
+            if isinstance(b, str) and b in constant
+        ]
         if weights:
             found.append((op, any(w in compressed for w in weights)))
     return found

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -65,8 +66,12 @@ class OnnxRuntimeSession(Session):
             options.inter_op_num_threads = 1
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel,
-            {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-             "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}[optimization],
+            {
+                "disable": "ORT_DISABLE_ALL",
+                "basic": "ORT_ENABLE_BASIC",
+                "extended": "ORT_ENABLE_EXTENDED",
+                "all": "ORT_ENABLE_ALL",
+            }[optimization],
         )
         options.enable_profiling = profile
         if profile and profile_prefix:
@@ -81,7 +86,9 @@ class OnnxRuntimeSession(Session):
             self._sess = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
             raise BadArtifactError(f"{path} could not be loaded by onnxruntime: {exc}") from exc
-        super().__init__(path, [_spec(a) for a in self._sess.get_inputs()], [_spec(a) for a in self._sess.get_outputs()])
+        super().__init__(
+            path, [_spec(a) for a in self._sess.get_inputs()], [_spec(a) for a in self._sess.get_outputs()]
+        )
         self.dynamic_batch = all(s.shape[:1] == (-1,) for s in self.inputs)
         self.providers = chosen
         self.threads = threads
@@ -123,14 +130,27 @@ class OnnxRuntimeSession(Session):
         return self._sess.end_profiling()
 
 
-def load(path: Path, *, threads: int | None = None, providers: list[str] | None = None, optimization: str = "all",
-         profile: bool = False, profile_prefix: str | None = None) -> OnnxRuntimeSession:
-    return OnnxRuntimeSession(path, threads=threads, providers=providers, optimization=optimization, profile=profile,
-                              profile_prefix=profile_prefix)
+def load(
+    path: Path,
+    *,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+    optimization: str = "all",
+    profile: bool = False,
+    profile_prefix: str | None = None,
+) -> OnnxRuntimeSession:
+    return OnnxRuntimeSession(
+        path,
+        threads=threads,
+        providers=providers,
+        optimization=optimization,
+        profile=profile,
+        profile_prefix=profile_prefix,
+    )
 
 
 def op_profile(path: Path, threads: int | None, runs: int, warmup: int, top: int) -> Any:
-    """The ops of ``path`` by time per inference, from ONNX Runtime's own JSON trace (``edgeship.runtimes._profile``)."""
+    """The ops of ``path`` by time per inference, from ONNX Runtime's own JSON trace (see ``_profile``)."""
     import dataclasses
     import json
     import tempfile

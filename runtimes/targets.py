@@ -26,10 +26,11 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 from urllib.parse import SplitResult, urlsplit
 
 from edgeship import bundle as _bundle
@@ -39,16 +40,28 @@ from edgeship.errors import BadInputError, EdgeshipError, RuntimeFailure
 from edgeship.formats import for_path
 from edgeship.runtimes._device_check import ArtifactCheck, DeviceReport
 
-__all__ = ["Target", "TARGETS", "LocalTarget", "SshTarget", "AdbTarget", "parse_target", "run_targets",  # noqa: F822
-           "forms", "DeviceReport", "ArtifactCheck"]
+__all__ = [
+    "Target",
+    "TARGETS",
+    "LocalTarget",
+    "SshTarget",  # noqa: F822 (module __getattr__)
+    "AdbTarget",  # noqa: F822
+    "parse_target",
+    "run_targets",
+    "forms",
+    "DeviceReport",
+    "ArtifactCheck",
+]
 
 # What each field of a target may hold. A field is data that reaches ssh's or adb's argv (never a
 # shell): none may start with '-' (it would be read as an option) or hold white space or shell
 # metacharacters. Host names are DNS-style or IP literals; paths are plain folder names.
 _FIELDS = {
     "user": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*"), "letters, digits, '_', '.' and '-' (not first)"),
-    "host": (re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"),
-             "a host name (letters, digits, '-', '.') or an IP address"),
+    "host": (
+        re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.?)+|[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*"),
+        "a host name (letters, digits, '-', '.') or an IP address",
+    ),
     "path": (re.compile(r"[A-Za-z0-9_.+~/][A-Za-z0-9_.+~/-]*"), "letters, digits and _ . + ~ / - (not first)"),
     "serial": (re.compile(r"[A-Za-z0-9_.][A-Za-z0-9_.:-]*"), "letters, digits and _ . : - (not first)"),
 }
@@ -59,9 +72,13 @@ def check_field(kind: str, value: str, where: str) -> str:
     naming the field; ``where`` is the target as the user wrote it."""
     pattern, allowed = _FIELDS[kind]
     if not isinstance(value, str) or len(value) > 255 or not pattern.fullmatch(value):
-        raise BadInputError(f"the {kind} in target {where!r} is {value!r}; a {kind} holds {allowed} "
-                            "(a value starting with '-' would reach ssh or adb as an option)")
+        raise BadInputError(
+            f"the {kind} in target {where!r} is {value!r}; a {kind} holds {allowed} "
+            "(a value starting with '-' would reach ssh or adb as an option)"
+        )
     return value
+
+
 _CHECK = "edgeship.runtimes._device_check"
 MARKER = ".edgeship-install"
 
@@ -133,15 +150,20 @@ class LocalTarget:
 
     def run(self, bundle: Path, *, runs: int = 50, warmup: int = 5, threads: int | None = None) -> DeviceReport:
         _bundle.load(bundle)  # refuse a damaged bundle here, before any work
-        command = [self.python or sys.executable, *check_args(str(Path(bundle).resolve()), self.url, runs, warmup, threads)]
+        command = [
+            self.python or sys.executable,
+            *check_args(str(Path(bundle).resolve()), self.url, runs, warmup, threads),
+        ]
         env = {**os.environ, QUIET_CHILD_ENV: "1" if native_is_quiet() else "0"}  # the child: as quiet as this process
         proc = subprocess.run(command, capture_output=True, text=True, timeout=3600, env=env)
         return parse_report(proc.stdout, self.url, proc.stderr)
 
 
 #: every kind of target, in the order ``parse_target`` asks them
-TARGETS: Registry[Any] = Registry("edgeship.targets", {
-    "local": LocalTarget, "ssh": "edgeship.runtimes._ssh:SshTarget", "adb": "edgeship.runtimes._adb:AdbTarget"})
+TARGETS: Registry[Any] = Registry(
+    "edgeship.targets",
+    {"local": LocalTarget, "ssh": "edgeship.runtimes._ssh:SshTarget", "adb": "edgeship.runtimes._adb:AdbTarget"},
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -166,7 +188,9 @@ def parse_target(url: str, **options: Any) -> Target:
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed '[' in the host
-        raise BadInputError(f"target {url!r} is not a URL edgeship reads ({exc}); a target is one of {forms()}") from exc
+        raise BadInputError(
+            f"target {url!r} is not a URL edgeship reads ({exc}); a target is one of {forms()}"
+        ) from exc
     for kind in TARGETS.all():
         target = kind.parse(url, parts, **{k: v for k, v in options.items() if k in kind.OPTIONS})
         if target is not None:
@@ -174,8 +198,15 @@ def parse_target(url: str, **options: Any) -> Target:
     raise BadInputError(f"unknown target {url!r}; a target is one of {forms()}")
 
 
-def run_targets(targets: Sequence[str | Target], bundle: str | os.PathLike, *, runs: int = 50, warmup: int = 5,
-                threads: int | None = None, **options: Any) -> list[DeviceReport]:
+def run_targets(
+    targets: Sequence[str | Target],
+    bundle: str | os.PathLike,
+    *,
+    runs: int = 50,
+    warmup: int = 5,
+    threads: int | None = None,
+    **options: Any,
+) -> list[DeviceReport]:
     """Run ``bundle`` on every target in parallel; a target that fails comes back with ``error`` set
     (and ``passed`` None) while the others finish."""
     resolved = [t if not isinstance(t, str) else parse_target(t, **options) for t in targets]

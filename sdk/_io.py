@@ -10,8 +10,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     except ValueError:
         where: list[str] = []
         text = json.dumps(_finite(json.loads(json.dumps(obj, default=_json_default)), "", where), indent=2)
-        log.warning("%s: %d figure(s) not finite, written as null: %s", Path(path).name, len(where),
-                    ", ".join(where[:5]) + (" …" if len(where) > 5 else ""))
+        log.warning(
+            "%s: %d figure(s) not finite, written as null: %s",
+            Path(path).name,
+            len(where),
+            ", ".join(where[:5]) + (" …" if len(where) > 5 else ""),
+        )
     return write_bytes(path, (text + "\n").encode())
 
 
@@ -210,7 +215,7 @@ def remove_temporaries(folder: str | os.PathLike) -> list[str]:
     return removed
 
 
-def recover(folder: str | os.PathLike, recorded: Any) -> list[str]:
+def recover(folder: str | os.PathLike, recorded: Callable[[], set[str]]) -> list[str]:
     """Finish the clean-up of an interrupted transaction in ``folder``: temporaries, and the names
     it created that ``recorded()`` (a set of top-level names) does not hold. The names removed."""
     folder = Path(folder)
@@ -260,8 +265,10 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-            raise BadInputError(f"{folder} is being written by edgeship process {holder}; wait for it to finish, "
-                                "or use another --out folder") from None
+            raise BadInputError(
+                f"{folder} is being written by edgeship process {holder}; wait for it to finish, "
+                "or use another --out folder"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _HELD.add(key)
@@ -276,7 +283,7 @@ def locked(folder: str | os.PathLike) -> Iterator[None]:
 _HELD: set[str] = set()  # folders whose lock this process holds
 
 
-def recover_unless_busy(folder: str | os.PathLike, recorded: Any) -> list[str]:
+def recover_unless_busy(folder: str | os.PathLike, recorded: Callable[[], set[str]]) -> list[str]:
     """``recover`` for a reader (validate): only when no other edgeship process is writing the
     folder, whose journal and temporaries are its own work in progress."""
     from edgeship.errors import BadInputError
@@ -292,7 +299,7 @@ def recover_unless_busy(folder: str | os.PathLike, recorded: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def transaction(folder: str | os.PathLike, recorded: Any) -> Iterator[list[str]]:
+def transaction(folder: str | os.PathLike, recorded: Callable[[], set[str]]) -> Iterator[list[str]]:
     """One writing step in ``folder`` (see the steps above), holding the folder's lock.
     ``recorded()`` gives the top-level names the folder's record lists; the yielded list holds
     what recovery removed first."""
@@ -303,7 +310,7 @@ def transaction(folder: str | os.PathLike, recorded: Any) -> Iterator[list[str]]
 
 
 @contextlib.contextmanager
-def _transaction(folder: Path, recorded: Any) -> Iterator[list[str]]:
+def _transaction(folder: Path, recorded: Callable[[], set[str]]) -> Iterator[list[str]]:
     removed = recover(folder, recorded)
     before = sorted(p.name for p in folder.iterdir())
     write_json(folder / JOURNAL, {"pid": os.getpid(), "before": before})

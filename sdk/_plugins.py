@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from typing import Generic, Iterator, TypeVar
+from collections.abc import Iterator
+from typing import Generic, TypeVar
 
 from edgeship.errors import BadInputError
 

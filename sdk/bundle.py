@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from edgeship import _io, metrics
 from edgeship._version import __version__
 from edgeship.errors import BadArtifactError, BadInputError
 from edgeship.formats import FLOAT_DRIFT, FORMATS
-from edgeship.records import Artifact, Record, VersionedFile, SCHEMA_VERSION
+from edgeship.records import SCHEMA_VERSION, Artifact, Record, VersionedFile
 
 FOLDER = "bundle"
 #: the schema_version of a bundle of several inputs (``inputs`` a list of files)
@@ -100,8 +101,11 @@ def tolerance(artifact: Artifact, outputs: np.ndarray) -> tuple[float, str]:
     if out is not None and out.quantized and out.scale:
         return float(out.scale) * INT8_STEPS * 1.01, f"one int8 step of the output (scale {out.scale:.4g})"
     magnitude = float(np.max(np.abs(outputs))) if outputs.size else 1.0
-    drift = FORMATS.get(artifact.format).drift(artifact.precision) if artifact.format in FORMATS \
-        else FLOAT_DRIFT.get(artifact.precision)  # a plugin's format this process does not have
+    drift = (
+        FORMATS.get(artifact.format).drift(artifact.precision)
+        if artifact.format in FORMATS
+        else FLOAT_DRIFT.get(artifact.precision)
+    )  # a plugin's format this process does not have
     if drift is None:  # integer arithmetic inside
         span = float(np.ptp(outputs)) if outputs.size else 1.0
         step = span / 255
@@ -136,29 +140,48 @@ def write(
     records the spec), in the model's dtypes."""
     arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
     if not arrays or len({len(a) for a in arrays}) != 1:
-        raise BadInputError(f"a bundle needs one array per model input, each with as many samples; "
-                            f"received {[len(a) for a in arrays]} samples")
+        raise BadInputError(
+            f"a bundle needs one array per model input, each with as many samples; "
+            f"received {[len(a) for a in arrays]} samples"
+        )
     labels = labels if labels is not None and task == "multiclass" else np.zeros(0, np.int64)
     names = ["inputs.npy"] + [f"inputs_{i}.npy" for i in range(1, len(arrays))]
     with _io.staged(folder, directory=True) as tmp:
         (tmp / "expected").mkdir()
-        files = {name: _save_npy(tmp / name, a if a.dtype.kind in "iub" else a.astype(np.float32))
-                 for name, a in zip(names, arrays)}
+        files = {
+            name: _save_npy(tmp / name, a if a.dtype.kind in "iub" else a.astype(np.float32))
+            for name, a in zip(names, arrays)
+        }
         files["labels.npy"] = _save_npy(tmp / "labels.npy", np.asarray(labels).astype(np.int64))
-        entries = [_entry(artifact, outputs, accuracy, labels, source, tmp, files)
-                   for artifact, outputs, accuracy in results]
+        entries = [
+            _entry(artifact, outputs, accuracy, labels, source, tmp, files) for artifact, outputs, accuracy in results
+        ]
         several = len(names) > 1  # the single-input layout stays what every edgeship reads
-        manifest = BundleManifest(schema_version=MULTI_INPUT_SCHEMA if several else SCHEMA_VERSION,
-                                  model=model, dataset=dataset, dataset_fingerprint=fingerprint,
-                                  inputs=tuple(names) if several else names[0], files=files,
-                                  artifacts=tuple(entries), task=task, preprocess=preprocess,
-                                  edgeship_version=__version__)
+        manifest = BundleManifest(
+            schema_version=MULTI_INPUT_SCHEMA if several else SCHEMA_VERSION,
+            model=model,
+            dataset=dataset,
+            dataset_fingerprint=fingerprint,
+            inputs=tuple(names) if several else names[0],
+            files=files,
+            artifacts=tuple(entries),
+            task=task,
+            preprocess=preprocess,
+            edgeship_version=__version__,
+        )
         manifest.save(tmp)
     return manifest
 
 
-def _entry(artifact: Artifact, outputs: np.ndarray, accuracy: float | None, labels: np.ndarray, source: Path,
-           tmp: Path, files: dict[str, str]) -> BundleEntry:
+def _entry(
+    artifact: Artifact,
+    outputs: np.ndarray,
+    accuracy: float | None,
+    labels: np.ndarray,
+    source: Path,
+    tmp: Path,
+    files: dict[str, str],
+) -> BundleEntry:
     """Copy one artifact into the bundle being staged at ``tmp`` and store its expected outputs."""
     name = artifact.path
     src = source / name
@@ -169,10 +192,15 @@ def _entry(artifact: Artifact, outputs: np.ndarray, accuracy: float | None, labe
     here = metrics.accuracy(outputs.argmax(-1), labels) if len(labels) else None
     limit, basis = tolerance(artifact, outputs)
     return BundleEntry(
-        name=artifact.name, path=name, sha256=artifact.sha256, expected=expected,
-        max_abs_error=limit, tolerance_basis=basis,
+        name=artifact.name,
+        path=name,
+        sha256=artifact.sha256,
+        expected=expected,
+        max_abs_error=limit,
+        tolerance_basis=basis,
         min_accuracy=None if here is None else max(0.0, here - ACCURACY_SLACK),
-        host_accuracy=here, test_accuracy=accuracy,
+        host_accuracy=here,
+        test_accuracy=accuracy,
     )
 
 
@@ -190,8 +218,10 @@ def load(folder: str | Path) -> tuple[BundleManifest, tuple[np.ndarray, ...], np
     folder = Path(folder)
     links = [p for p in folder.rglob("*") if p.is_symlink()]
     if links:  # a bundle travels to devices as an archive: a link could point anywhere there
-        raise BadArtifactError(f"bundle {folder} holds symbolic links ({links[0].relative_to(folder)} …); "
-                               "a bundle may hold plain files only. Write it again with edgeship validate")
+        raise BadArtifactError(
+            f"bundle {folder} holds symbolic links ({links[0].relative_to(folder)} …); "
+            "a bundle may hold plain files only. Write it again with edgeship validate"
+        )
     manifest = BundleManifest.load(folder)
     _check_closed(folder, manifest)
     for name, digest in manifest.files.items():
@@ -201,8 +231,10 @@ def load(folder: str | Path) -> tuple[BundleManifest, tuple[np.ndarray, ...], np
     inputs = tuple(array(folder, name) for name in manifest.input_files)
     labels = array(folder, manifest.labels)
     if len({len(a) for a in inputs}) != 1:
-        raise BadArtifactError(f"bundle {folder}'s input files hold {[len(a) for a in inputs]} samples; each "
-                               "must hold as many. Write the bundle again with edgeship validate")
+        raise BadArtifactError(
+            f"bundle {folder}'s input files hold {[len(a) for a in inputs]} samples; each "
+            "must hold as many. Write the bundle again with edgeship validate"
+        )
     return manifest, inputs, labels
 
 
@@ -211,11 +243,14 @@ def array(folder: str | Path, name: str) -> np.ndarray:
     try:
         data = np.load(Path(folder) / name, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:  # an object array, a truncated or non-.npy file
-        raise BadArtifactError(f"bundle file {name} is not a numeric .npy array ({exc}); write the bundle again "
-                               "with edgeship validate") from exc
+        raise BadArtifactError(
+            f"bundle file {name} is not a numeric .npy array ({exc}); write the bundle again with edgeship validate"
+        ) from exc
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
-        raise BadArtifactError(f"bundle file {name} holds {getattr(data, 'dtype', type(data).__name__)} values; a "
-                               "bundle holds numbers only: write it again with edgeship validate")
+        raise BadArtifactError(
+            f"bundle file {name} holds {getattr(data, 'dtype', type(data).__name__)} values; a "
+            "bundle holds numbers only: write it again with edgeship validate"
+        )
     return data
 
 
@@ -226,25 +261,39 @@ def _check_closed(folder: Path, manifest: BundleManifest) -> None:
     read = [*manifest.input_files, manifest.labels, *(e.expected for e in manifest.artifacts)]
     for name in (*named, *read):
         parts = PurePosixPath(name).parts if isinstance(name, str) else ()
-        if (not parts or "\\" in name or name.startswith("/") or ".." in parts
-                or not (folder / name).resolve().is_relative_to(folder.resolve())):
-            raise BadArtifactError(f"bundle.json names {name!r}, which is not a plain path inside the bundle "
-                                   f"folder {folder}; refusing the bundle before reading it: {again}")
+        if (
+            not parts
+            or "\\" in name
+            or name.startswith("/")
+            or ".." in parts
+            or not (folder / name).resolve().is_relative_to(folder.resolve())
+        ):
+            raise BadArtifactError(
+                f"bundle.json names {name!r}, which is not a plain path inside the bundle "
+                f"folder {folder}; refusing the bundle before reading it: {again}"
+            )
     unhashed = [name for name in read if name not in manifest.files]
     if unhashed:  # every file read must have its sha256 checked first
-        raise BadArtifactError(f"bundle.json names {unhashed[0]!r} as an input, label or expected-output file but "
-                               f"records no sha256 for it in 'files'; {again}")
+        raise BadArtifactError(
+            f"bundle.json names {unhashed[0]!r} as an input, label or expected-output file but "
+            f"records no sha256 for it in 'files'; {again}"
+        )
     listed = {PurePosixPath(n) for n in manifest.files}
     artifacts = [PurePosixPath(e.path) for e in manifest.artifacts]
     for path in sorted(folder.rglob("*")):
         if path.is_dir():
             continue
         rel = PurePosixPath(path.relative_to(folder).as_posix())
-        if rel.as_posix() == BundleManifest.file_name or rel in listed or any(
-                rel == a or a in rel.parents for a in artifacts):
+        if (
+            rel.as_posix() == BundleManifest.file_name
+            or rel in listed
+            or any(rel == a or a in rel.parents for a in artifacts)
+        ):
             continue
-        raise BadArtifactError(f"bundle {folder} holds {rel.as_posix()!r}, which bundle.json does not list; a "
-                               f"bundle holds only the files it lists: remove it, or {again}")
+        raise BadArtifactError(
+            f"bundle {folder} holds {rel.as_posix()!r}, which bundle.json does not list; a "
+            f"bundle holds only the files it lists: remove it, or {again}"
+        )
 
 
 def _check_file(folder: Path, name: str, digest: str) -> None:
@@ -255,4 +304,7 @@ def _check_file(folder: Path, name: str, digest: str) -> None:
         raise BadArtifactError(f"bundle file {name} is missing from {folder}")
     actual = _io.sha256_path(path)
     if actual != digest:
-        raise BadArtifactError(f"bundle file {name} has sha256 {actual[:12]}…, but bundle.json records {digest[:12]}…; copy the bundle again")
+        raise BadArtifactError(
+            f"bundle file {name} has sha256 {actual[:12]}…, but bundle.json records "
+            f"{digest[:12]}…; copy the bundle again"
+        )

@@ -15,7 +15,10 @@ A message says what happened, what was received and what to do.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the records import these errors
+    from edgeship.records import Report
 
 __all__ = [
     "EdgeshipError",
@@ -65,6 +68,6 @@ class RuntimeFailure(EdgeshipError, RuntimeError):
 class AccuracyGateError(EdgeshipError):
     """One or more artifacts failed the accuracy gate; ``report`` holds every figure (CLI exit code 2)."""
 
-    def __init__(self, message: str, report: Any = None) -> None:
+    def __init__(self, message: str, report: Report | None = None) -> None:
         super().__init__(message)
         self.report = report

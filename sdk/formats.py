@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from edgeship._plugins import Registry
 
@@ -37,8 +38,26 @@ if TYPE_CHECKING:
     from edgeship.records import Artifact
     from edgeship.runtimes._session import Session
 
-__all__ = ["Format", "Runtime", "Option", "FLOAT_DRIFT", "Converter", "RuntimeBackend", "DoctorProbe", "FORMATS", "for_path",
-           "for_suffix", "runtime"]
+__all__ = [
+    "Format",
+    "Runtime",
+    "Option",
+    "FLOAT_DRIFT",
+    "Converter",
+    "RuntimeBackend",
+    "DoctorProbe",
+    "FORMATS",
+    "for_path",
+    "for_suffix",
+    "runtime",
+]
+
+
+#: float precisions on another device: fp32 on another CPU architecture sums in another order (NEON vs
+#: AVX, FMA or not: a few hundred float ulps of the magnitude); fp16 may run in fp16 on a GPU delegate.
+#: Core ML runs on a GPU or the Neural Engine in fp16 whatever the precision asked for (its own entry;
+#: macOS's Core ML against edgeship's evaluator is checked to 2e-2 on softmax outputs).
+FLOAT_DRIFT = {"fp32": (1e-4, "another CPU architecture's summation order"), "fp16": (2e-2, "fp16 on a GPU delegate")}
 
 
 @dataclass(frozen=True)
@@ -97,22 +116,14 @@ class Format:
     color: str = "#6b7280"
 
     def converter_module(self) -> Converter:
-        return importlib.import_module(self.converter)  # type: ignore[return-value]
+        return cast("Converter", importlib.import_module(self.converter))
 
     def doctor_module(self) -> DoctorProbe | None:
-        return importlib.import_module(self.doctor) if self.doctor else None  # type: ignore[return-value]
+        return cast("DoctorProbe", importlib.import_module(self.doctor)) if self.doctor else None
 
     def drift(self, precision: str) -> tuple[float, str] | None:
         """(fraction, why) for a float-computing ``precision``; None for one computing in integers."""
         return self.device_drift.get("*") or self.device_drift.get(precision)
-
-
-#: float precisions on another device: fp32 on another CPU architecture sums in another order (NEON vs
-#: AVX, FMA or not: a few hundred float ulps of the magnitude); fp16 may run in fp16 on a GPU delegate.
-#: Core ML runs on a GPU or the Neural Engine in fp16 whatever the precision asked for (its own entry;
-#: macOS's Core ML against edgeship's evaluator is checked to 2e-2 on softmax outputs).
-FLOAT_DRIFT = {"fp32": (1e-4, "another CPU architecture's summation order"),
-               "fp16": (2e-2, "fp16 on a GPU delegate")}
 
 
 class Converter(Protocol):
@@ -123,12 +134,14 @@ class Converter(Protocol):
     #: float precision -> how far its outputs may be from the float model's before convert records the file
     CHECK_TOLERANCE: dict[str, float]
 
-    def convert(self, source: SourceModel, out: Path, *, precision: str, calibration: Any = None,
-                **options: Any) -> Artifact:
+    def convert(
+        self, source: SourceModel, out: Path, *, precision: str, calibration: Any = None, **options: Any
+    ) -> Artifact:
         """Write ``source`` at ``precision`` under ``out`` (staged, then renamed) and describe it."""
 
-    def to_bytes(self, source: SourceModel, precision: str, calibration: Any = None,
-                 **options: Any) -> tuple[bytes | Path, dict[str, Any]]:
+    def to_bytes(
+        self, source: SourceModel, precision: str, calibration: Any = None, **options: Any
+    ) -> tuple[bytes | Path, dict[str, Any]]:
         """The converted model without writing it (the doctor's rebuilds), with its settings."""
 
     def embed_metadata(self, path: Path, text: str) -> None:
@@ -162,33 +175,67 @@ class DoctorProbe(Protocol):
         """The compute ops of a file ((type, name, runs in float)) and the function naming their layer."""
 
 
-_CONVERT = Option("calibration_samples", "int", "Samples for full-integer calibration, from the training split "
-                  "(default 200; more is slower).")
-_EQUALIZE = Option("equalize", "flag", "int8/dynamic: cross-layer equalization first (rescales channel ranges "
-                   "between consecutive conv/dense layers; the float function is unchanged). Keras models only.")
+_CONVERT = Option(
+    "calibration_samples",
+    "int",
+    "Samples for full-integer calibration, from the training split (default 200; more is slower).",
+)
+_EQUALIZE = Option(
+    "equalize",
+    "flag",
+    "int8/dynamic: cross-layer equalization first (rescales channel ranges "
+    "between consecutive conv/dense layers; the float function is unchanged). Keras models only.",
+)
 
 BUILTIN: dict[str, Format] = {
     "tflite": Format(
-        name="tflite", suffix=".tflite", label="TFLite", converter="edgeship.converters.tflite",
-        runtimes=(Runtime("litert", "edgeship.runtimes.litert", "ai-edge-litert"),
-                  Runtime("litert-compiled", "edgeship.runtimes.litert_compiled", "ai-edge-litert")),
-        doctor="edgeship.doctor.tflite", options=(_CONVERT, _EQUALIZE), color="#f59e0b"),
+        name="tflite",
+        suffix=".tflite",
+        label="TFLite",
+        converter="edgeship.converters.tflite",
+        runtimes=(
+            Runtime("litert", "edgeship.runtimes.litert", "ai-edge-litert"),
+            Runtime("litert-compiled", "edgeship.runtimes.litert_compiled", "ai-edge-litert"),
+        ),
+        doctor="edgeship.doctor.tflite",
+        options=(_CONVERT, _EQUALIZE),
+        color="#f59e0b",
+    ),
     "onnx": Format(
-        name="onnx", suffix=".onnx", label="ONNX", converter="edgeship.converters.onnx",
+        name="onnx",
+        suffix=".onnx",
+        label="ONNX",
+        converter="edgeship.converters.onnx",
         runtimes=(Runtime("onnxruntime", "edgeship.runtimes.onnxruntime", "onnxruntime"),),
-        doctor="edgeship.doctor.onnx", calibration_methods=("minmax", "entropy", "percentile"),
-        options=(_CONVERT,
-                 Option("calibrate_method", ("minmax", "entropy", "percentile"),
-                        "ONNX Runtime static quantization calibration (default minmax)."),
-                 Option("reduce_range", "switch", "ONNX int8: 7-bit weights (default: decided from this CPU's VNNI "
-                        "support)."),
-                 Option("opset", "int", "ONNX opset (<= 18; default 17)."),
-                 _EQUALIZE),
-        color="#2563eb"),
+        doctor="edgeship.doctor.onnx",
+        calibration_methods=("minmax", "entropy", "percentile"),
+        options=(
+            _CONVERT,
+            Option(
+                "calibrate_method",
+                ("minmax", "entropy", "percentile"),
+                "ONNX Runtime static quantization calibration (default minmax).",
+            ),
+            Option(
+                "reduce_range", "switch", "ONNX int8: 7-bit weights (default: decided from this CPU's VNNI support)."
+            ),
+            Option("opset", "int", "ONNX opset (<= 18; default 17)."),
+            _EQUALIZE,
+        ),
+        color="#2563eb",
+    ),
     "coreml": Format(
-        name="coreml", suffix=".mlpackage", label="Core ML", converter="edgeship.converters.coreml",
-        runtimes=(Runtime("coreml", "edgeship.runtimes.coreml"),), doctor="edgeship.doctor.coreml", folder=True,
-        weights_only=True, device_drift={"*": (2e-2, "fp16 on a GPU or the Neural Engine")}, color="#10b981"),
+        name="coreml",
+        suffix=".mlpackage",
+        label="Core ML",
+        converter="edgeship.converters.coreml",
+        runtimes=(Runtime("coreml", "edgeship.runtimes.coreml"),),
+        doctor="edgeship.doctor.coreml",
+        folder=True,
+        weights_only=True,
+        device_drift={"*": (2e-2, "fp16 on a GPU or the Neural Engine")},
+        color="#10b981",
+    ),
 }
 
 FORMATS: Registry[Format] = Registry("edgeship.formats", dict(BUILTIN))

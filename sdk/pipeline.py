@@ -1,16 +1,15 @@
 """The quickstart: all five stages on built-in data in one call.
 
-    train ──► convert ──► validate ──► benchmark ──► report
+train ──► convert ──► validate ──► benchmark ──► report
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from edgeship.progress import Progress, log_progress
-from edgeship.records import Report
+from edgeship.records import Artifact, Report
 from edgeship.validation import validate
 
 QUICKSTART_TARGETS = ("tflite:fp32", "tflite:int8", "onnx:fp32", "onnx:int8", "coreml:fp16")
@@ -43,18 +42,31 @@ def quickstart(
     progress("train", f"tiny_cnn: float up to {epochs} epochs, then {qat_epochs} QAT epochs")
     from edgeship.trainers.fitting import progress_callback
 
-    train("tiny_cnn", data, out=out / "model", epochs=epochs, qat=True, qat_epochs=qat_epochs, seed=seed,
-          callbacks=[progress_callback(progress)])
-    done = []
+    train(
+        "tiny_cnn",
+        data,
+        out=out / "model",
+        epochs=epochs,
+        qat=True,
+        qat_epochs=qat_epochs,
+        seed=seed,
+        callbacks=[progress_callback(progress)],
+    )
+    done: list[Artifact] = []
 
-    def converted(artifact: Any) -> None:
+    def converted(artifact: Artifact) -> None:
         done.append(artifact)
-        progress("convert", f"{artifact.name} -> {artifact.path} ({artifact.size_bytes} bytes)", len(done),
-                 len(QUICKSTART_TARGETS))
+        progress(
+            "convert",
+            f"{artifact.name} -> {artifact.path} ({artifact.size_bytes} bytes)",
+            len(done),
+            len(QUICKSTART_TARGETS),
+        )
 
     progress("convert", ", ".join(QUICKSTART_TARGETS), 0, len(QUICKSTART_TARGETS))
     convert(out / "model", QUICKSTART_TARGETS, data=data, out=out, on_artifact=converted)
-    report = validate(out, data=data, max_drop=max_drop,
-                      benchmark={"threads": 1, "warmup": 20, "runs": runs}, progress=progress)
+    report = validate(
+        out, data=data, max_drop=max_drop, benchmark={"threads": 1, "warmup": 20, "runs": runs}, progress=progress
+    )
     progress("done", f"{time.perf_counter() - started:.1f} s; report at {out / Report.file_name}")
     return report

@@ -7,7 +7,7 @@ when the stage knows them. The CLI passes a callback that draws bars; the librar
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 log = logging.getLogger("edgeship")
 

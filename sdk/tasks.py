@@ -19,14 +19,18 @@ scikit-learn in the tests.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 
 import numpy as np
 
 from edgeship import metrics
 from edgeship.errors import BadInputError
 from edgeship.records import AccuracyDelta, Headline
+
+if TYPE_CHECKING:
+    from edgeship.data import Dataset
 
 __all__ = ["TASKS", "parse_task", "detect", "score", "Scorer", "said", "delta_of", "value_text"]
 
@@ -42,8 +46,9 @@ def parse_task(task: str | None) -> str | None:
     return task
 
 
-def detect(outputs: Sequence[np.ndarray], targets: Sequence[str], *, inputs: Sequence[np.ndarray],
-           task: str | None = None) -> tuple[str, ...]:
+def detect(
+    outputs: Sequence[np.ndarray], targets: Sequence[str], *, inputs: Sequence[np.ndarray], task: str | None = None
+) -> tuple[str, ...]:
     """The task of each output: ``task`` (for output 0) when given, else read from the data."""
     found = []
     for i, out in enumerate(outputs):
@@ -61,9 +66,16 @@ def detect(outputs: Sequence[np.ndarray], targets: Sequence[str], *, inputs: Seq
     return tuple(found)
 
 
-def score(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], labels: Sequence[np.ndarray | None],
-          tasks: Sequence[str], *, inputs: Sequence[np.ndarray], names: Sequence[str] = (),
-          classes: Sequence[str] = ()) -> AccuracyDelta:
+def score(
+    reference: Sequence[np.ndarray],
+    actual: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray | None],
+    tasks: Sequence[str],
+    *,
+    inputs: Sequence[np.ndarray],
+    names: Sequence[str] = (),
+    classes: Sequence[str] = (),
+) -> AccuracyDelta:
     """Every figure of an artifact's outputs (``actual``) against the float model's (``reference``).
 
     One AccuracyDelta; with several outputs its flat fields are output 0's and ``outputs`` holds
@@ -78,18 +90,18 @@ def score(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], labels:
             raise BadInputError(f"output {i}: the float model gives shape {ref.shape}, the artifact {out.shape}")
         y = labels[i] if i < len(labels) else None
         delta = _SCORERS[task](ref, out, y, inputs[0] if inputs else None, classes if i == 0 else ())
-        parts.append(_replace(delta, output=names[i] if i < len(names) else f"output_{i}"))
+        parts.append(dataclasses.replace(delta, output=names[i] if i < len(names) else f"output_{i}"))
     if len(parts) == 1:
         return parts[0]
-    return _replace(parts[0], outputs=tuple(parts))
+    return dataclasses.replace(parts[0], outputs=tuple(parts))
 
 
 @dataclass
 class Scorer:
     """Scores artifacts of one model on one split: the float outputs, targets and tasks, fixed once.
 
-        >>> scorer = Scorer.for_split(dataset, reference_outputs)           # doctest: +SKIP
-        >>> scorer(artifact_outputs).headline                                # doctest: +SKIP
+    >>> scorer = Scorer.for_split(dataset, reference_outputs)           # doctest: +SKIP
+    >>> scorer(artifact_outputs).headline                                # doctest: +SKIP
     """
 
     reference: list[np.ndarray]
@@ -100,8 +112,15 @@ class Scorer:
     names: tuple[str, ...] = ()
 
     @classmethod
-    def for_split(cls, dataset: Any, reference: Any, *, task: str | None = None, split: str = "test",
-                  names: Sequence[str] = ()) -> Scorer:
+    def for_split(
+        cls,
+        dataset: Dataset,
+        reference: np.ndarray | Sequence[np.ndarray],
+        *,
+        task: str | None = None,
+        split: str = "test",
+        names: Sequence[str] = (),
+    ) -> Scorer:
         outputs = [np.asarray(r) for r in (reference if isinstance(reference, (list, tuple)) else [reference])]
         inputs = dataset.inputs(split)
         labels: list[np.ndarray | None] = list(dataset.labels(split))
@@ -111,10 +130,17 @@ class Scorer:
         tasks = detect(outputs, dataset.targets, inputs=inputs, task=task)
         return cls(outputs, labels, tasks, inputs, tuple(dataset.classes), tuple(names))
 
-    def __call__(self, actual: Any) -> AccuracyDelta:
+    def __call__(self, actual: np.ndarray | Sequence[np.ndarray]) -> AccuracyDelta:
         outputs = [np.asarray(a) for a in (actual if isinstance(actual, (list, tuple)) else [actual])]
-        return score(self.reference, align(self.reference, outputs), self.labels, self.tasks, inputs=self.inputs,
-                     names=self.names, classes=self.classes)
+        return score(
+            self.reference,
+            align(self.reference, outputs),
+            self.labels,
+            self.tasks,
+            inputs=self.inputs,
+            names=self.names,
+            classes=self.classes,
+        )
 
     @property
     def task(self) -> str:
@@ -134,7 +160,21 @@ def align(reference: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> lis
     return [by_shape.get(r.shape, o) for r, o in zip(reference, outputs)]
 
 
-def delta_of(delta: Any) -> float:
+class Judged(Protocol):
+    """What ``said`` and ``delta_of`` read: an AccuracyDelta, or a doctor record carrying its figures
+    (``RecoveryStep``, ``Diagnosis``)."""
+
+    @property
+    def headline(self) -> Headline | None: ...
+
+    @property
+    def accuracy_delta_pts(self) -> float | None: ...
+
+    @property
+    def sqnr_db(self) -> float: ...
+
+
+def delta_of(delta: Judged) -> float:
     """The signed headline change of an AccuracyDelta (or a record with ``headline``): negative is worse."""
     head = getattr(delta, "headline", None)
     if head is not None:
@@ -156,7 +196,7 @@ def change_text(head: Headline) -> str:
     return f"{shown + 0.0:+.2f}"  # + 0.0: no "-0.00"
 
 
-def said(delta: Any) -> str:
+def said(delta: Judged) -> str:
     """The headline change in words: ``accuracy -1.25 points``, ``MAE +3.10 % error growth``."""
     head = getattr(delta, "headline", None)
     if head is None:
@@ -164,21 +204,30 @@ def said(delta: Any) -> str:
     return f"{head.name} {change_text(head)} {head.unit}"
 
 
-def _replace(delta: AccuracyDelta, **changes: object) -> AccuracyDelta:
-    return dataclasses.replace(delta, **changes)
+class _Errors(TypedDict):
+    samples: int
+    max_abs_error: float
+    mean_abs_error: float
+    sqnr_db: float
+    cosine_similarity: float
 
 
-def _errors(ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+def _errors(ref: np.ndarray, out: np.ndarray) -> _Errors:
     error = np.abs(out - ref)
     norm = float(np.linalg.norm(ref) * np.linalg.norm(out))
-    return {"samples": int(len(ref)), "max_abs_error": float(error.max(initial=0.0)),
-            "mean_abs_error": float(error.mean()) if error.size else 0.0, "sqnr_db": metrics.sqnr_db(ref, out),
-            "cosine_similarity": float(np.sum(ref * out) / norm) if norm else 0.0}
+    return {
+        "samples": int(len(ref)),
+        "max_abs_error": float(error.max(initial=0.0)),
+        "mean_abs_error": float(error.mean()) if error.size else 0.0,
+        "sqnr_db": metrics.sqnr_db(ref, out),
+        "cosine_similarity": float(np.sum(ref * out) / norm) if norm else 0.0,
+    }
 
 
 def _points(name: str, value: float, reference: float) -> Headline:
-    return Headline(name=name, value=value, reference=reference, delta=round((value - reference) * 100, 6),
-                    unit="points")
+    return Headline(
+        name=name, value=value, reference=reference, delta=round((value - reference) * 100, 6), unit="points"
+    )
 
 
 def _growth(name: str, value: float, reference: float) -> Headline:
@@ -187,18 +236,23 @@ def _growth(name: str, value: float, reference: float) -> Headline:
     return Headline(name=name, value=value, reference=reference, delta=round(-growth, 6), unit="% error growth")
 
 
-def _classified(ref_pred: np.ndarray, pred: np.ndarray, y: np.ndarray | None, n_classes: int) -> dict:
+def _classified(ref_pred: np.ndarray, pred: np.ndarray, y: np.ndarray | None, n_classes: int) -> dict[str, Any]:
     agreement = float(np.mean(pred == ref_pred))
     if y is None:
         return {"accuracy": None, "reference_accuracy": None, "accuracy_delta_pts": None, "agreement": agreement}
     y = np.asarray(y).astype(np.int64).reshape(ref_pred.shape)
     acc, ref_acc = metrics.accuracy(pred, y), metrics.accuracy(ref_pred, y)
-    figures = {"accuracy": acc, "reference_accuracy": ref_acc, "accuracy_delta_pts": round((acc - ref_acc) * 100, 6),
-               "agreement": agreement}
+    figures: dict[str, Any] = {
+        "accuracy": acc,
+        "reference_accuracy": ref_acc,
+        "accuracy_delta_pts": round((acc - ref_acc) * 100, 6),
+        "agreement": agreement,
+    }
     if pred.ndim == 1:
         matrix = metrics.confusion_matrix(y, pred, n_classes)
-        figures.update(per_class=metrics.per_class(matrix), confusion_matrix=tuple(tuple(int(v) for v in row)
-                                                                                   for row in matrix))
+        figures.update(
+            per_class=metrics.per_class(matrix), confusion_matrix=tuple(tuple(int(v) for v in row) for row in matrix)
+        )
     return figures
 
 
@@ -235,8 +289,12 @@ def _multilabel(ref, out, y, x, classes) -> AccuracyDelta:
             precision = np.where(pred.sum(0) > 0, tp / pred.sum(0), 0.0)
             recall = np.where(y.sum(0) > 0, tp / y.sum(0), 0.0)
             f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-        per_label = {"precision": tuple(map(float, precision)), "recall": tuple(map(float, recall)),
-                     "f1": tuple(map(float, f1)), "support": tuple(float(v) for v in y.sum(0))}
+        per_label = {
+            "precision": tuple(map(float, precision)),
+            "recall": tuple(map(float, recall)),
+            "f1": tuple(map(float, f1)),
+            "support": tuple(float(v) for v in y.sum(0)),
+        }
     head = _points("label accuracy", figures["accuracy"], figures["reference_accuracy"]) if y is not None else None
     return AccuracyDelta(**_errors(ref, out), **{**figures, "per_class": per_label}, task="multilabel", headline=head)
 
@@ -245,21 +303,34 @@ def _regression(ref, out, y, x, classes) -> AccuracyDelta:
     if y is None:  # no targets: the error against the float outputs is the figure
         norm = float(np.linalg.norm(ref))
         relative = float(np.linalg.norm(out - ref)) / norm * 100 if norm else 0.0
-        head = Headline(name="relative error vs float", value=relative, reference=0.0, delta=-relative,
-                        unit="% relative error")
+        head = Headline(
+            name="relative error vs float", value=relative, reference=0.0, delta=-relative, unit="% relative error"
+        )
     else:
         y = np.asarray(y, np.float64)
         if y.size != ref.size:
             whole = y.size == len(ref) and np.all(np.isfinite(y)) and np.array_equal(y, np.round(y))
-            hint = (f"they look like class ids stored as floats ({y.ravel()[:3].tolist()} …): store them as integers "
-                    "(y.astype(int)) or pass --task multiclass" if whole and ref.ndim == 2 and ref.shape[1] > 1 else
-                    "give one target per model output value, or the task the outputs have (--task)")
-            raise BadInputError(f"the labels are float regression targets, {y.size} values for {len(ref)} samples, "
-                                f"but the model gives {ref.shape[1:] or 'one value'} per sample; {hint}")
+            hint = (
+                f"they look like class ids stored as floats ({y.ravel()[:3].tolist()} …): store them as integers "
+                "(y.astype(int)) or pass --task multiclass"
+                if whole and ref.ndim == 2 and ref.shape[1] > 1
+                else "give one target per model output value, or the task the outputs have (--task)"
+            )
+            raise BadInputError(
+                f"the labels are float regression targets, {y.size} values for {len(ref)} samples, "
+                f"but the model gives {ref.shape[1:] or 'one value'} per sample; {hint}"
+            )
         y = y.reshape(ref.shape)
         head = _growth("MAE", float(np.abs(out - y).mean()), float(np.abs(ref - y).mean()))
-    return AccuracyDelta(**_errors(ref, out), accuracy=None, reference_accuracy=None, accuracy_delta_pts=None,
-                         agreement=None, task="regression", headline=head)
+    return AccuracyDelta(
+        **_errors(ref, out),
+        accuracy=None,
+        reference_accuracy=None,
+        accuracy_delta_pts=None,
+        agreement=None,
+        task="regression",
+        headline=head,
+    )
 
 
 def reconstruction_error(outputs: np.ndarray, inputs: np.ndarray) -> np.ndarray:
@@ -277,13 +348,31 @@ def _autoencoder(ref, out, y, x, classes) -> AccuracyDelta:
         labels = np.asarray(y).reshape(-1)
         auc, auc_ref = metrics.roc_auc(labels, e_out), metrics.roc_auc(labels, e_ref)
     if auc is not None and auc_ref is not None:
-        head = Headline(name="anomaly ROC AUC", value=auc, reference=auc_ref, delta=round((auc - auc_ref) * 100, 6),
-                        unit="AUC points")
+        head = Headline(
+            name="anomaly ROC AUC",
+            value=auc,
+            reference=auc_ref,
+            delta=round((auc - auc_ref) * 100, 6),
+            unit="AUC points",
+        )
     else:
         head = _growth("reconstruction error", float(e_out.mean()), float(e_ref.mean()))
-    return AccuracyDelta(**_errors(ref, out), accuracy=None, reference_accuracy=None, accuracy_delta_pts=None,
-                         agreement=None, roc_auc=auc, task="autoencoder", headline=head)
+    return AccuracyDelta(
+        **_errors(ref, out),
+        accuracy=None,
+        reference_accuracy=None,
+        accuracy_delta_pts=None,
+        agreement=None,
+        roc_auc=auc,
+        task="autoencoder",
+        headline=head,
+    )
 
 
-_SCORERS = {"multiclass": _multiclass, "binary": _binary, "multilabel": _multilabel, "regression": _regression,
-            "autoencoder": _autoencoder}
+_SCORERS = {
+    "multiclass": _multiclass,
+    "binary": _binary,
+    "multilabel": _multilabel,
+    "regression": _regression,
+    "autoencoder": _autoencoder,
+}

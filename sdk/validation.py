@@ -5,6 +5,10 @@
 ``validate`` runs the float reference and each artifact on the same test split, scores each with
 the task's figures (``edgeship.tasks``), applies the gate, writes report.json, report.html and the validation
 bundle, and raises AccuracyGateError (carrying the report) when an artifact fails the gate.
+
+Why this file is long (about 430 lines): ``validate`` (a converted folder) and ``validate_files``
+(files made elsewhere) share the evaluation of one artifact, the gate and the report; apart, each
+would import the other's half back.
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,17 +27,35 @@ from edgeship import bundle
 from edgeship.errors import AccuracyGateError, BadArtifactError, BadInputError, UnsupportedModelError
 from edgeship.formats import for_path
 from edgeship.progress import Progress, log_progress
-from edgeship.records import (Artifact, BenchmarkResult, Gate, Manifest, Report, ReportEntry, TrainingRecord,
-                              verified_path)
+from edgeship.records import (
+    AccuracyDelta,
+    Artifact,
+    BenchmarkResult,
+    Gate,
+    Manifest,
+    Report,
+    ReportEntry,
+    TrainingRecord,
+    verified_path,
+)
 from edgeship.tasks import Scorer, change_text, parse_task
+
+if TYPE_CHECKING:
+    from edgeship.data import Dataset
 
 log = logging.getLogger(__name__)
 
 BUNDLE_SAMPLES = 64
 
 
-def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None = None,
-                lazy: bool = False) -> Any:
+def dataset_for(
+    folder: Path,
+    manifest: Manifest,
+    data: Dataset | str | os.PathLike | None,
+    *,
+    preprocess: str | None = None,
+    lazy: bool = False,
+) -> Dataset:
     """The Dataset to measure ``folder`` on: ``data`` (a Dataset, a name or a path) as given, else
     the data the conversion used, found through the manifest. ``lazy`` leaves a file's inputs on
     disk, read when sliced (``load_dataset``).
@@ -45,8 +69,16 @@ def dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str 
     return dataset
 
 
-def float_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str, progress: Progress, stage: str, *,
-                  trust_code: bool = False) -> list[np.ndarray]:
+def float_outputs(
+    folder: Path,
+    manifest: Manifest,
+    dataset: Dataset,
+    split: str,
+    progress: Progress,
+    stage: str,
+    *,
+    trust_code: bool = False,
+) -> list[np.ndarray]:
     """The float reference's outputs on ``split``: those convert stored when they are for this data
     and model file, else computed now; ``progress`` says which (validate and doctor alike)."""
     from edgeship.converters import reference as _reference
@@ -54,14 +86,17 @@ def float_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str, pr
     n = len(dataset.inputs(split)[0])
     stored = _reference.stored_outputs(folder, manifest, dataset, split)
     if stored is not None:
-        progress(stage, f"float reference's outputs on {n} {split} samples: read from {_reference.FOLDER}/"
-                        f"{_reference.OUTPUTS} (stored by convert)")
+        progress(
+            stage,
+            f"float reference's outputs on {n} {split} samples: read from {_reference.FOLDER}/"
+            f"{_reference.OUTPUTS} (stored by convert)",
+        )
         return stored
     progress(stage, f"float reference on {n} {split} samples: running it (none stored for this data and model file)")
     return _reference.outputs(folder, manifest, dataset, split=split, trust_code=trust_code)
 
 
-def _check_fits(dataset: Any, manifest: Manifest) -> None:
+def _check_fits(dataset: Dataset, manifest: Manifest) -> None:
     """Refuse data whose samples cannot be the artifacts' inputs (another element count per
     sample), before any model runs on them."""
     record = manifest.reference or (manifest.artifacts[0] if manifest.artifacts else None)
@@ -71,12 +106,16 @@ def _check_fits(dataset: Any, manifest: Manifest) -> None:
     for spec, shape in zip(record.inputs, shapes):
         want = tuple(spec.shape[1:])
         if all(d > 0 for d in want) and int(np.prod(want)) != int(np.prod(shape)):
-            raise BadInputError(f"dataset '{dataset.name}' has samples of shape {tuple(shape)}, but {manifest.model}'s "
-                                f"artifacts take input '{spec.name}' of shape {want}: measure it on the data it was "
-                                "converted for (--data), or convert again with this data")
+            raise BadInputError(
+                f"dataset '{dataset.name}' has samples of shape {tuple(shape)}, but {manifest.model}'s "
+                f"artifacts take input '{spec.name}' of shape {want}: measure it on the data it was "
+                "converted for (--data), or convert again with this data"
+            )
 
 
-def _dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str | None, lazy: bool) -> Any:
+def _dataset_for(
+    folder: Path, manifest: Manifest, data: Dataset | str | os.PathLike | None, *, preprocess: str | None, lazy: bool
+) -> Dataset:
     from edgeship.data import Dataset
 
     options = dict(manifest.data_options)
@@ -88,21 +127,24 @@ def _dataset_for(folder: Path, manifest: Manifest, data: Any, *, preprocess: str
         path = Path(manifest.data_path)
         path = path if path.is_absolute() else folder / path
         if not path.exists():
-            raise BadArtifactError(f"the data the artifacts were converted with, {path}, is gone; pass --data "
-                                   "(and --preprocess) to validate on other data")
+            raise BadArtifactError(
+                f"the data the artifacts were converted with, {path}, is gone; pass --data "
+                "(and --preprocess) to validate on other data"
+            )
         dataset = _load(path, options, preprocess, lazy)
         if manifest.dataset_fingerprint and dataset.fingerprint != manifest.dataset_fingerprint:
             raise BadArtifactError(
                 f"{path} changed since the artifacts were converted with it (fingerprint {dataset.fingerprint[:12]}… "
                 f"against {manifest.dataset_fingerprint[:12]}… in manifest.json); pass --data {path} to validate "
-                "on it as it is now, or convert again")
+                "on it as it is now, or convert again"
+            )
         return dataset
     if manifest.dataset:
         return _warn_if_other(_load(manifest.dataset, options, preprocess, lazy), manifest)
     raise BadInputError(f"{folder}/manifest.json names no dataset; pass data= (e.g. 'digits' or a .npz file)")
 
 
-def _load(data: Any, options: dict[str, Any], preprocess: str | None, lazy: bool = False) -> Any:
+def _load(data: str | os.PathLike, options: dict[str, Any], preprocess: str | None, lazy: bool = False) -> Dataset:
     """Load ``data`` with the loader options the conversion recorded (a spec given now wins)."""
     from edgeship.data import load_dataset
 
@@ -113,10 +155,9 @@ def _load(data: Any, options: dict[str, Any], preprocess: str | None, lazy: bool
     return dataset.with_channel_axis() if options.get("channel_axis") else dataset
 
 
-def _warn_if_other(dataset: Any, manifest: Manifest) -> Any:
+def _warn_if_other(dataset: Dataset, manifest: Manifest) -> Dataset:
     if manifest.dataset_fingerprint and dataset.fingerprint != manifest.dataset_fingerprint:
-        log.warning("using %s, whose fingerprint differs from the one the artifacts were converted with",
-                    dataset.name)
+        log.warning("using %s, whose fingerprint differs from the one the artifacts were converted with", dataset.name)
     return dataset
 
 
@@ -126,8 +167,9 @@ def _host() -> dict[str, Any]:
     return environment()
 
 
-def _evaluate(path: Path, entry: ReportEntry, x: tuple[np.ndarray, ...], scorer: Scorer, gate: Gate,
-              bench: dict[str, Any] | None) -> tuple[ReportEntry, list[np.ndarray] | None]:
+def _evaluate(
+    path: Path, entry: ReportEntry, x: tuple[np.ndarray, ...], scorer: Scorer, gate: Gate, bench: dict[str, Any] | None
+) -> tuple[ReportEntry, list[np.ndarray] | None]:
     from edgeship.runtimes import can_run, load
     from edgeship.runtimes.benchmark import benchmark
 
@@ -148,15 +190,16 @@ def _evaluate(path: Path, entry: ReportEntry, x: tuple[np.ndarray, ...], scorer:
     # its latency says nothing about the device's.
     if bench is not None and not session.reference_only:
         result = benchmark(path, feeds=session.feeds_for(x, 1), **bench)
-    entry = dataclasses.replace(entry, evaluated_with=f"{session.runtime} {session.runtime_version}",
-                                validation=delta, benchmark=result)
+    entry = dataclasses.replace(
+        entry, evaluated_with=f"{session.runtime} {session.runtime_version}", validation=delta, benchmark=result
+    )
     return entry, outputs
 
 
 def validate(
     folder: str | Path,
     *,
-    data: Any = None,
+    data: Dataset | str | os.PathLike | None = None,
     max_drop: float | None = None,
     min_agreement: float | None = None,
     artifacts: Iterable[str] | None = None,
@@ -205,8 +248,13 @@ def validate(
     entries, outputs = [], {}
     for i, artifact in enumerate(chosen):
         progress("validate", artifact.name + (" and benchmark" if benchmark else ""), i, len(chosen))
-        row = ReportEntry(name=artifact.name, format=artifact.format, precision=artifact.precision,
-                          path=artifact.path, size_bytes=artifact.size_bytes)
+        row = ReportEntry(
+            name=artifact.name,
+            format=artifact.format,
+            precision=artifact.precision,
+            path=artifact.path,
+            size_bytes=artifact.size_bytes,
+        )
         entry, out = _evaluate(verified_path(folder, artifact), row, x, scorer, gate, benchmark)
         entries.append(entry)
         if out is not None:
@@ -218,10 +266,18 @@ def validate(
     if write_bundle and outputs:
         n = min(BUNDLE_SAMPLES, len(x[0]))
         labels = dataset.labels("test")
-        bundle.write(folder / bundle.FOLDER, model=manifest.model, dataset=dataset.name,
-                     fingerprint=dataset.fingerprint, inputs=[a[:n] for a in x], labels=labels[0][:n] if labels else None,
-                     results=[(a, o[:n], acc) for a, o, acc in outputs.values()], source=folder,
-                     task=scorer.task, preprocess=dataset.options.get("preprocess", ""))
+        bundle.write(
+            folder / bundle.FOLDER,
+            model=manifest.model,
+            dataset=dataset.name,
+            fingerprint=dataset.fingerprint,
+            inputs=[a[:n] for a in x],
+            labels=labels[0][:n] if labels else None,
+            results=[(a, o[:n], acc) for a, o, acc in outputs.values()],
+            source=folder,
+            task=scorer.task,
+            preprocess=dataset.options.get("preprocess", ""),
+        )
     _raise_if_failed(report, entries)
     return report
 
@@ -230,7 +286,7 @@ def validate_files(
     reference: str | Path,
     artifacts: Sequence[str | Path],
     *,
-    data: Any,
+    data: Dataset | str | Path | None,
     preprocess: str | None = None,
     task: str | None = None,
     max_drop: float | None = None,
@@ -264,8 +320,13 @@ def validate_files(
         if not file.exists():
             raise BadInputError(f"no model file at {file}")
         fmt = for_path(file)
-        row = ReportEntry(name=file.name, format=fmt.name if fmt else file.suffix.lstrip("."),
-                          precision="", path=str(file), size_bytes=_io.size_bytes(file))
+        row = ReportEntry(
+            name=file.name,
+            format=fmt.name if fmt else file.suffix.lstrip("."),
+            precision="",
+            path=str(file),
+            size_bytes=_io.size_bytes(file),
+        )
         entry, _ = _evaluate(file, row, x, scorer, gate, benchmark)
         entries.append(entry)
         progress("validate", f"{file.name}: {_summary(entry)}", i + 1, len(artifacts))
@@ -279,9 +340,13 @@ def _raise_if_failed(report: Report, entries: list[ReportEntry]) -> None:
     if report.passed is False and not report.failed:
         raise AccuracyGateError(
             f"accuracy gate failed: none of the {len(entries)} artifact(s) could be evaluated here "
-            f"({'; '.join(f'{e.name}: {e.status}' for e in entries) or 'the folder holds none'})", report)
+            f"({'; '.join(f'{e.name}: {e.status}' for e in entries) or 'the folder holds none'})",
+            report,
+        )
     if report.passed is False:
-        failed = "; ".join(f"{e.name}: {', '.join(e.validation.failures)}" for e in report.failed)
+        failed = "; ".join(
+            f"{e.name}: {', '.join(e.validation.failures if e.validation else ())}" for e in report.failed
+        )
         raise AccuracyGateError(f"accuracy gate failed for {len(report.failed)} artifact(s): {failed}", report)
 
 
@@ -289,8 +354,11 @@ def _summary(entry: ReportEntry) -> str:
     if entry.validation is None:
         return entry.status
     head = entry.validation.headline
-    text = (f"{head.name} {head.value:.4g} ({change_text(head)} {head.unit})" if head is not None else
-            f"SQNR {entry.validation.sqnr_db:.1f} dB")
+    text = (
+        f"{head.name} {head.value:.4g} ({change_text(head)} {head.unit})"
+        if head is not None
+        else f"SQNR {entry.validation.sqnr_db:.1f} dB"
+    )
     return text + (f", p50 {entry.benchmark.p50_ms * 1000:.0f} µs" if entry.benchmark else "")
 
 
@@ -310,8 +378,9 @@ def _select(manifest: Manifest, names: Iterable[str] | None) -> tuple[Artifact, 
     return tuple(manifest.get(n) for n in names)
 
 
-def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEntry], scorer: Scorer,
-            folder: Path) -> Report:
+def _report(
+    manifest: Manifest, dataset: Dataset, gate: Gate, entries: list[ReportEntry], scorer: Scorer, folder: Path
+) -> Report:
     from edgeship._version import __version__
 
     training = None
@@ -323,7 +392,7 @@ def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEn
     reference_figures = own.outputs[0] if own.outputs else own
     return Report(
         edgeship_version=__version__,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         model=manifest.model,
         dataset=dataset.name,
         dataset_fingerprint=dataset.fingerprint,
@@ -342,7 +411,7 @@ def _report(manifest: Manifest, dataset: Any, gate: Gate, entries: list[ReportEn
     )
 
 
-def _suspects(dataset: Any, scorer: Scorer, own: Any) -> tuple[str, ...]:
+def _suspects(dataset: Dataset, scorer: Scorer, own: AccuracyDelta) -> tuple[str, ...]:
     """What the figures suggest is wrong before any artifact is to blame: a float reference that
     scores about what always answering the most common class would points at the preprocessing."""
     figures = own.outputs[0] if own.outputs else own
@@ -355,8 +424,10 @@ def _suspects(dataset: Any, scorer: Scorer, own: Any) -> tuple[str, ...]:
         return ()
     spec = dataset.options.get("preprocess") or dataset.preprocessing.get("preprocess") or "the dataset's own"
     steps = dataset.preprocessing.get("preprocess_steps", "")
-    return (f"the float reference scores {figures.reference_accuracy * 100:.1f}% on '{dataset.name}', about what "
-            f"always answering its most common class scores ({majority * 100:.1f}%): check the preprocessing first. "
-            f"Applied: {spec}{f' ({steps})' if steps else ''}. A model trained on x/255 needs --preprocess unit, "
-            "one that takes 0..255 pixels (e.g. behind a Rescaling layer) needs --preprocess none, a channels-first "
-            "model layout=nchw",)
+    return (
+        f"the float reference scores {figures.reference_accuracy * 100:.1f}% on '{dataset.name}', about what "
+        f"always answering its most common class scores ({majority * 100:.1f}%): check the preprocessing first. "
+        f"Applied: {spec}{f' ({steps})' if steps else ''}. A model trained on x/255 needs --preprocess unit, "
+        "one that takes 0..255 pixels (e.g. behind a Rescaling layer) needs --preprocess none, a channels-first "
+        "model layout=nchw",
+    )

@@ -97,8 +97,7 @@ def test_without_the_plugin_the_file_is_skipped_with_its_reason(tmp_path):
 
 
 def test_a_plugin_registered_in_process_is_used_by_load(tmp_path, monkeypatch):
-    sys.path.insert(0, str(HERE))
-    monkeypatch.setattr(sys, "path", sys.path)
+    monkeypatch.syspath_prepend(str(HERE))
     import toy_format_plugin as toy
 
     from edgeship.formats import FORMATS, for_path
@@ -175,7 +174,6 @@ def branches(module: str, path: Path, names: set[str]) -> list[str]:
 
 
 def test_no_code_outside_the_plugins_branches_on_a_plugin_name():
-    sys.path.insert(0, str(HERE))
     import test_structure as structure
 
     names, plugins = _plugin_names(), _plugin_modules()

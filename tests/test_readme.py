@@ -22,3 +22,10 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     # .ci/run extracts the README's second "$ " line and runs it, so the two cannot drift apart
     assert "sed -n 2p" in ci and "README.md" in ci and 'bash -c "$cmd"' in ci
+
+
+def test_ci_lints_and_type_checks_the_package():
+    ci = (ROOT / ".ci" / "run").read_text()
+    lint = (ROOT / ".ci" / "lint").read_text()
+    assert "bash .ci/lint" in ci
+    assert "ruff\" check" in lint and "ruff\" format --check" in lint and "mypy" in lint

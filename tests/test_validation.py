@@ -85,9 +85,10 @@ def test_closing_a_session_releases_its_interpreter(quickstart_dir, name):
     session.close()  # twice is harmless
 
 
-def test_converter_warnings_logs_and_native_warnings_become_notes(monkeypatch):
-    monkeypatch.setenv("EDGESHIP_QUIET_NATIVE", "1")
-    with _notes.collect() as notes:
+def test_converter_warnings_logs_and_native_warnings_become_notes():
+    from edgeship._deps import quiet_native
+
+    with quiet_native(), _notes.collect() as notes:
         warnings.warn("op 'Erf' stays in float: no int8 kernel", UserWarning)
         warnings.warn("distutils Version classes are deprecated", DeprecationWarning)
         logging.getLogger("tf2onnx.tfonnx").warning("unsupported op Foo kept as a custom op")

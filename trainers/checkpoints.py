@@ -69,8 +69,11 @@ class Store:
         saved = {k: v for k, v in _read_json(path).items() if k != "schema_version"}
         wanted = _flatten(_jsonable(settings))
         found = _flatten(saved)
-        changed = [f"{k}: {found.get(k, '—')} -> {wanted.get(k, '—')}" for k in sorted(set(wanted) | set(found))
-                   if found.get(k, "—") != wanted.get(k, "—")]
+        changed = [
+            f"{k}: {found.get(k, '—')} -> {wanted.get(k, '—')}"
+            for k in sorted(set(wanted) | set(found))
+            if found.get(k, "—") != wanted.get(k, "—")
+        ]
         if changed:
             raise BadInputError(
                 f"cannot resume: the checkpoint in {self.folder} was made with other settings ({'; '.join(changed)}). "
@@ -100,6 +103,8 @@ class Store:
         """Load the stage's latest checkpoint (its final one once done) into ``model`` (and ``optimizer``)."""
         tf = _tf()
         prefix = self.entry(stage).get("checkpoint")
+        if prefix is None:
+            raise BadArtifactError(f"{self.read_dir} records no checkpoint of stage {stage!r}; train it again")
         objects = {"model": model} | ({"optimizer": optimizer} if optimizer is not None else {})
         try:
             status = tf.train.Checkpoint(**objects).read(str(self.read_dir / prefix))
@@ -196,7 +201,7 @@ def callback_class() -> type:
     """The Keras callback that checkpoints each epoch (defined on first use: it subclasses tf_keras')."""
     keras = _keras()
 
-    class EpochCheckpoint(keras.callbacks.Callback):
+    class EpochCheckpoint(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras is loaded at run time
         def __init__(self, store: Store, stage: str, early: Any = None) -> None:
             super().__init__()
             self.store, self.stage, self.early = store, stage, early

@@ -76,9 +76,13 @@ def prune(net: Any, sparsity: float, *, steps_per_epoch: int, epochs: int) -> tu
     sparsity_api = tfmot().sparsity.keras
     end_step = steps_per_epoch * max(1, epochs - 1)
     schedule = sparsity_api.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0, end_step=end_step,
+        initial_sparsity=0.0,
+        final_sparsity=sparsity,
+        begin_step=0,
+        end_step=end_step,
         frequency=max(1, min(steps_per_epoch // 2, end_step // 8)),
     )
+
     def wrap(layer: Any) -> Any:
         return sparsity_api.prune_low_magnitude(layer, pruning_schedule=schedule)
 
@@ -95,8 +99,12 @@ def cluster(net: Any, clusters: int, *, preserve_sparsity: bool) -> Any:
     from tensorflow_model_optimization.python.core.clustering.keras.experimental import cluster as api
 
     def wrap(layer: Any) -> Any:
-        return api.cluster_weights(layer, number_of_clusters=clusters, preserve_sparsity=preserve_sparsity,
-                                   cluster_centroids_init=api.CentroidInitialization.KMEANS_PLUS_PLUS)
+        return api.cluster_weights(
+            layer,
+            number_of_clusters=clusters,
+            preserve_sparsity=preserve_sparsity,
+            cluster_centroids_init=api.CentroidInitialization.KMEANS_PLUS_PLUS,
+        )
 
     return _wrap_layers(net, target_layers(net), wrap)
 
@@ -109,7 +117,7 @@ def _find(net: Any, name: str) -> Any:
     for layer in net.layers:  # a tfmot wrapper is named after its layer with a prefix (quant_conv_1)
         if layer.name == name or getattr(getattr(layer, "layer", None), "name", None) == name:
             return layer
-    raise BadInputError(f"model '{net.name}' has no layer '{name}'; it has {[l.name for l in net.layers]}")
+    raise BadInputError(f"model '{net.name}' has no layer '{name}'; it has {[each.name for each in net.layers]}")
 
 
 def measure_sparsity(net: Any, layers: list[str] | None = None) -> dict[str, float]:
@@ -188,10 +196,10 @@ def _cluster_preserve_scheme(*, preserve_sparsity: bool) -> Any:
 
     class PerLayerRegistry(registry.Default8bitClusterPreserveQuantizeRegistry):
         def get_quantize_config(self, layer: Any) -> Any:
-            self.__init__(preserve_sparsity)  # new quantizer objects for this layer
+            self.__init__(preserve_sparsity)  # type: ignore[misc]  # new quantizer objects for this layer
             return super().get_quantize_config(layer)
 
-    class Scheme(tfmot().experimental.combine.Default8BitClusterPreserveQuantizeScheme):
+    class Scheme(tfmot().experimental.combine.Default8BitClusterPreserveQuantizeScheme):  # type: ignore[misc]
         def get_quantize_registry(self) -> Any:
             return PerLayerRegistry(self.preserve_sparsity)
 
@@ -212,9 +220,11 @@ def init_quantizer_ranges(qat_net: Any, calibration: np.ndarray, *, max_passes: 
     """
     decay = 0.999
     ranges = [
-        v for v in qat_net.variables
+        v
+        for v in qat_net.variables
         if v.name.split("/")[-1].split(":")[0].endswith(("_min", "_max"))
-        and "kernel" not in v.name and "quantize_layer" not in v.name
+        and "kernel" not in v.name
+        and "quantize_layer" not in v.name
     ]
     kept = [(v, v.numpy()) for v in qat_net.non_trainable_variables if "moving_" in v.name]
     x = np.asarray(calibration, dtype=np.float32)

@@ -17,8 +17,9 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from edgeship._deps import keras as _keras
 from edgeship._deps import tensorflow as _tf
@@ -51,8 +52,8 @@ def cluster_size(tf_config: str | None) -> int:
         return sum(len(tasks) for tasks in cluster.values())
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadInputError(
-            "TF_CONFIG must be JSON like {\"cluster\": {\"worker\": [\"host1:port\", \"host2:port\"]}, "
-            f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}; received {tf_config[:200]!r}"
+            'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}; received {tf_config[:200]!r}'
         ) from exc
 
 
@@ -63,8 +64,10 @@ def choose(name: str, gpus: list[str], cpus: list[str], tf_config: str | None) -
     workers = cluster_size(tf_config)
     if name == "multiworker" or (name == "auto" and workers >= 2):
         if workers < 1:
-            raise BadInputError("strategy 'multiworker' needs TF_CONFIG describing the cluster; it is not set. "
-                                "Set TF_CONFIG on every host, or use --strategy auto")
+            raise BadInputError(
+                "strategy 'multiworker' needs TF_CONFIG describing the cluster; it is not set. "
+                "Set TF_CONFIG on every host, or use --strategy auto"
+            )
         return Plan("multiworker", tuple(gpus or cpus[:1]), f"TF_CONFIG describes {workers} tasks")
     if name == "gpu" and not gpus:
         raise BadInputError("strategy 'gpu' asked for, but TensorFlow sees no GPU; use --strategy cpu or auto")
@@ -111,7 +114,7 @@ def _build(kind: str, devices: tuple[str, ...]) -> Any:
 def scope(strat: Any, plan: Plan) -> Iterator[None]:
     """Enter ``strat``'s scope; on the cpu plan also place everything on the CPU (a GPU may be visible)."""
     tf = _tf()
-    with strat.scope(), (tf.device(plan.devices[0]) if plan.kind == "cpu" else contextlib.nullcontext()):
+    with strat.scope(), tf.device(plan.devices[0]) if plan.kind == "cpu" else contextlib.nullcontext():
         yield
 
 
@@ -124,8 +127,9 @@ def is_chief(strat: Any) -> bool:
     resolver = getattr(strat, "cluster_resolver", None)
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                             and "chief" not in resolver.cluster_spec().as_dict())
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 @contextlib.contextmanager
@@ -139,8 +143,11 @@ def precision_policy(mixed: bool, plan: Plan) -> Iterator[str]:
     if mixed and plan.uses_gpu:
         policy = "mixed_float16"
     elif mixed:
-        log.warning("mixed precision needs a GPU and strategy %s runs on %s: training in float32", plan.kind,
-                    ", ".join(plan.devices))
+        log.warning(
+            "mixed precision needs a GPU and strategy %s runs on %s: training in float32",
+            plan.kind,
+            ", ".join(plan.devices),
+        )
     previous = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy(policy)
     try:

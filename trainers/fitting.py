@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +61,15 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
     return max(1, math.ceil(len(data.y_train) / batch_size))
 
 
-def train_dataset(data: Dataset, *, batch_size: int, seed: int, augment: Augment | None = None,
-                  class_weights: dict[int, float] | None = None, skip_epochs: int = 0) -> Any:
+def train_dataset(
+    data: Dataset,
+    *,
+    batch_size: int,
+    seed: int,
+    augment: Augment | None = None,
+    class_weights: dict[int, float] | None = None,
+    skip_epochs: int = 0,
+) -> Any:
     """An endless, seeded tf.data pipeline of training batches, starting at epoch ``skip_epochs``.
 
     Batching happens before repeat, so every epoch is exactly ``steps_per_epoch`` batches of one
@@ -73,8 +81,11 @@ def train_dataset(data: Dataset, *, batch_size: int, seed: int, augment: Augment
     ds = tf.data.Dataset.from_tensor_slices((data.x_train, data.y_train))
     ds = ds.shuffle(len(data.y_train), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat()
     if augment is not None:
-        ds = ds.enumerate().map(lambda i, xy: (_augment(tf, xy[0], seed, i, augment), xy[1]),
-                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.enumerate().map(
+            lambda i, xy: (_augment(tf, xy[0], seed, i, augment), xy[1]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     if class_weights is not None:
         table = tf.constant([class_weights[c] for c in range(data.num_classes)], tf.float32)
         ds = ds.map(lambda x, y: (x, y, tf.gather(table, y)))
@@ -99,8 +110,13 @@ def _augment(tf: Any, images: Any, seed: int, step: Any, augment: Augment) -> An
         # output pixel (x, y) reads input pixel (x - dx, y - dy); edges are reflected
         transforms = tf.concat([one, zero, -shift[:, :1], zero, one, -shift[:, 1:], zero, zero], axis=1)
         images = tf.raw_ops.ImageProjectiveTransformV3(
-            images=images, transforms=transforms, output_shape=tf.constant([height, width]),
-            fill_value=0.0, interpolation="NEAREST", fill_mode="REFLECT")
+            images=images,
+            transforms=transforms,
+            output_shape=tf.constant([height, width]),
+            fill_value=0.0,
+            interpolation="NEAREST",
+            fill_mode="REFLECT",
+        )
     return images
 
 
@@ -143,7 +159,7 @@ def early_stop_class() -> type:
     """The early-stopping callback class (defined on first use: it subclasses tf_keras')."""
     keras = _keras()
 
-    class EarlyStop(keras.callbacks.Callback):
+    class EarlyStop(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras is loaded at run time
         """Stop when val_loss has not improved for ``patience`` epochs and end on the best weights,
         also when every epoch ran (Keras' EarlyStopping keeps the last ones then). Its ``state``
         and ``best_weights`` go into each checkpoint and come back on resume."""
@@ -160,8 +176,11 @@ def early_stop_class() -> type:
 
         @property
         def state(self) -> dict[str, Any]:
-            return {"best": self.best if math.isfinite(self.best) else None, "best_epoch": self.best_epoch,
-                    "wait": self.wait}
+            return {
+                "best": self.best if math.isfinite(self.best) else None,
+                "best_epoch": self.best_epoch,
+                "wait": self.wait,
+            }
 
         @property
         def stopped(self) -> bool:
@@ -192,7 +211,7 @@ def progress_callback(progress: Callable[..., None]) -> Any:
     the trainer sets its ``stage`` (float, prune, cluster, qat) before each stage's fit."""
     keras = _keras()
 
-    class EpochProgress(keras.callbacks.Callback):
+    class EpochProgress(keras.callbacks.Callback):  # type: ignore[name-defined]  # keras is loaded at run time
         stage = "float"
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:

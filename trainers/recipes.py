@@ -8,6 +8,10 @@ Each stage checkpoints every epoch under ``out/checkpoints`` (see checkpoints.py
 continues an interrupted run. The model after the last stage before QAT is the float reference that
 converters and validation compare against; the QAT model (when asked for) is the one int8 artifacts
 come from. Everything runs inside the tf.distribute strategy picked by distribute.py.
+
+Why this file is long (about 440 lines): the configuration (TrainConfig, ModelOptions), ``train``'s
+keywords that repeat it (tests/test_structure.py checks they agree) and the run of the stages are
+one flow that reads top to bottom.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,11 +76,14 @@ class TrainConfig:
             raise BadInputError(f"lr_schedule must be one of {fitting.SCHEDULES}; received {self.lr_schedule!r}")
         if self.prune is not None and not (isinstance(self.prune, (int, float)) and 0 < self.prune < 1):
             raise BadInputError(
-                f"prune is a target sparsity strictly between 0 and 1, like 0.75; received {self.prune!r}")
-        if self.cluster is not None and (isinstance(self.cluster, bool) or not isinstance(self.cluster, int)
-                                         or not 2 <= self.cluster <= 256):
+                f"prune is a target sparsity strictly between 0 and 1, like 0.75; received {self.prune!r}"
+            )
+        if self.cluster is not None and (
+            isinstance(self.cluster, bool) or not isinstance(self.cluster, int) or not 2 <= self.cluster <= 256
+        ):
             raise BadInputError(
-                f"cluster is a number of weight clusters in [2, 256], like 16; received {self.cluster!r}")
+                f"cluster is a number of weight clusters in [2, 256], like 16; received {self.cluster!r}"
+            )
         object.__setattr__(self, "augment", _as(Augment, self.augment, "augment"))
         options = _as(ModelOptions, self.model_options, "model_options") or ModelOptions()
         object.__setattr__(self, "model_options", options)
@@ -124,8 +132,12 @@ def make_config(config: TrainConfig | None = None, **settings: Any) -> TrainConf
 
 
 #: every training setting's default, from TrainConfig and ModelOptions (train()'s keywords repeat them)
-_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
-             for cls in (TrainConfig, ModelOptions) for f in dataclasses.fields(cls) if f.name != "model_options"}
+_DEFAULTS = {
+    f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[operator]  # a field has one or the other
+    for cls in (TrainConfig, ModelOptions)
+    for f in dataclasses.fields(cls)
+    if f.name != "model_options"
+}
 
 
 def train(
@@ -172,18 +184,38 @@ def train(
     model). Returns the TrainingRecord also written to ``out/training.json``.
     """
     config = make_config(
-        config, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, lr_schedule=lr_schedule,
-        patience=patience, seed=seed, qat=qat, qat_epochs=qat_epochs, prune=prune, prune_epochs=prune_epochs,
-        cluster=cluster, cluster_epochs=cluster_epochs, class_weights=class_weights, augment=augment,
-        mixed_precision=mixed_precision, dropout=dropout, l2=l2,
-        widths=tuple(widths) if isinstance(widths, (list, tuple)) else widths, alpha=alpha)
+        config,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_schedule=lr_schedule,
+        patience=patience,
+        seed=seed,
+        qat=qat,
+        qat_epochs=qat_epochs,
+        prune=prune,
+        prune_epochs=prune_epochs,
+        cluster=cluster,
+        cluster_epochs=cluster_epochs,
+        class_weights=class_weights,
+        augment=augment,
+        mixed_precision=mixed_precision,
+        dropout=dropout,
+        l2=l2,
+        widths=tuple(widths) if isinstance(widths, (list, tuple)) else widths,
+        alpha=alpha,
+    )
     if isinstance(model, str) and model not in MODELS:  # before the data loads: fail fast
         build_model(model, (1,), 2)
     data = data if isinstance(data, Dataset) else load_dataset(data, seed=config.seed)
     strat, plan = distribute.strategy(strategy)
     start = _start_from(start_from, model, data) if start_from is not None else None
-    store = checkpoints.Store(Path(out) / "checkpoints", _fingerprint(model, data, config, start), resume=resume,
-                              chief=distribute.is_chief(strat))
+    store = checkpoints.Store(
+        Path(out) / "checkpoints",
+        _fingerprint(model, data, config, start),
+        resume=resume,
+        chief=distribute.is_chief(strat),
+    )
     _keras().utils.set_random_seed(config.seed)
     run = _Run(data, config, plan, store, list(callbacks or []), start)
     with distribute.scope(strat, plan):
@@ -197,29 +229,47 @@ def train(
     return record
 
 
-def _record(model: str | Any, data: Dataset, config: TrainConfig, run: _Run, reference: Any, final: Any, *,
-            replicas: int) -> TrainingRecord:
+def _record(
+    model: str | Any, data: Dataset, config: TrainConfig, run: _Run, reference: Any, final: Any, *, replicas: int
+) -> TrainingRecord:
     """The TrainingRecord of a finished run; sparsity is measured on the model that ships (QAT or not)."""
     history = run.store.history()
     return TrainingRecord(
-        model=model if isinstance(model, str) else model.name, dataset=data.name,
-        dataset_fingerprint=data.fingerprint, recipe=config.recipe, seed=config.seed,
-        epochs_run=len(history.get("loss", ())), seconds=run.store.seconds(), history=history,
+        model=model if isinstance(model, str) else model.name,
+        dataset=data.name,
+        dataset_fingerprint=data.fingerprint,
+        recipe=config.recipe,
+        seed=config.seed,
+        epochs_run=len(history.get("loss", ())),
+        seconds=run.store.seconds(),
+        history=history,
         test_accuracy=run.accuracy[list(run.accuracy)[-1]],
         float_test_accuracy=run.accuracy[[s for s in run.accuracy if s != "qat"][-1]],
-        params=int(reference.count_params()), macs=count_macs(reference),
+        params=int(reference.count_params()),
+        macs=count_macs(reference),
         sparsity=compress.measure_sparsity(final, run.targets) if config.prune else {},
         clusters=compress.count_clusters(reference, run.targets) if config.cluster else {},
-        stage_accuracy=dict(run.accuracy), strategy=run.plan.kind, replicas=replicas, precision=run.policy,
-        resumed=run.store.resumed, settings=_settings(config),
+        stage_accuracy=dict(run.accuracy),
+        strategy=run.plan.kind,
+        replicas=replicas,
+        precision=run.policy,
+        resumed=run.store.resumed,
+        settings=_settings(config),
     )
 
 
 class _Run:
     """The stages of one run, inside the strategy scope; ``accuracy`` collects test accuracy per stage."""
 
-    def __init__(self, data: Dataset, config: TrainConfig, plan: distribute.Plan, store: checkpoints.Store,
-                 callbacks: list[Any], start: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        data: Dataset,
+        config: TrainConfig,
+        plan: distribute.Plan,
+        store: checkpoints.Store,
+        callbacks: list[Any],
+        start: dict[str, Any] | None = None,
+    ) -> None:
         self.data, self.config, self.plan, self.store, self.callbacks = data, config, plan, store, callbacks
         self.start = start
         self.accuracy: dict[str, float] = {}
@@ -270,8 +320,10 @@ class _Run:
                 net = _check_custom(model, self.data, clone=self.plan.kind != "cpu")
             self.fit("float", net, cfg.epochs, 1.0, schedule=cfg.lr_schedule, early_stop=True)
         if self.policy != "float32" and (cfg.prune or cfg.cluster or cfg.qat):
-            log.warning("mixed precision covers float training only: pruning, clustering and QAT run in float32, "
-                        "which tensorflow-model-optimization's wrappers need")
+            log.warning(
+                "mixed precision covers float training only: pruning, clustering and QAT run in float32, "
+                "which tensorflow-model-optimization's wrappers need"
+            )
         net = distribute.as_float32(net)
         self.measure("float", net)
         return net
@@ -280,8 +332,17 @@ class _Run:
         self.accuracy[stage] = fitting.accuracy(net, self.data.x_test, self.data.y_test)
         log.info("%s: test accuracy %.4f", stage, self.accuracy[stage])
 
-    def fit(self, stage: str, net: Any, epochs: int, lr_factor: float, *, schedule: str = "constant",
-            early_stop: bool = False, extra: list[Any] = ()) -> Any:
+    def fit(
+        self,
+        stage: str,
+        net: Any,
+        epochs: int,
+        lr_factor: float,
+        *,
+        schedule: str = "constant",
+        early_stop: bool = False,
+        extra: Sequence[Any] = (),
+    ) -> Any:
         """Train ``net`` for stage ``stage`` from its checkpoint (or restore it when done); returns ``net``."""
         cfg, store = self.config, self.store
         if store.done(stage):
@@ -301,8 +362,15 @@ class _Run:
                 if hasattr(callback, "stage"):
                     callback.stage = stage
             callbacks = [*extra, *([early] if early else []), checkpoints.callback_class()(store, stage, early)]
-            net.fit(self.dataset(skip_epochs=start), steps_per_epoch=self.steps, epochs=epochs, initial_epoch=start,
-                    callbacks=callbacks + self.callbacks, validation_data=(self.data.x_val, self.data.y_val), verbose=0)
+            net.fit(
+                self.dataset(skip_epochs=start),
+                steps_per_epoch=self.steps,
+                epochs=epochs,
+                initial_epoch=start,
+                callbacks=callbacks + self.callbacks,
+                validation_data=(self.data.x_val, self.data.y_val),
+                verbose=0,
+            )
         elif early:
             early.restore(net)
         store.finish(stage, net)
@@ -311,20 +379,30 @@ class _Run:
     def dataset(self, *, skip_epochs: int) -> Any:
         cfg = self.config
         weights = fitting.class_weights(self.data) if cfg.class_weights else None
-        return fitting.train_dataset(self.data, batch_size=cfg.batch_size, seed=cfg.seed, augment=cfg.augment,
-                                     class_weights=weights, skip_epochs=skip_epochs)
+        return fitting.train_dataset(
+            self.data,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            class_weights=weights,
+            skip_epochs=skip_epochs,
+        )
 
 
 def _check_custom(model: Any, data: Dataset, *, clone: bool) -> Any:
     """A caller's tf_keras model, checked against the data; ``clone`` rebuilds it inside the strategy scope."""
     keras = _keras()
     if not isinstance(model, keras.Model):
-        raise BadInputError("model must be a zoo name (see 'edgeship list-models') or a tf_keras Model; "
-                            f"received {type(model).__name__}")
+        raise BadInputError(
+            "model must be a zoo name (see 'edgeship list-models') or a tf_keras Model; "
+            f"received {type(model).__name__}"
+        )
     shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     if shape != tuple(data.input_shape):
-        raise BadInputError(f"model '{model.name}' takes inputs of shape {shape}; dataset '{data.name}' has "
-                            f"{tuple(data.input_shape)}. Build the model for the dataset's input shape")
+        raise BadInputError(
+            f"model '{model.name}' takes inputs of shape {shape}; dataset '{data.name}' has "
+            f"{tuple(data.input_shape)}. Build the model for the dataset's input shape"
+        )
     if not clone:
         return model
     copy = keras.models.clone_model(model)  # variables made outside a strategy's scope cannot train in it
@@ -361,5 +439,10 @@ def _start_from(folder: str | Path, model: str | Any, data: Dataset) -> dict[str
 def _fingerprint(model: str | Any, data: Dataset, config: TrainConfig, start: dict | None) -> dict[str, Any]:
     """What a resume must match: the model, the exact data, every setting and the starting model."""
     name = model if isinstance(model, str) else "sha256:" + hashlib.sha256(model.to_json().encode()).hexdigest()
-    return {"model": name, "dataset": data.name, "dataset_fingerprint": data.fingerprint, "config": _settings(config),
-            "start_from": start["sha256"] if start else None}
+    return {
+        "model": name,
+        "dataset": data.name,
+        "dataset_fingerprint": data.fingerprint,
+        "config": _settings(config),
+        "start_from": start["sha256"] if start else None,
+    }

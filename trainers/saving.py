@@ -15,11 +15,12 @@ ones included) go to .h5 and reload under ``custom_scope``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import zipfile
-import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from edgeship import _io
 from edgeship._deps import keras as _keras
@@ -37,8 +38,9 @@ def custom_scope() -> Iterator[None]:
     """The tfmot scopes that QAT and pruning wrappers need to deserialize."""
     keras = _keras()
     tfmot = require("tensorflow_model_optimization", "load QAT or pruned models")
-    with tfmot.quantization.keras.quantize_scope(), keras.utils.custom_object_scope(
-        {"PruneLowMagnitude": tfmot.sparsity.keras.prune_low_magnitude}
+    with (
+        tfmot.quantization.keras.quantize_scope(),
+        keras.utils.custom_object_scope({"PruneLowMagnitude": tfmot.sparsity.keras.prune_low_magnitude}),
     ):
         yield
 
@@ -143,5 +145,7 @@ def load_trained(folder: str | Path, *, trust_code: bool = False) -> tuple[Any, 
     record = TrainingRecord.load(folder)
     final = load_keras(folder / record.files.get("model", "model.keras"), trust_code=trust_code)
     float_file = record.files.get("float", record.files.get("model", "model.keras"))
-    reference = final if float_file == record.files.get("model") else load_keras(folder / float_file, trust_code=trust_code)
+    reference = (
+        final if float_file == record.files.get("model") else load_keras(folder / float_file, trust_code=trust_code)
+    )
     return final, reference, record

@@ -7,8 +7,9 @@ one entry point.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from edgeship._deps import keras as _keras
 from edgeship.errors import BadInputError
@@ -61,8 +62,9 @@ def _head(x: Any, classes: int, options: ModelOptions) -> Any:
     if options.dropout:
         x = keras.layers.Dropout(options.dropout, name="head_dropout")(x)
     # float32 even under a mixed-precision policy: a float16 softmax loses small probabilities.
-    return keras.layers.Dense(classes, activation="softmax", kernel_regularizer=_reg(options), name="logits",
-                              dtype="float32")(x)
+    return keras.layers.Dense(
+        classes, activation="softmax", kernel_regularizer=_reg(options), name="logits", dtype="float32"
+    )(x)
 
 
 def _need_image(name: str, shape: tuple[int, ...], min_side: int) -> None:
@@ -82,8 +84,9 @@ def mlp(shape: tuple[int, ...], classes: int, options: ModelOptions) -> Any:
         x = keras.layers.Dense(width, activation="relu", kernel_regularizer=_reg(options), name=f"dense_{i}")(x)
         if options.dropout:
             x = keras.layers.Dropout(options.dropout, name=f"dropout_{i}")(x)
-    outputs = keras.layers.Dense(classes, activation="softmax", kernel_regularizer=_reg(options), name="logits",
-                                 dtype="float32")(x)
+    outputs = keras.layers.Dense(
+        classes, activation="softmax", kernel_regularizer=_reg(options), name="logits", dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="mlp")
 
 
@@ -95,8 +98,9 @@ def tiny_cnn(shape: tuple[int, ...], classes: int, options: ModelOptions) -> Any
     inputs = keras.Input(shape, name="input")
     x = inputs
     for filters in (16, 32):
-        x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", kernel_regularizer=_reg(options),
-                                name=names("conv"))(x)
+        x = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", kernel_regularizer=_reg(options), name=names("conv")
+        )(x)
         if x.shape[1] > 8:
             x = keras.layers.MaxPooling2D(name=names("pool"))(x)
     x = keras.layers.MaxPooling2D(name=names("pool"))(x)
@@ -105,19 +109,22 @@ def tiny_cnn(shape: tuple[int, ...], classes: int, options: ModelOptions) -> Any
     return keras.Model(inputs, _head(x, classes, options), name="tiny_cnn")
 
 
-def _conv_bn(x: Any, filters: int, kernel: Any, strides: int, options: ModelOptions, names: _Names,
-             relu: bool = True) -> Any:
+def _conv_bn(
+    x: Any, filters: int, kernel: Any, strides: int, options: ModelOptions, names: _Names, relu: bool = True
+) -> Any:
     keras = _keras()
-    x = keras.layers.Conv2D(filters, kernel, strides, padding="same", use_bias=False,
-                            kernel_regularizer=_reg(options), name=names("conv"))(x)
+    x = keras.layers.Conv2D(
+        filters, kernel, strides, padding="same", use_bias=False, kernel_regularizer=_reg(options), name=names("conv")
+    )(x)
     x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=names("bn"))(x)
     return keras.layers.ReLU(name=names("relu"))(x) if relu else x
 
 
 def _dw_bn(x: Any, strides: int, options: ModelOptions, names: _Names) -> Any:
     keras = _keras()
-    x = keras.layers.DepthwiseConv2D(3, strides, padding="same", use_bias=False, depthwise_regularizer=_reg(options),
-                                     name=names("dwconv"))(x)
+    x = keras.layers.DepthwiseConv2D(
+        3, strides, padding="same", use_bias=False, depthwise_regularizer=_reg(options), name=names("dwconv")
+    )(x)
     x = keras.layers.BatchNormalization(momentum=_BN_MOMENTUM, name=names("bn"))(x)
     return keras.layers.ReLU(name=names("relu"))(x)
 
@@ -149,8 +156,9 @@ def resnet8(shape: tuple[int, ...], classes: int, options: ModelOptions) -> Any:
         y = _conv_bn(x, filters, 3, strides, options, names)
         y = _conv_bn(y, filters, 3, 1, options, names, relu=False)
         if strides != 1 or x.shape[-1] != filters:
-            x = keras.layers.Conv2D(filters, 1, strides, padding="same", kernel_regularizer=_reg(options),
-                                    name=names("shortcut"))(x)
+            x = keras.layers.Conv2D(
+                filters, 1, strides, padding="same", kernel_regularizer=_reg(options), name=names("shortcut")
+            )(x)
         x = keras.layers.ReLU(name=names("relu"))(keras.layers.Add(name=names("add"))([x, y]))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, _head(x, classes, options), name="resnet8")
@@ -198,8 +206,8 @@ REFERENCE_INPUTS: dict[str, tuple[tuple[int, ...], int]] = {
 def build_model(name: str, input_shape: tuple[int, ...], classes: int, options: ModelOptions | None = None) -> Any:
     """Build zoo model ``name`` for one dataset's input shape and class count.
 
-        >>> build_model("resnet8", (32, 32, 3), 10).count_params()      # doctest: +SKIP
-        78426
+    >>> build_model("resnet8", (32, 32, 3), 10).count_params()      # doctest: +SKIP
+    78426
     """
     if name not in MODELS:
         raise BadInputError(f"unknown model '{name}'; the zoo has {', '.join(MODELS)} (see 'edgeship list-models')")

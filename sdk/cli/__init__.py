@@ -29,7 +29,10 @@ def completion(shell: str) -> None:
     """Print the shell completion script, e.g.:  eval "$(edgeship completion bash)" """
     from click.shell_completion import get_completion_class
 
-    click.echo(get_completion_class(shell)(cli, {}, "edgeship", "_EDGESHIP_COMPLETE").source())
+    completer = get_completion_class(shell)
+    if completer is None:  # not reached: click.Choice offers only the shells click knows
+        raise click.BadParameter(f"no completion for {shell!r}")
+    click.echo(completer(cli, {}, "edgeship", "_EDGESHIP_COMPLETE").source())
 
 
 def main(argv: list[str] | None = None) -> None:

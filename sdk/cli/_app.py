@@ -10,9 +10,15 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from edgeship._deps import quiet_native, require
+
+if TYPE_CHECKING:  # imported through require below, which says how to install them
+    from click import Context, Parameter
+    from rich.progress import Progress, TaskID
+    from rich.table import Table
 
 click = require("click", "use the edgeship command line")
 rich_console = require("rich.console", "use the edgeship command line")
@@ -51,8 +57,8 @@ class _ProgressView:
     """Progress on stderr: bars on a terminal, one line per finished step elsewhere (logs, CI)."""
 
     def __init__(self) -> None:
-        self.bars: Any = None
-        self.tasks: dict[str, Any] = {}
+        self.bars: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, detail: str, done: int | None = None, total: int | None = None) -> None:
         if State.quiet or State.json:
@@ -65,9 +71,13 @@ class _ProgressView:
         if self.bars is None:
             progress = require("rich.progress")
             self.bars = progress.Progress(
-                progress.TextColumn("[bold cyan]{task.fields[stage]:>9}"), progress.BarColumn(),
-                progress.MofNCompleteColumn(), progress.TextColumn("{task.description}"),
-                progress.TimeElapsedColumn(), console=err_console)
+                progress.TextColumn("[bold cyan]{task.fields[stage]:>9}"),
+                progress.BarColumn(),
+                progress.MofNCompleteColumn(),
+                progress.TextColumn("{task.description}"),
+                progress.TimeElapsedColumn(),
+                console=err_console,
+            )
             self.bars.start()
         if stage not in self.tasks:
             self.tasks[stage] = self.bars.add_task(detail, total=total, stage=stage)
@@ -106,8 +116,11 @@ def _run(fn: Callable[[], Any]) -> Any:
             raise
         _progress.stop()
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        err_console.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {shown(first)} (this is a bug in edgeship; "
-                          "--debug shows the traceback)", highlight=False)
+        err_console.print(
+            f"[bold red]error:[/] unexpected {type(exc).__name__}: {shown(first)} "
+            "(this is a bug in edgeship; --debug shows the traceback)",
+            highlight=False,
+        )
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:  # the transaction rolled back on its way here
         _progress.stop()
@@ -129,7 +142,7 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.2f} MiB"
 
 
-def report_table(report: Report) -> Any:
+def report_table(report: Report) -> Table:
     from edgeship.tasks import change_text, value_text
 
     heads = [e.validation.headline for e in report.artifacts if e.validation and e.validation.headline]
@@ -137,17 +150,23 @@ def report_table(report: Report) -> Any:
     name, unit = (head.name, head.unit) if head else ("accuracy", "points")
     reference = value_text(unit, head.reference if head else report.reference_accuracy)
     task = f", {report.task}" if report.task else ""
-    table = rich_table.Table(title=shown(f"{report.model} on {report.dataset}{task}: float reference {name} {reference}"))
+    table = rich_table.Table(
+        title=shown(f"{report.model} on {report.dataset}{task}: float reference {name} {reference}")
+    )
     delta_column = "Δ pts" if unit == "points" else f"Δ ({unit})"
     for column in ("artifact", "size", name, delta_column, "agree", "max err", "p50", "evaluated with"):
-        table.add_column(column, justify="left" if column in ("artifact", "evaluated with") else "right",
-                         no_wrap=column != "evaluated with")
+        table.add_column(
+            column,
+            justify="left" if column in ("artifact", "evaluated with") else "right",
+            no_wrap=column != "evaluated with",
+        )
     for e in report.artifacts:
         v, b = e.validation, e.benchmark
         h = v.headline if v else None
         verdict = "" if e.passed is None else (" [green]pass[/]" if e.passed else " [red]FAIL[/]")
         table.add_row(
-            shown(e.name), _size(e.size_bytes),
+            shown(e.name),
+            _size(e.size_bytes),
             value_text(h.unit, h.value) if h else "—",
             f"{change_text(h)}{verdict}" if h else (verdict.strip() or "—"),
             f"{v.agreement * 100:.1f}%" if v and v.agreement is not None else "—",
@@ -198,12 +217,19 @@ def cli(debug: bool, quiet: bool) -> None:
 
 
 def json_option(fn: Callable) -> Callable:
-    def set_json(ctx: Any, param: Any, value: bool) -> bool:
+    def set_json(ctx: Context, param: Parameter, value: bool) -> bool:
         State.json = value
         return value
 
-    return click.option("--json", "as_json", is_flag=True, expose_value=False, callback=set_json,
-                        is_eager=True, help="Print one JSON document on stdout.")(fn)
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        callback=set_json,
+        is_eager=True,
+        help="Print one JSON document on stdout.",
+    )(fn)
 
 
 def _int_list(text: str, option: str) -> tuple[int, ...]:

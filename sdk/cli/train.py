@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeship.cli._app import (
+    State,
+    _emit,
+    _int_list,
+    _progress,
+    _run,
+    _show_report,
+    cli,
+    click,
+    json_option,
+    out_console,
+    rich_table,
+    shown,
+)
 from edgeship.errors import EdgeshipError
-from edgeship.cli._app import (State, _emit, _int_list, _progress, _run, _show_report, cli, click, json_option,
-                               out_console, rich_table, shown)
 
 
 @cli.command()
-@click.option("--out", default="edgeship-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option(
+    "--out", default="edgeship-out", show_default=True, type=click.Path(file_okay=False), help="Output folder."
+)
 @click.option("--epochs", default=40, show_default=True, help="Float training epochs (early stopping may end sooner).")
 @click.option("--runs", default=200, show_default=True, help="Timed benchmark runs per artifact.")
 @click.option("--max-drop", default=1.0, show_default=True, help="Accuracy gate: max drop in points vs float.")
@@ -39,22 +53,46 @@ def quickstart(out: str, epochs: int, runs: int, max_drop: float) -> None:
 @click.option("--qat", is_flag=True, help="Quantization-aware fine-tune (keeps sparsity and clusters when combined).")
 @click.option("--qat-epochs", default=3, show_default=True)
 @click.option("--class-weights", is_flag=True, help="Weight classes by inverse frequency (imbalanced labels).")
-@click.option("--augment", is_flag=False, flag_value="flip,shift", default=None, metavar="[flip,shift]",
-              help="Image augmentation: flip, shift or shift=FRACTION (bare --augment: flip,shift).")
+@click.option(
+    "--augment",
+    is_flag=False,
+    flag_value="flip,shift",
+    default=None,
+    metavar="[flip,shift]",
+    help="Image augmentation: flip, shift or shift=FRACTION (bare --augment: flip,shift).",
+)
 @click.option("--dropout", type=float, default=0.0, show_default=True)
 @click.option("--l2", type=float, default=0.0, show_default=True, help="L2 weight decay on kernels.")
 @click.option("--widths", default=None, help="mlp hidden widths, e.g. 64,32.")
 @click.option("--alpha", type=float, default=0.25, show_default=True, help="mobilenet_v1 width multiplier.")
 @click.option("--mixed-precision", is_flag=True, help="mixed_float16 float training on a GPU.")
-@click.option("--strategy", type=click.Choice(["auto", "cpu", "gpu", "mirrored", "multiworker"]), default="auto",
-              show_default=True, help="Where to train; multiworker reads TF_CONFIG.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["auto", "cpu", "gpu", "mirrored", "multiworker"]),
+    default="auto",
+    show_default=True,
+    help="Where to train; multiworker reads TF_CONFIG.",
+)
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoints (same settings only).")
-@click.option("--start-from", type=click.Path(exists=True, file_okay=False), default=None,
-              help="A trained folder of the same model and data: skip float training, fine-tune it.")
+@click.option(
+    "--start-from",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="A trained folder of the same model and data: skip float training, fine-tune it.",
+)
 @click.option("--seed", default=0, show_default=True)
 @json_option
-def train(model: str, data: str, out: str, augment: str | None, widths: str | None, resume: bool, strategy: str,
-          start_from: str | None, **settings: Any) -> None:
+def train(
+    model: str,
+    data: str,
+    out: str,
+    augment: str | None,
+    widths: str | None,
+    resume: bool,
+    strategy: str,
+    start_from: str | None,
+    **settings: Any,
+) -> None:
     """Train a zoo model (float, then --prune, --cluster, --qat) and save it with its training record."""
     from edgeship.trainers import train as run
     from edgeship.trainers.fitting import Augment
@@ -67,24 +105,40 @@ def train(model: str, data: str, out: str, augment: str | None, widths: str | No
         _progress("train", f"{model} on {data}")
         from edgeship.trainers.fitting import progress_callback
 
-        return run(model, data, out=out, resume=resume, strategy=strategy, start_from=start_from,
-                   callbacks=[progress_callback(_progress)], **settings)
+        return run(
+            model,
+            data,
+            out=out,
+            resume=resume,
+            strategy=strategy,
+            start_from=start_from,
+            callbacks=[progress_callback(_progress)],
+            **settings,
+        )
 
     record = _run(body)
     if State.json:
         _emit(record.to_dict())
     elif not State.quiet:
         stages = ", ".join(f"{k} {v * 100:.2f}%" for k, v in record.stage_accuracy.items())
-        out_console.print(shown(f"{record.model} ({record.recipe}) on {record.dataset}: test accuracy "
-                                f"{record.test_accuracy * 100:.2f}% ({stages}) after {record.epochs_run} epochs, "
-                                f"{record.seconds:.1f} s on {record.strategy} x{record.replicas}, {record.params} "
-                                f"parameters, {record.macs} MACs -> {out}"), highlight=False)
+        out_console.print(
+            shown(
+                f"{record.model} ({record.recipe}) on {record.dataset}: test accuracy "
+                f"{record.test_accuracy * 100:.2f}% ({stages}) after {record.epochs_run} epochs, "
+                f"{record.seconds:.1f} s on {record.strategy} x{record.replicas}, {record.params} "
+                f"parameters, {record.macs} MACs -> {out}"
+            ),
+            highlight=False,
+        )
         if record.sparsity:
-            out_console.print(shown("sparsity: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in record.sparsity.items())),
-                              highlight=False)
+            out_console.print(
+                shown("sparsity: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in record.sparsity.items())),
+                highlight=False,
+            )
         if record.clusters:
-            out_console.print(shown("distinct weights: " + ", ".join(f"{k} {v}" for k, v in record.clusters.items())),
-                              highlight=False)
+            out_console.print(
+                shown("distinct weights: " + ", ".join(f"{k} {v}" for k, v in record.clusters.items())), highlight=False
+            )
 
 
 @cli.command("list-models")
@@ -106,8 +160,13 @@ def list_models(data: str | None) -> None:
             try:
                 rows.append(describe(name, shape, classes))
             except EdgeshipError as exc:  # a model that cannot take this dataset says why
-                rows.append({"name": name, "description": (MODELS[name].__doc__ or "").strip().splitlines()[0],
-                             "error": str(exc)})
+                rows.append(
+                    {
+                        "name": name,
+                        "description": (MODELS[name].__doc__ or "").strip().splitlines()[0],
+                        "error": str(exc),
+                    }
+                )
         return rows
 
     rows = _run(body)
@@ -121,6 +180,11 @@ def list_models(data: str | None) -> None:
         if "error" in row:
             table.add_row(row["name"], "—", "—", "—", f"[red]{shown(row['error'])}[/]")
         else:
-            table.add_row(row["name"], "x".join(map(str, row["input_shape"])) + f" → {row['classes']}",
-                          f"{row['params']:,}", f"{row['macs']:,}", row["description"])
+            table.add_row(
+                row["name"],
+                "x".join(map(str, row["input_shape"])) + f" → {row['classes']}",
+                f"{row['params']:,}",
+                f"{row['macs']:,}",
+                row["description"],
+            )
     out_console.print(table)

@@ -3,7 +3,7 @@
     load_dataset(name_or_path, preprocess=None)                                      dataset.py
      ├── scikit-learn    digits, iris, wine, breast_cancer          (bundled)         _builtins.py
      ├── generated       shapes32                                    (numpy, seeded)   _builtins.py
-     ├── Keras cache     mnist, fashion_mnist, cifar10               (never fetched)   _files.py
+     ├── Keras cache     mnist, fashion_mnist, cifar10               (never fetched)   _keras_cache.py
      └── a path          .npz (any rank and dtype, several inputs or outputs,         _npz.py
                          any target), a folder of .npy files named as in a .npz,
                          .csv, or a folder of class subfolders of images              _files.py

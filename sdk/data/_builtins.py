@@ -4,13 +4,14 @@ are read in ``_files``. Each loader returns a ``_Raw`` that ``edgeship.data`` sp
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from edgeship.data._files import _cifar10, _fashion_mnist, _mnist, _Raw
 from edgeship._deps import require
-
+from edgeship.data._files import _Raw
+from edgeship.data._keras_cache import _cifar10, _fashion_mnist, _mnist
 
 # ----------------------------------------------------------------------------- built-in: scikit-learn
 
@@ -31,8 +32,14 @@ def _sklearn_tabular(loader: str) -> Callable[[int | None], _Raw]:
     def load(samples: int | None) -> _Raw:
         bunch = _sklearn_bunch(loader)
         classes = tuple(str(c) for c in bunch.target_names)
-        return _Raw("tabular", classes, bunch.data.astype(np.float64), bunch.target.astype(np.int64),
-                    f"scikit-learn {loader}", standardize=True)
+        return _Raw(
+            "tabular",
+            classes,
+            bunch.data.astype(np.float64),
+            bunch.target.astype(np.int64),
+            f"scikit-learn {loader}",
+            standardize=True,
+        )
 
     return load
 

@@ -19,13 +19,18 @@ Here a slice reads its rows, applies the transform to them, and drops them after
 
 from __future__ import annotations
 
+import io
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeship.errors import DatasetError
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 #: samples read per piece when a LazyArray is walked whole (fingerprint, checks, materializing)
 CHUNK = 1024
@@ -54,11 +59,13 @@ class Stored:
                 self._fill(f, out[j : j + 1])
         return out
 
-    def _fill(self, f: Any, out: np.ndarray) -> None:
-        view = memoryview(out).cast("B") if out.size else memoryview(b"")
+    def _fill(self, f: io.BufferedReader, out: np.ndarray) -> None:
+        view = out.data.cast("B") if out.size else memoryview(b"")
         if f.readinto(view) != len(view):
-            raise DatasetError(f"{self.path} ends before the array its header describes ({self.shape}, {self.dtype}); "
-                               "the file is truncated: write it again")
+            raise DatasetError(
+                f"{self.path} ends before the array its header describes ({self.shape}, {self.dtype}); "
+                "the file is truncated: write it again"
+            )
 
 
 def stored(path: Path, member: str | None = None) -> Stored | np.ndarray:
@@ -76,7 +83,8 @@ def stored(path: Path, member: str | None = None) -> Stored | np.ndarray:
         f.seek(offset)
         version = np.lib.format.read_magic(f)
         reader = _HEADERS.get(version)  # numpy has no public reader for 3.0 (utf-8 field names)
-        shape, fortran, dtype = reader(f) if reader else np.lib.format._read_array_header(f, version)
+        # the private reader of the other versions is not in numpy's stubs
+        shape, fortran, dtype = reader(f) if reader else np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
         if dtype.hasobject:
             raise DatasetError(f"{path}{f' ({member})' if member else ''} holds Python objects; store plain arrays")
         start = f.tell()
@@ -110,12 +118,17 @@ class LazyArray:
     integer array, ``[..., None]`` and ``map`` return new lazy views instead of reading.
     """
 
-    def __init__(self, source: Stored, rows: np.ndarray | None = None,
-                 transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        source: Stored,
+        rows: np.ndarray | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         self.source, self.rows, self.transform = source, rows, transform
         n = source.shape[0] if rows is None else len(rows)
-        sample = self._finish(source.read(slice(0, 1)) if source.shape[0] else np.zeros((1,) + source.shape[1:],
-                                                                                          source.dtype))
+        sample = self._finish(
+            source.read(slice(0, 1)) if source.shape[0] else np.zeros((1,) + source.shape[1:], source.dtype)
+        )
         self.shape: tuple[int, ...] = (n,) + sample.shape[1:]
         self.dtype: np.dtype = sample.dtype
 
@@ -155,20 +168,20 @@ class LazyArray:
         for i in range(0, len(self), size):
             yield self[i : i + size]
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike = None, copy: bool | None = None) -> np.ndarray:
         out = np.empty(self.shape, self.dtype)
         for i, piece in zip(range(0, len(self), CHUNK), self.chunks()):
             out[i : i + len(piece)] = piece
         return out if dtype is None else out.astype(dtype)
 
-    def setflags(self, **_: Any) -> None:
+    def setflags(self, **_: object) -> None:
         """Read-only already: slices are fresh arrays, the file is never written."""
 
     def _finish(self, rows: np.ndarray) -> np.ndarray:
         return rows if self.transform is None else self.transform(rows)
 
 
-def chunks(array: Any, size: int = CHUNK) -> Iterator[np.ndarray]:
+def chunks(array: np.ndarray | LazyArray, size: int = CHUNK) -> Iterator[np.ndarray]:
     """Pieces of ``array`` along its first axis: a LazyArray's reads, or views of a numpy array."""
     for i in range(0, len(array), size):
         yield array[i : i + size]

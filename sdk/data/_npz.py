@@ -24,8 +24,10 @@ from edgeship.data._files import _contained, _encode_labels, _Raw
 from edgeship.data._lazy import LazyArray, Stored, chunks, stored
 from edgeship.errors import DatasetError
 
-_FORMAT = ("x_train and x_test (or x_train_0, x_train_1, … for several inputs), y_train and y_test "
-           "(or y_train_0, … per output; none for an autoencoder), optional classes")
+_FORMAT = (
+    "x_train and x_test (or x_train_0, x_train_1, … for several inputs), y_train and y_test "
+    "(or y_train_0, … per output; none for an autoencoder), optional classes"
+)
 
 
 def read(path: Path, *, lazy: bool = False) -> _Raw:
@@ -49,18 +51,36 @@ def read(path: Path, *, lazy: bool = False) -> _Raw:
     if x_val:  # labelled with train's classes: encoded together, then split again
         y_train = [np.concatenate([a, b]) for a, b in zip(y_train, y_val)]
     target, y_train, y_test, classes, test_only = _targets(
-        y_train, y_test, arrays.get("classes"), n_train + (len(x_val[0]) if x_val else 0), len(x_test[0]), where)
+        y_train, y_test, arrays.get("classes"), n_train + (len(x_val[0]) if x_val else 0), len(x_test[0]), where
+    )
     if x_val:
         y_train, y_val = [a[:n_train] for a in y_train], [a[n_train:] for a in y_train]
     first = x_train[0]
-    kind = ("image" if first.ndim in (3, 4) and (first.dtype.kind in "iu" or first.ndim == 4)
-            else "tabular" if first.ndim == 2 and first.dtype.kind == "f" else "array")
+    kind = (
+        "image"
+        if first.ndim in (3, 4) and (first.dtype.kind in "iu" or first.ndim == 4)
+        else "tabular"
+        if first.ndim == 2 and first.dtype.kind == "f"
+        else "array"
+    )
     if kind == "image" and first.ndim == 3:  # grey (N, H, W) pixels gain their channel axis: (N, H, W, 1)
         x_train[0], x_test[0] = x_train[0][..., None], x_test[0][..., None]
         if x_val:
             x_val[0] = x_val[0][..., None]
-    return _Raw(kind, classes, _one(x_train), _one(y_train), where, {}, _one(x_test), _one(y_test),
-                target=target, test_only=test_only, x_val=_one(x_val), y_val=_one(y_val))
+    return _Raw(
+        kind,
+        classes,
+        _one(x_train),
+        _one(y_train),
+        where,
+        {},
+        _one(x_test),
+        _one(y_test),
+        target=target,
+        test_only=test_only,
+        x_val=_one(x_val),
+        y_val=_one(y_val),
+    )
 
 
 def _validation(arrays: dict[str, Any], x_train: list, y_train: list, where: str) -> tuple[list, list]:
@@ -70,17 +90,23 @@ def _validation(arrays: dict[str, Any], x_train: list, y_train: list, where: str
     if not x_val and not y_val:
         return [], []
     if len(x_val) != len(x_train) or len(y_val) != len(y_train):
-        raise DatasetError(f"{where}: a validation split needs one x_val per input ({len(x_train)}) and one y_val per "
-                           f"output ({len(y_train)}); received {len(x_val)} and {len(y_val)}")
+        raise DatasetError(
+            f"{where}: a validation split needs one x_val per input ({len(x_train)}) and one y_val per "
+            f"output ({len(y_train)}); received {len(x_val)} and {len(y_val)}"
+        )
     for i, (a, b) in enumerate(zip(x_train, x_val)):
         _check_input(b, f"input {i} of x_val", where)
         if a.shape[1:] != b.shape[1:] or len(b) != len(x_val[0]):
-            raise DatasetError(f"{where}: input {i} has samples of shape {a.shape[1:]} in train, {b.shape[1:]} in val "
-                               "(and every input needs as many val samples as input 0)")
+            raise DatasetError(
+                f"{where}: input {i} has samples of shape {a.shape[1:]} in train, {b.shape[1:]} in val "
+                "(and every input needs as many val samples as input 0)"
+            )
     for i, (a, b) in enumerate(zip(y_train, y_val)):
         if len(b) != len(x_val[0]) or np.shape(a)[1:] != np.shape(b)[1:]:
-            raise DatasetError(f"{where}: output {i}'s y_val has shape {np.shape(b)}; it needs one target per x_val "
-                               f"sample, shaped like y_train's {np.shape(a)[1:]}")
+            raise DatasetError(
+                f"{where}: output {i}'s y_val has shape {np.shape(b)}; it needs one target per x_val "
+                f"sample, shaped like y_train's {np.shape(a)[1:]}"
+            )
     return x_val, y_val
 
 
@@ -98,8 +124,10 @@ def _members(path: Path, lazy: bool) -> dict[str, Any]:
     except DatasetError:
         raise
     except Exception as exc:  # zipfile, pickle and format errors alike mean the file is unusable
-        raise DatasetError(f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc}). "
-                           "Write it with numpy.savez(x_train=..., y_train=..., x_test=..., y_test=...).") from exc
+        raise DatasetError(
+            f"{path} is not a readable .npz of plain arrays ({type(exc).__name__}: {exc}). "
+            "Write it with numpy.savez(x_train=..., y_train=..., x_test=..., y_test=...)."
+        ) from exc
 
 
 def _folder(path: Path, lazy: bool) -> dict[str, Any]:
@@ -118,12 +146,15 @@ def _folder(path: Path, lazy: bool) -> dict[str, Any]:
         except DatasetError:
             raise
         except Exception as exc:  # a truncated header, pickled objects, not a .npy at all
-            raise DatasetError(f"{file} is not a readable .npy array ({type(exc).__name__}: {exc}); write it with "
-                               "numpy.save") from exc
+            raise DatasetError(
+                f"{file} is not a readable .npy array ({type(exc).__name__}: {exc}); write it with numpy.save"
+            ) from exc
     if "x_train" not in arrays and "x_train_0" not in arrays:
-        raise DatasetError(f"{path} is a folder of .npy files without x_train.npy; it needs one file per array of "
-                           f"{_FORMAT}, e.g. x_train.npy, y_train.npy, x_test.npy, y_test.npy. "
-                           f"Received: {sorted(f.name for f in path.glob('*.npy'))}")
+        raise DatasetError(
+            f"{path} is a folder of .npy files without x_train.npy; it needs one file per array of "
+            f"{_FORMAT}, e.g. x_train.npy, y_train.npy, x_test.npy, y_test.npy. "
+            f"Received: {sorted(f.name for f in path.glob('*.npy'))}"
+        )
     return arrays
 
 
@@ -133,12 +164,13 @@ def _lazy(path: Path, member: str | None) -> Any:
 
 
 def _series(arrays: dict[str, np.ndarray], key: str, where: str) -> list[np.ndarray]:
-    numbered = []
+    numbered: list[np.ndarray] = []
     while f"{key}_{len(numbered)}" in arrays:
         numbered.append(arrays[f"{key}_{len(numbered)}"])
     if key in arrays and numbered:
         raise DatasetError(f"{where} holds both {key} and {key}_0; name one input or output one way")
-    stray = sorted(k for k in arrays if k.startswith(key + "_") and k not in {f"{key}_{i}" for i in range(len(numbered))})
+    numbers = {f"{key}_{i}" for i in range(len(numbered))}
+    stray = sorted(k for k in arrays if k.startswith(key + "_") and k not in numbers)
     if stray:
         raise DatasetError(f"{where}: {stray} do not follow {key}_0, {key}_1, … without gaps")
     return [arrays[key]] if key in arrays else numbered
@@ -148,31 +180,40 @@ def _check_input(x: np.ndarray, what: str, where: str) -> None:
     if x.dtype.kind not in "fiub" or np.iscomplexobj(x):
         raise DatasetError(f"{where}: {what} must hold real numbers; received dtype {x.dtype}")
     if x.ndim < 1 or x.size == 0:
-        raise DatasetError(f"{where}: {what} must be non-empty, with samples along its first axis; "
-                           f"received shape {x.shape}")
+        raise DatasetError(
+            f"{where}: {what} must be non-empty, with samples along its first axis; received shape {x.shape}"
+        )
     bad = sum(int(np.sum(~np.isfinite(piece))) for piece in chunks(x)) if x.dtype.kind == "f" else 0
     if bad:
         raise DatasetError(f"{where}: {what} holds {bad} NaN or infinite values; remove or impute them first")
 
 
-def _targets(y_train: list[np.ndarray], y_test: list[np.ndarray], names: Any, n_train: int, n_test: int,
-             where: str) -> tuple[Any, list, list, tuple[str, ...], bool]:
+def _targets(
+    y_train: list[np.ndarray], y_test: list[np.ndarray], names: np.ndarray | None, n_train: int, n_test: int, where: str
+) -> tuple[tuple[str, ...], list[np.ndarray], list[np.ndarray], tuple[str, ...], bool]:
     """(target kind per output, train targets, test targets, output 0's class names, test-only labels)
     for ``n_train`` and ``n_test`` samples."""
     if not y_train and len(y_test) == 1:  # an autoencoder whose test split marks anomalies
         labels = np.asarray(y_test[0]).reshape(len(y_test[0]), -1)
         if labels.shape[1] != 1 or not np.isin(labels, (0, 1)).all() or len(labels) != n_test:
-            raise DatasetError(f"{where}: a y_test without y_train marks anomalies and must be 0/1, one per test "
-                               f"sample; received shape {np.shape(y_test[0])}")
+            raise DatasetError(
+                f"{where}: a y_test without y_train marks anomalies and must be 0/1, one per test "
+                f"sample; received shape {np.shape(y_test[0])}"
+            )
         return (), [], [labels.reshape(-1).astype(np.int64)], ("normal", "anomaly"), True
     if len(y_train) != len(y_test):
-        raise DatasetError(f"{where}: {len(y_train)} train target(s) (y_train…) but {len(y_test)} test target(s) "
-                           "(y_test…); give each output both y_train and y_test")
-    kinds, trains, tests, classes = [], [], [], ()
+        raise DatasetError(
+            f"{where}: {len(y_train)} train target(s) (y_train…) but {len(y_test)} test target(s) "
+            "(y_test…); give each output both y_train and y_test"
+        )
+    kinds, trains, tests = [], [], []
+    classes: tuple[str, ...] = ()
     for i, (a, b) in enumerate(zip(y_train, y_test)):
         if len(a) != n_train or len(b) != n_test:
-            raise DatasetError(f"{where}: the inputs hold {n_train}/{n_test} samples (train/test) "
-                               f"but output {i}'s targets y has {len(a)}/{len(b)}; they must match")
+            raise DatasetError(
+                f"{where}: the inputs hold {n_train}/{n_test} samples (train/test) "
+                f"but output {i}'s targets y has {len(a)}/{len(b)}; they must match"
+            )
         kind = _kind(a, b, where, i)
         if kind == "classes":
             (a, b), names_i = _encode_labels([a, b], names if i == 0 else None, where)
@@ -180,8 +221,11 @@ def _targets(y_train: list[np.ndarray], y_test: list[np.ndarray], names: Any, n_
         elif kind == "multilabel":
             a, b = (np.asarray(v, np.int64) for v in (a, b))
             if i == 0:
-                classes = tuple(str(n) for n in np.asarray(names).reshape(-1)) if names is not None else \
-                    tuple(str(k) for k in range(a.shape[1]))
+                classes = (
+                    tuple(str(n) for n in np.asarray(names).reshape(-1))
+                    if names is not None
+                    else tuple(str(k) for k in range(a.shape[1]))
+                )
         else:
             a, b = (np.asarray(v, np.float32) for v in (a, b))
         kinds.append(kind)
@@ -198,13 +242,17 @@ def _kind(a: np.ndarray, b: np.ndarray, where: str, i: int) -> str:
     squeezed = a.ndim == 1 or (a.ndim == 2 and a.shape[1] == 1)
     if a.dtype.kind in "iub" and not squeezed and a.ndim == 2:
         if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()):
-            raise DatasetError(f"{where}: output {i}'s integer targets of shape {a.shape} must be a 0/1 matrix "
-                               "(multi-label); class ids are one integer per sample")
+            raise DatasetError(
+                f"{where}: output {i}'s integer targets of shape {a.shape} must be a 0/1 matrix "
+                "(multi-label); class ids are one integer per sample"
+            )
         return "multilabel"
     if a.dtype.kind in "iubUS" and squeezed:
         return "classes"
-    raise DatasetError(f"{where}: output {i}'s targets of dtype {a.dtype} and shape {a.shape} are neither class ids, "
-                       "a 0/1 matrix nor float regression values")
+    raise DatasetError(
+        f"{where}: output {i}'s targets of dtype {a.dtype} and shape {a.shape} are neither class ids, "
+        "a 0/1 matrix nor float regression values"
+    )
 
 
 def _one(arrays: list[np.ndarray]) -> Any:

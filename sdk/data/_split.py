@@ -32,8 +32,16 @@ def unwrap(arrays: tuple[np.ndarray, ...]) -> Any:
     return None if not arrays else arrays[0] if len(arrays) == 1 else tuple(arrays)
 
 
-def split(name: str, raw: _Raw, *, seed: int, val_fraction: float, test_fraction: float, samples: int | None,
-          preprocess: Preprocess) -> tuple[list[Any], tuple[str, ...], dict]:
+def split(
+    name: str,
+    raw: _Raw,
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    samples: int | None,
+    preprocess: Preprocess,
+) -> tuple[list[Any], tuple[str, ...], dict]:
     """[x_train, y_train, x_val, y_val, x_test, y_test] (each as a Dataset holds it), the target
     kind per output, and the preprocessing record."""
     rng = np.random.default_rng(seed)
@@ -68,8 +76,11 @@ def split(name: str, raw: _Raw, *, seed: int, val_fraction: float, test_fraction
         parts = {"train": (xs, ys), "val": (xs_val, ys_val), "test": (xs_test, ys_test)}
     else:
         train, val = _split(strata, len(xs[0]), val_fraction, rng)
-        parts = {"train": (_take(xs, train), _take(ys, train)), "val": (_take(xs, val), _take(ys, val)),
-                 "test": (xs_test, ys_test)}
+        parts = {
+            "train": (_take(xs, train), _take(ys, train)),
+            "val": (_take(xs, val), _take(ys, val)),
+            "test": (xs_test, ys_test),
+        }
     _check_sizes(name, parts, raw, val_fraction, test_fraction)
     # 3. the built-in tabular sets: scaled by the train split alone, so nothing leaks
     record = dict(raw.preprocessing)
@@ -92,7 +103,9 @@ def _take(arrays: tuple[np.ndarray, ...], idx: np.ndarray) -> tuple[np.ndarray, 
     return tuple(a[idx] for a in arrays)
 
 
-def _split(strata: np.ndarray | None, n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _split(
+    strata: np.ndarray | None, n: int, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, taken): stratified per class where there are classes, a seeded share otherwise."""
     if strata is None:
         idx = rng.permutation(n)
@@ -126,8 +139,11 @@ def _check_sizes(name: str, parts: dict, raw: _Raw, val_fraction: float, test_fr
     if all(len(parts[s][0][0]) for s in parts):
         return
     ys = as_tuple(raw.y)
-    counts = (dict(zip(raw.classes, np.bincount(ys[0], minlength=len(raw.classes)).tolist()))
-              if ys and raw.classes and np.asarray(ys[0]).ndim == 1 else {"samples": len(as_tuple(raw.x)[0])})
+    counts = (
+        dict(zip(raw.classes, np.bincount(ys[0], minlength=len(raw.classes)).tolist()))
+        if ys and raw.classes and np.asarray(ys[0]).ndim == 1
+        else {"samples": len(as_tuple(raw.x)[0])}
+    )
     raise DatasetError(
         f"Dataset {name!r} is too small to split into train, val and test "
         f"(val_fraction={val_fraction}, test_fraction={test_fraction}); every class needs at least 3 "

@@ -115,7 +115,7 @@ class Dataset:
                     key = name if i == 0 else f"{name}_{i}"
                     digest.update(f"{key}|{np.dtype(array.dtype).str}|{tuple(array.shape)}\n".encode())
                     for piece in chunks(array):  # a lazy split is hashed as it is read, the same bytes
-                        digest.update(memoryview(np.ascontiguousarray(piece)).cast("B"))
+                        digest.update(np.ascontiguousarray(piece).data.cast("B"))
             digest.update(json.dumps(list(self.classes)).encode())
             object.__setattr__(self, "_fingerprint", digest.hexdigest())  # a cache, not a field
         return self.__dict__["_fingerprint"]
@@ -141,14 +141,20 @@ class Dataset:
 
     def with_channel_axis(self) -> Dataset:
         """A copy whose first input gains a trailing channel axis of size 1 (the model takes (…, 1))."""
+
         def grown(value: Any) -> Any:
             arrays = as_tuple(value)
             first = arrays[0][..., None]
             first.setflags(write=False)
             return first if len(arrays) == 1 else (first, *arrays[1:])
 
-        return dataclasses.replace(self, x_train=grown(self.x_train), x_val=grown(self.x_val), x_test=grown(self.x_test),
-                                   options={**self.options, "channel_axis": True})
+        return dataclasses.replace(
+            self,
+            x_train=grown(self.x_train),
+            x_val=grown(self.x_val),
+            x_test=grown(self.x_test),
+            options={**self.options, "channel_axis": True},
+        )
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: names, shapes, split sizes, fingerprint, source and preprocessing."""
@@ -171,8 +177,8 @@ class Dataset:
 def list_datasets() -> list[str]:
     """Names ``load_dataset`` accepts besides paths.
 
-        >>> "digits" in list_datasets()
-        True
+    >>> "digits" in list_datasets()
+    True
     """
     return sorted(BUILTINS)
 
@@ -209,14 +215,37 @@ def load_dataset(
     _check_arguments(seed, val_fraction, test_fraction, label_column, samples)
     name, raw, path = _load_raw(name_or_path, label_column, samples, lazy)
     spec = Preprocess.parse(preprocess if preprocess is not None else _default_spec(raw, path))
-    arrays, targets, record = split(name, raw, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                                    samples=samples, preprocess=spec)
+    arrays, targets, record = split(
+        name, raw, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, samples=samples, preprocess=spec
+    )
     if path:  # a user's file: say what reached the model, even when nothing was done
         record = {**record, "preprocess": spec.spec, "preprocess_steps": spec.describe()}
-    options = {"seed": int(seed), "val_fraction": val_fraction, "test_fraction": test_fraction,
-               "label_column": label_column, "samples": samples, "preprocess": spec.spec}
-    dataset = Dataset(name, raw.kind, raw.classes, *arrays, seed=int(seed), source=raw.source,
-                      preprocessing=record, targets=targets, path=path, options=options)
+    options = {
+        "seed": int(seed),
+        "val_fraction": val_fraction,
+        "test_fraction": test_fraction,
+        "label_column": label_column,
+        "samples": samples,
+        "preprocess": spec.spec,
+    }
+    x_train, y_train, x_val, y_val, x_test, y_test = arrays
+    dataset = Dataset(
+        name,
+        raw.kind,
+        raw.classes,
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        x_test,
+        y_test,
+        seed=int(seed),
+        source=raw.source,
+        preprocessing=record,
+        targets=targets,
+        path=path,
+        options=options,
+    )
     log.debug("loaded %r", dataset)
     return dataset
 
@@ -228,7 +257,9 @@ def _default_spec(raw: _Raw, path: str) -> str:
     return "unit" if raw.kind == "image" and first.dtype.kind in "iu" else "none"
 
 
-def _check_arguments(seed: Any, val_fraction: Any, test_fraction: Any, label_column: Any, samples: Any) -> None:
+def _check_arguments(
+    seed: object, val_fraction: object, test_fraction: object, label_column: object, samples: object
+) -> None:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise BadInputError(f"seed must be an integer. Received: {seed!r}")
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
@@ -240,8 +271,9 @@ def _check_arguments(seed: Any, val_fraction: Any, test_fraction: Any, label_col
         raise BadInputError(f"samples must be a positive integer or None. Received: {samples!r}")
 
 
-def _load_raw(name_or_path: str | os.PathLike, label_column: str, samples: int | None,
-              lazy: bool = False) -> tuple[str, _Raw, str]:
+def _load_raw(
+    name_or_path: str | os.PathLike, label_column: str, samples: int | None, lazy: bool = False
+) -> tuple[str, _Raw, str]:
     """(name, raw arrays, the file's absolute path or "" for a built-in). A bare built-in name wins
     over a file of the same name; pass a Path to force a path."""
     key = name_or_path.lower().replace("-", "_") if isinstance(name_or_path, str) else None

@@ -7,9 +7,9 @@
     (0.485, 0.456, 0.406)
 
 A spec is a preset or comma-separated ``key=value`` items (several values in one item separated
-by ``/``; a preset may stand first, as in ``imagenet,layout=nchw``), applied in this order to float32: ``scale`` (multiply), ``offset`` (add), ``mean``
-(subtract per channel), ``std`` (divide per channel), ``layout=nchw`` (the stored arrays are
-channels-last and the model takes channels-first: transpose). Presets:
+by ``/``; a preset may stand first, as in ``imagenet,layout=nchw``), applied in this order to float32:
+``scale`` (multiply), ``offset`` (add), ``mean`` (subtract per channel), ``std`` (divide per channel),
+``layout=nchw`` (the stored arrays are channels-last and the model takes channels-first: transpose). Presets:
 
     none       arrays reach the model as stored (integer ids stay integers)
     unit       x / 255
@@ -68,8 +68,9 @@ class Preprocess:
         if spec is None:
             return cls()
         if not isinstance(spec, str):
-            raise BadInputError(f"a preprocessing spec is text, e.g. unit or scale=0.003921; received "
-                                f"{type(spec).__name__}")
+            raise BadInputError(
+                f"a preprocessing spec is text, e.g. unit or scale=0.003921; received {type(spec).__name__}"
+            )
         text = spec.strip()
         if text in PRESETS:
             parsed = cls._items(PRESETS[text], text)
@@ -81,22 +82,30 @@ class Preprocess:
         values: dict[str, Any] = {}
         parts = [p.strip() for p in text.split(",")]
         if text and (not any(parts) or any(not p for p in parts)):
-            raise BadInputError(f"preprocessing spec {original!r} has an empty item (between commas); write items "
-                                "as key=value separated by single commas, e.g. scale=0.003921,offset=-1")
+            raise BadInputError(
+                f"preprocessing spec {original!r} has an empty item (between commas); write items "
+                "as key=value separated by single commas, e.g. scale=0.003921,offset=-1"
+            )
         if not text and original.strip() != "none" and original not in PRESETS:
-            raise BadInputError(f"preprocessing spec {original!r} names no item; give a preset ({', '.join(PRESETS)}) "
-                                "or key=value items, e.g. scale=0.003921")
+            raise BadInputError(
+                f"preprocessing spec {original!r} names no item; give a preset ({', '.join(PRESETS)}) "
+                "or key=value items, e.g. scale=0.003921"
+            )
         items: list[str] = []
         for i, part in enumerate(parts if text else []):  # a preset may open the spec
-            items += PRESETS[part].split(",") if i == 0 and "=" not in part and part in PRESETS and PRESETS[part] \
+            items += (
+                PRESETS[part].split(",")
+                if i == 0 and "=" not in part and part in PRESETS and PRESETS[part]
                 else ([] if i == 0 and part == "none" else [part])
+            )
         for item in items:
             key, sep, value = item.partition("=")
             key = key.strip()
             if not sep or key not in _KEYS:
                 raise BadInputError(
                     f"preprocessing item {item!r} is not one of {', '.join(k + '=…' for k in _KEYS)} (lower-case) and "
-                    f"{original!r} is not a preset ({', '.join(PRESETS)}); e.g. scale=0.003921,mean=0.5/0.5/0.5")
+                    f"{original!r} is not a preset ({', '.join(PRESETS)}); e.g. scale=0.003921,mean=0.5/0.5/0.5"
+                )
             if key in values:
                 raise BadInputError(f"preprocessing names {key} twice; received {original!r}")
             values[key] = cls._value(key, value.strip(), original)
@@ -110,8 +119,10 @@ class Preprocess:
             return value
         texts = value.split("/")
         if not all(_NUMBER.fullmatch(t.strip()) for t in texts):
-            raise BadInputError(f"{key} takes decimal numbers written in ASCII (several separated by /); received "
-                                f"{value!r} in {original!r}")
+            raise BadInputError(
+                f"{key} takes decimal numbers written in ASCII (several separated by /); received "
+                f"{value!r} in {original!r}"
+            )
         numbers = tuple(float(t) for t in texts)
         if not all(np.isfinite(numbers)):
             raise BadInputError(f"{key} must be finite; received {value!r} in {original!r}")
@@ -119,8 +130,10 @@ class Preprocess:
         bad = [n for n in numbers if abs(n) > high or (low and abs(n) < low)]
         if bad:
             span = f"from {low:g} to {high:g} in magnitude" if low else f"at most {high:g} in magnitude"
-            raise BadInputError(f"{key}={bad[0]:g} is outside what a model's inputs can be scaled by (float32 keeps its "
-                                f"precision): {key} is {span}; received {value!r} in {original!r}")
+            raise BadInputError(
+                f"{key}={bad[0]:g} is outside what a model's inputs can be scaled by (float32 "
+                f"keeps its precision): {key} is {span}; received {value!r} in {original!r}"
+            )
         if key in ("scale", "offset"):
             if len(numbers) != 1:
                 raise BadInputError(f"{key} takes one number; received {value!r} in {original!r}")
@@ -137,17 +150,24 @@ class Preprocess:
         if self.name:
             return self.name
         # repr: the shortest text that parses back to the same float, so a reload is bit-identical
-        items = [f"scale={self.scale!r}" if self.scale != 1.0 else "", f"offset={self.offset!r}" if self.offset else "",
-                 "mean=" + "/".join(repr(v) for v in self.mean) if self.mean else "",
-                 "std=" + "/".join(repr(v) for v in self.std) if self.std else "",
-                 "layout=nchw" if self.layout == "nchw" else ""]
+        items = [
+            f"scale={self.scale!r}" if self.scale != 1.0 else "",
+            f"offset={self.offset!r}" if self.offset else "",
+            "mean=" + "/".join(repr(v) for v in self.mean) if self.mean else "",
+            "std=" + "/".join(repr(v) for v in self.std) if self.std else "",
+            "layout=nchw" if self.layout == "nchw" else "",
+        ]
         return ",".join(i for i in items if i) or "none"
 
     def describe(self) -> str:
         """What the spec does, in words, for reports."""
-        steps = [f"x * {self.scale:g}" if self.scale != 1.0 else "", f"+ {self.offset:g}" if self.offset else "",
-                 f"- mean {self.mean}" if self.mean else "", f"/ std {self.std}" if self.std else "",
-                 "channels-last -> channels-first" if self.layout == "nchw" else ""]
+        steps = [
+            f"x * {self.scale:g}" if self.scale != 1.0 else "",
+            f"+ {self.offset:g}" if self.offset else "",
+            f"- mean {self.mean}" if self.mean else "",
+            f"/ std {self.std}" if self.std else "",
+            "channels-last -> channels-first" if self.layout == "nchw" else "",
+        ]
         return ", ".join(s for s in steps if s) or "none: arrays reach the model as stored"
 
     def apply(self, x: np.ndarray) -> np.ndarray:
@@ -171,6 +191,8 @@ class Preprocess:
     @staticmethod
     def _per_channel(values: tuple[float, ...], x: np.ndarray) -> np.ndarray:
         if len(values) not in (1, x.shape[-1]):
-            raise BadInputError(f"the spec has {len(values)} per-channel values but the samples have "
-                                f"{x.shape[-1]} channels (last axis of shape {x.shape})")
+            raise BadInputError(
+                f"the spec has {len(values)} per-channel values but the samples have "
+                f"{x.shape[-1]} channels (last axis of shape {x.shape})"
+            )
         return np.asarray(values, np.float32)

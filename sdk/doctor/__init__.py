@@ -28,10 +28,29 @@ none of the other parts). A new format is one probe module (``edgeship.formats.D
 
 from __future__ import annotations
 
-from edgeship.doctor.records import (Advice, Diagnosis, DoctorReport, LayerError, MarginBin, Margins, Recovery,
-                                     RecoveryStep)
+from edgeship.doctor.records import (
+    Advice,
+    Diagnosis,
+    DoctorReport,
+    LayerError,
+    MarginBin,
+    Margins,
+    Recovery,
+    RecoveryStep,
+)
 from edgeship.doctor.recovery import NO_VAL
 from edgeship.doctor.run import diagnose, doctored
 
-__all__ = ["diagnose", "DoctorReport", "Diagnosis", "LayerError", "Advice", "Margins", "MarginBin", "Recovery",
-           "RecoveryStep", "doctored", "NO_VAL"]
+__all__ = [
+    "diagnose",
+    "DoctorReport",
+    "Diagnosis",
+    "LayerError",
+    "Advice",
+    "Margins",
+    "MarginBin",
+    "Recovery",
+    "RecoveryStep",
+    "doctored",
+    "NO_VAL",
+]

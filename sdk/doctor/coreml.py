@@ -16,17 +16,23 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeship.converters.coreml import PRECISIONS
 from edgeship.doctor.layers import LayerTrace, Probe, leaf_names, op_layer, unique_names
 from edgeship.errors import UnsupportedModelError
-from edgeship.records import Artifact
-from edgeship.runtimes.mil import weighted_ops
+from edgeship.records import Artifact, TensorSpec
 from edgeship.runtimes._session import in_order
+from edgeship.runtimes.mil import Op, Program, weighted_ops
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
+    from edgeship.runtimes.coreml import Evaluator
 
 _BATCH = 50
 SUFFIX = ".mlpackage"
@@ -36,7 +42,7 @@ DOCTORED = frozenset(p for p in PRECISIONS if p not in ("fp16", "fp32"))
 BEST_EFFORT = True
 
 
-def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
+def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Dataset) -> Probe:
     """Per-op figures of ``artifact``'s rebuild on ``x`` (one array per model input, in the
     model's order) and a builder of variants with ops left uncompressed."""
     from edgeship.converters import coreml as _coreml
@@ -44,11 +50,16 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     from edgeship.runtimes.coreml import Evaluator
 
     if source.kind == "onnx":
-        raise UnsupportedModelError(f"{artifact.name} cannot be rebuilt from an ONNX reference; coremltools "
-                                    "converts Keras and SavedModel models")
+        raise UnsupportedModelError(
+            f"{artifact.name} cannot be rebuilt from an ONNX reference; coremltools "
+            "converts Keras and SavedModel models"
+        )
     precision = artifact.precision
-    options = {k: artifact.settings[k] for k in ("weight_threshold", "block_size", "group_size", "target_sparsity")
-               if k in artifact.settings}
+    options: dict[str, Any] = {
+        k: artifact.settings[k]
+        for k in ("weight_threshold", "block_size", "group_size", "target_sparsity")
+        if k in artifact.settings
+    }
     tmp = Path(tempfile.mkdtemp(prefix="edgeship-doctor-coreml-"))
     try:
         uncompressed = _coreml.program(source, precision)
@@ -70,24 +81,37 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
         known = leaf_names(source.float_keras())
         traces = _traces(compressed.program, known)
         ops.update({t.name: t.tensor for t in traces.values()})
-        _compare(Evaluator(mil.read(reference).program, "the uncompressed program"),
-                 Evaluator(compressed.program, "the compressed rebuild"), traces, x, compressed.inputs)
+        _compare(
+            Evaluator(mil.read(reference).program, "the uncompressed program"),
+            Evaluator(compressed.program, "the compressed rebuild"),
+            traces,
+            x,
+            compressed.inputs,
+        )
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Probe(
-        layers=[t.result() for t in traces.values()], build=build, suffix=SUFFIX,
-        analysed_with=(f"edgeship's numpy ML Program evaluator (not Apple's Core ML runtime): the float reference "
-                       f"converted and compressed again as {artifact.name} ({artifact.settings.get('compression', precision)}), "
-                       f"each compressed op run on the uncompressed program's inputs, on {len(x[0])} test samples"
-                       f"{_inputs(x)}"),
-        close=lambda: shutil.rmtree(tmp, ignore_errors=True), rebuild_method="compression",
+        layers=[t.result() for t in traces.values()],
+        build=build,
+        suffix=SUFFIX,
+        analysed_with=(
+            f"edgeship's numpy ML Program evaluator (not Apple's Core ML runtime): the float reference "
+            f"converted and compressed again as {artifact.name} "
+            f"({artifact.settings.get('compression', precision)}), "
+            f"each compressed op run on the uncompressed program's inputs, on {len(x[0])} test samples"
+            f"{_inputs(x)}"
+        ),
+        close=lambda: shutil.rmtree(tmp, ignore_errors=True),
+        rebuild_method="compression",
         eight_bit=(lambda keep: build(keep, "eight_bit")) if precision in _coreml.EIGHT_BIT else None,
         finer=_finer(source, precision, options, tmp),
     )
 
 
-def _finer(source: Any, precision: str, options: dict[str, Any], tmp: Path) -> tuple[str, Any] | None:
+def _finer(
+    source: SourceModel, precision: str, options: dict[str, Any], tmp: Path
+) -> tuple[str, Callable[[], tuple[Path, dict[str, Any]]]] | None:
     """The next finer uniform precision (``converters.coreml.FINER``) and a builder of it,
     returning (path, settings): what a user would convert to instead, a candidate beside the
     mixed ones."""
@@ -106,12 +130,12 @@ def _finer(source: Any, precision: str, options: dict[str, Any], tmp: Path) -> t
     return finer, build
 
 
-def layer_names(program: Any, known: Collection[str]) -> dict[str, str]:
+def layer_names(program: Program, known: Collection[str]) -> dict[str, str]:
     """op name -> Keras layer (``known`` leaf names) of each weighted compute op of ``program``.
     coremltools names some ops generically (``conv_0_cast_fp16``), so where the op's own name holds
     no layer, the names of its outputs, of its parameters (``model_c1_Conv2Dx_pad_type_0``) and of
     its readers' outputs are tried in that order; the op's name where none holds one."""
-    readers: dict[str, list[Any]] = {}
+    readers: dict[str, list[Op]] = {}
     for op in program.ops:
         for refs in op.inputs.values():
             for ref in refs:
@@ -127,7 +151,7 @@ def layer_names(program: Any, known: Collection[str]) -> dict[str, str]:
     return names
 
 
-def _traces(program: Any, known: Collection[str]) -> dict[str, LayerTrace]:
+def _traces(program: Program, known: Collection[str]) -> dict[str, LayerTrace]:
     """One LayerTrace per compressed compute op, keyed by its output value's name."""
     traces: dict[str, LayerTrace] = {}
     layers = layer_names(program, known)
@@ -136,14 +160,20 @@ def _traces(program: Any, known: Collection[str]) -> dict[str, LayerTrace]:
             continue
         out = op.outputs[0][0]
         name = layers[op.name]
-        traces[out] = LayerTrace(name if name != op.name else op.type, op.type, op.name,
-                                 channel_axis=1 if op.type.startswith("conv") else -1)
+        traces[out] = LayerTrace(
+            name if name != op.name else op.type, op.type, op.name, channel_axis=1 if op.type.startswith("conv") else -1
+        )
     unique_names(list(traces.values()))
     return traces
 
 
-def _compare(reference: Any, compressed: Any, traces: dict[str, LayerTrace], x: Sequence[np.ndarray],
-             inputs: Sequence[Any]) -> None:
+def _compare(
+    reference: Evaluator,
+    compressed: Evaluator,
+    traces: dict[str, LayerTrace],
+    x: Sequence[np.ndarray],
+    inputs: Sequence[TensorSpec],
+) -> None:
     """Feed both programs ``x`` a batch at a time; each traced op's own and accumulated error."""
     arrays = in_order([s.shape for s in inputs], x)
     names = [s.name for s in inputs]
@@ -164,8 +194,9 @@ def _inputs(x: Sequence[np.ndarray]) -> str:
     return f" (each of the {len(x)} inputs fed)" if len(x) > 1 else ""
 
 
-def compute_ops(path: Path, known: Collection[str] | None = None
-                ) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
+def compute_ops(
+    path: Path, known: Collection[str] | None = None
+) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
     """The weighted compute ops of a package (type, name, whether float) and the namer of their Keras layers."""
     from edgeship.runtimes import mil
 

@@ -5,9 +5,10 @@ tensor, the ranking, and the Probe a format's debugger hands back to the doctor.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,6 +16,10 @@ from edgeship.doctor.records import LayerError
 from edgeship.metrics import sqnr_db_from_sums as _db
 from edgeship.progress import Progress
 from edgeship.records import Gate, Manifest
+
+if TYPE_CHECKING:
+    from edgeship.data import Dataset
+    from edgeship.tasks import Scorer
 
 __all__ = ["layer_name", "op_layer", "leaf_names", "LayerTrace", "unique_names", "ranked", "Probe", "Context"]
 
@@ -75,13 +80,23 @@ class LayerTrace:
 
     _KEEP = 200_000  # |x| values kept for the percentile
 
-    def __init__(self, name: str, op: str, tensor: str, *, channel_axis: int = -1,
-                 scale: float | None = None, zero_point: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        op: str,
+        tensor: str,
+        *,
+        channel_axis: int = -1,
+        scale: float | None = None,
+        zero_point: int | None = None,
+    ) -> None:
         self.name, self.op, self.tensor, self.axis = name, op, tensor, channel_axis
         self.layer = name  # the Keras layer; ``name`` may gain a suffix to stay unique
         self.scale, self.zero_point = scale, zero_point
         self.readers: tuple[str, ...] = ()
-        self.signal = self.noise = self.peak = None
+        self.signal: np.ndarray | None = None
+        self.noise: np.ndarray | None = None
+        self.peak: np.ndarray | None = None
         self.lo, self.hi, self.max_err = np.inf, -np.inf, 0.0
         self.model_signal = self.model_noise = 0.0
         self.model_seen = False
@@ -98,15 +113,20 @@ class LayerTrace:
         """One batch of this layer's float output and its dequantized int8 output."""
         f, q = self._channels(reference), self._channels(quantized)
         err = q - f
-        if self.signal is None:
-            self.signal, self.noise, self.peak = (np.zeros(f.shape[1]) for _ in range(3))
-        self.signal += np.square(f).sum(0)
-        self.noise += np.square(err).sum(0)
-        self.peak = np.maximum(self.peak, np.abs(f).max(0, initial=0.0))
+        signal, noise, peak = self._sums(f.shape[1])
+        signal += np.square(f).sum(0)  # in place: the arrays held
+        noise += np.square(err).sum(0)
+        self.peak = np.maximum(peak, np.abs(f).max(0, initial=0.0))
         self.lo, self.hi = min(self.lo, float(f.min(initial=np.inf))), max(self.hi, float(f.max(initial=-np.inf)))
         self.max_err = max(self.max_err, float(np.abs(err).max(initial=0.0)))
         flat = np.abs(f).ravel()
         self._abs.append(flat[:: max(1, flat.size // (self._KEEP // 16))])
+
+    def _sums(self, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The running sums per channel (signal, noise, peak |x|), zeros before the first batch."""
+        if self.signal is None or self.noise is None or self.peak is None:
+            self.signal, self.noise, self.peak = (np.zeros(channels) for _ in range(3))
+        return self.signal, self.noise, self.peak
 
     def add_model(self, reference: np.ndarray, quantized: np.ndarray) -> None:
         """One batch of the all-float model's value of this tensor and the int8 model's."""
@@ -118,7 +138,7 @@ class LayerTrace:
     def result(self) -> LayerError:
         if self.signal is None:  # never fed: nothing measured, nothing to blame
             self.add(np.zeros(1), np.zeros(1))
-        signal, noise, peak = self.signal, self.noise, self.peak
+        signal, noise, peak = self._sums(1)
         live = signal > 0
         per_channel = [_db(s, n) for s, n in zip(signal[live], noise[live])]
         total_s, total_n = float(signal.sum()), float(noise.sum())
@@ -127,15 +147,23 @@ class LayerTrace:
         top = float(peak.max(initial=0.0))
         median_peak = float(np.median(peak[peak > 0])) if np.any(peak > 0) else 0.0
         return LayerError(
-            name=self.name, op=self.op, tensor=self.tensor,
+            name=self.name,
+            op=self.op,
+            tensor=self.tensor,
             sqnr_db=float(np.median(per_channel)) if per_channel else _db(total_s, total_n),
             tensor_sqnr_db=_db(total_s, total_n),
             model_sqnr_db=_db(self.model_signal, self.model_noise) if self.model_seen else None,
             rel_error=float(np.sqrt(total_n / total_s)) if total_s > 0 else 0.0,
-            max_abs_error=self.max_err, range_min=float(self.lo), range_max=float(self.hi), p999_abs=p999,
+            max_abs_error=self.max_err,
+            range_min=float(self.lo),
+            range_max=float(self.hi),
+            p999_abs=p999,
             outlier_ratio=top / p999 if p999 > 0 else 1.0,
             channel_spread=top / median_peak if median_peak > 0 else 1.0,
-            channels=int(len(peak)), scale=self.scale, zero_point=self.zero_point, readers=self.readers,
+            channels=int(len(peak)),
+            scale=self.scale,
+            zero_point=self.zero_point,
+            readers=self.readers,
         )
 
 
@@ -155,7 +183,7 @@ def unique_names(traces: Sequence[LayerTrace]) -> None:
 
 def ranked(layers: Iterable[LayerError]) -> tuple[LayerError, ...]:
     """Worst first: lowest per-channel SQNR, then lowest tensor-wide SQNR."""
-    return tuple(sorted(layers, key=lambda l: (l.sqnr_db, l.tensor_sqnr_db)))
+    return tuple(sorted(layers, key=lambda layer: (layer.sqnr_db, layer.tensor_sqnr_db)))
 
 
 @dataclass
@@ -187,8 +215,8 @@ class Context:
 
     folder: Path
     manifest: Manifest
-    dataset: Any
-    scorer: Any  # edgeship.tasks.Scorer: the float outputs on the test split, the targets, the task
+    dataset: Dataset
+    scorer: Scorer  # the float outputs on the test split, the targets, the task
     gate: Gate
     calibration: np.ndarray | Sequence[np.ndarray] | None  # one array per input for several
     samples: int
@@ -196,7 +224,7 @@ class Context:
     runs: int
     progress: Progress
     #: the float outputs on the split candidates are chosen on (validation; test where it is empty)
-    select: Any = None
+    select: Scorer | None = None
     select_split: str = "test"
     #: why candidates are chosen on test, when they are (said in the recovery's note)
     select_note: str = ""
@@ -211,5 +239,5 @@ class Context:
     #: epochs of quantization-aware fine-tuning tried last (0: none)
     qat_epochs: int = 0
 
-    def select_scorer(self) -> Any:
+    def select_scorer(self) -> Scorer:
         return self.select if self.select is not None else self.scorer

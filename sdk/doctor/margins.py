@@ -13,7 +13,7 @@ a healthy model's int8 error (a few hundredths) can no longer reach, with room t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -64,8 +64,9 @@ def strata(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], task: 
     if not reference or not actual or not len(reference[0]):
         return None
     ref, out = np.asarray(reference[0], np.float64), np.asarray(actual[0], np.float64)
-    if task == "binary" and _is_probability(ref.reshape(-1), rows_sum_to_one=False) != \
-            _is_probability(out.reshape(-1), rows_sum_to_one=False):
+    if task == "binary" and _is_probability(ref.reshape(-1), rows_sum_to_one=False) != _is_probability(
+        out.reshape(-1), rows_sum_to_one=False
+    ):
         return None  # one side logits, the other probabilities: decisions would not compare
     margin = top2_margin(ref, task)
     if margin is None or out.shape != ref.shape:
@@ -78,7 +79,10 @@ def strata(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], task: 
         bins.append(MarginBin(low=low, high=high, samples=n, agreed=ok, agreement=ok / n if n else None))
     sure = margin >= CONFIDENT
     return Margins(
-        split=split, bins=tuple(bins), confident_from=CONFIDENT, median_margin=float(np.median(margin)),
+        split=split,
+        bins=tuple(bins),
+        confident_from=CONFIDENT,
+        median_margin=float(np.median(margin)),
         disagreement_median_margin=float(np.median(margin[~agree])) if (~agree).any() else None,
         confident_agreement=float(agree[sure].mean()) if sure.any() else None,
     )

@@ -11,8 +11,9 @@ the float model (rebuilt exactly as the converter made it) give the accumulated 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,15 +24,39 @@ from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, un
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
 
-_ONNX_MOVES = {"QuantizeLinear", "DequantizeLinear", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
-               "Concat", "Shape", "Gather", "Slice", "Split", "Identity", "Cast", "Pad", "Constant"}
+if TYPE_CHECKING:
+    from onnx import ModelProto, NodeProto
+
+    from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
+
+_ONNX_MOVES = {
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Concat",
+    "Shape",
+    "Gather",
+    "Slice",
+    "Split",
+    "Identity",
+    "Cast",
+    "Pad",
+    "Constant",
+}
 #: the precisions the doctor examines
 DOCTORED = frozenset({"int8"})
 _BATCH = 50
 _SHAPE_ONLY = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
 
 
-def _collect(model: Any, names: Sequence[str], x: Sequence[np.ndarray], tmp: Path, tag: str) -> dict[str, list[np.ndarray]]:
+def _collect(
+    model: ModelProto, names: Sequence[str], x: Sequence[np.ndarray], tmp: Path, tag: str
+) -> dict[str, list[np.ndarray]]:
     """Run ``model`` on ``x`` (one array per input, in the source model's order) with ``names``
     added as outputs (optimisation off); name -> one array per batch."""
     onnx = require("onnx")
@@ -70,7 +95,7 @@ def _feeds(inputs: Sequence[Any], x: Sequence[np.ndarray]) -> dict[str, np.ndarr
     return {name: a if a.dtype.kind in "iu" else a.astype(np.float32) for name, a in zip(_names(inputs, x), x)}
 
 
-def _float_tensors(model: Any) -> set[str]:
+def _float_tensors(model: ModelProto) -> set[str]:
     """Names of the float32 tensors of ``model`` (graph inputs, node outputs), by shape inference."""
     onnx = require("onnx")
     try:
@@ -84,11 +109,11 @@ def _float_tensors(model: Any) -> set[str]:
 class _Graph:
     """Producers, consumers and initializers of one ONNX graph."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: ModelProto) -> None:
         numpy_helper = require("onnx").numpy_helper
         self.model = model
         self.producer = {o: node for node in model.graph.node for o in node.output}
-        self.consumers: dict[str, list[Any]] = {}
+        self.consumers: dict[str, list[NodeProto]] = {}
         for node in model.graph.node:
             for name in node.input:
                 self.consumers.setdefault(name, []).append(node)
@@ -178,12 +203,18 @@ def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph, known:
         # tf2onnx names the input's NCHW transpose after the first layer: call its quantization "input"
         reached = _input_reached(qdq, _pre_tensor(qdq, name))
         layer = "input" if reached is not None else layer_name(name, known)
-        trace = LayerTrace(layer, producer.op_type if producer is not None else "Input", name,
-                           channel_axis=1 if ndim == 4 else -1,  # tf2onnx keeps 4-D activations NCHW
-                           scale=params[0] if params else None, zero_point=params[1] if params else None)
+        trace = LayerTrace(
+            layer,
+            producer.op_type if producer is not None else "Input",
+            name,
+            channel_axis=1 if ndim == 4 else -1,  # tf2onnx keeps 4-D activations NCHW
+            scale=params[0] if params else None,
+            zero_point=params[1] if params else None,
+        )
         if reached is not None and several:  # which of the inputs: its graph input's name
             trace.name = f"input:{reached}"
-        for pre, post, ref in zip(match["pre_qdq"], match["post_qdq"], match.get("float") or [None] * len(match["pre_qdq"])):
+        refs = match.get("float") or [None] * len(match["pre_qdq"])
+        for pre, post, ref in zip(match["pre_qdq"], match["post_qdq"], refs):
             trace.add(_local_reference(pre, name, qdq, fp), post)
             if ref is not None and ref.shape == post.shape:
                 trace.add_model(ref, post)
@@ -220,7 +251,7 @@ def _computing(fp: _Graph, tensor: str, traced: dict[str, str], inputs: set[str]
     return nodes
 
 
-def _reached(fp: _Graph, node: Any, traced: dict[str, str], depth: int = 16) -> list[str]:
+def _reached(fp: _Graph, node: NodeProto, traced: dict[str, str], depth: int = 16) -> list[str]:
     """The traces whose tensors ``node`` computes first, walking forward past untraced tensors."""
     found: list[str] = []
     for out in node.output:
@@ -235,8 +266,9 @@ def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path, known:
     """A LayerTrace per QDQ activation: its own error, and its error against the float model."""
     debug = require("onnxruntime.quantization.qdq_loss_debug", "debug ONNX quantization")
     quantize = [n for n in qdq.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in qdq.init]
-    activations = [t for node in quantize
-                   for t in (node.input[0], *(d.output[0] for d in qdq.consumers.get(node.output[0], [])))]
+    activations = [
+        t for node in quantize for t in (node.input[0], *(d.output[0] for d in qdq.consumers.get(node.output[0], [])))
+    ]
     qdq_acts = _collect(qdq.model, activations, x, tmp, "qdq-debug")
     float_acts = _collect(fp.model, list(qdq_acts), x, tmp, "float-debug")
     traces = _traces(debug.create_activation_matching(qdq_acts, float_acts), qdq, fp, known)
@@ -244,7 +276,7 @@ def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path, known:
     return traces
 
 
-def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
+def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Dataset) -> Probe:
     """Per-layer figures of the QDQ ``artifact`` on ``x`` (one array per model input, in the
     model's order and dtypes) and a builder of nodes_to_exclude variants."""
     onnx = require("onnx")
@@ -272,14 +304,23 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     known = leaf_names(source.float_keras())
     traces = _analyse(qdq, fp, x, tmp, known)
     groups.update(_groups(fp, traces))
-    what = ("the doctor's post-training rebuild (the artifact came from a QAT model through TFLite)"
-            if rebuilt else artifact.path)
+    what = (
+        "the doctor's post-training rebuild (the artifact came from a QAT model through TFLite)"
+        if rebuilt
+        else artifact.path
+    )
     return Probe(
-        layers=[t.result() for t in traces], build=build, suffix=_onnx.SUFFIX,
-        analysed_with=(f"ONNX Runtime {ort.__version__} QDQ intermediate outputs of {what} on {len(x[0])} test samples"
-                       f"{_inputs(x)} (graph optimisation off); float tensors from the float reference through tf2onnx; "
-                       f"mixed models re-quantized with {_count(samples)} calibration samples from '{dataset.name}'"),
-        input_range=_first_input_range(path, x), close=tmp_dir.cleanup,
+        layers=[t.result() for t in traces],
+        build=build,
+        suffix=_onnx.SUFFIX,
+        analysed_with=(
+            f"ONNX Runtime {ort.__version__} QDQ intermediate outputs of {what} on {len(x[0])} test samples"
+            f"{_inputs(x)} (graph optimisation off); float tensors from the float reference through "
+            f"tf2onnx; mixed models re-quantized with {_count(samples)} calibration samples from "
+            f"'{dataset.name}'"
+        ),
+        input_range=_first_input_range(path, x),
+        close=tmp_dir.cleanup,
     )
 
 
@@ -299,7 +340,9 @@ def _inputs(x: Sequence[np.ndarray]) -> str:
     return f" (each of its {len(x)} inputs fed)" if len(x) > 1 else ""
 
 
-def compute_ops(path: Path, known: Any = None) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
+def compute_ops(
+    path: Path, known: Collection[str] | None = None
+) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
     """The compute ops of a ``.onnx`` file: (op type, output, whether float), and the layer namer."""
     onnx = require("onnx", "read ONNX models")
     graph = onnx.load(str(path), load_external_data=False).graph

@@ -12,15 +12,14 @@ quantize/dequantize ops themselves are not compute ops and are not counted.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection
 
 from edgeship.errors import UnsupportedModelError
 from edgeship.formats import for_path
 
 __all__ = ["Precisions", "read"]
-
 
 
 @dataclass(frozen=True)
@@ -42,5 +41,8 @@ def read(path: Path, known: Collection[str] | None = None) -> Precisions:
         raise UnsupportedModelError(f"the doctor reads no '{path.suffix}' files; received {path.name}")
     ops, namer = probe.compute_ops(path, known)
     floats = [(op, name) for op, name, is_float in ops if is_float]
-    return Precisions(compute_ops=len(ops), float_ops=tuple(f"{op} {name}" for op, name in floats),
-                      float_layers=tuple(sorted({namer(name, known) for _, name in floats})))
+    return Precisions(
+        compute_ops=len(ops),
+        float_ops=tuple(f"{op} {name}" for op, name in floats),
+        float_layers=tuple(sorted({namer(name, known) for _, name in floats})),
+    )

@@ -1,21 +1,27 @@
 """How the doctor's recovery makes its candidates other than float layers: the artifact converted
 again from its float reference with changed settings (more calibration samples, another
 calibrator, equalization, int16 activations), or after quantization-aware fine-tuning. Each
-returns the model's bytes and the settings its converter recorded.
+returns the model's bytes (or the path of what its converter wrote: a Core ML package is a folder)
+and the settings its converter recorded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeship.formats import FORMATS
 from edgeship._deps import quiet_native_stderr
 from edgeship.doctor.layers import Context
 from edgeship.doctor.records import LayerError
+from edgeship.formats import FORMATS
 from edgeship.records import Artifact
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 
 __all__ = ["rebuild", "int16", "int16_changes", "qat", "INT16_TENSORS"]
 
@@ -30,7 +36,9 @@ def int16_changes(artifact: Artifact, layers: Sequence[LayerError]) -> dict[str,
     return {"int16_tensors": [layer.tensor for layer in layers[:INT16_TENSORS]]}
 
 
-def int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def int16(
+    ctx: Context, artifact: Artifact, source: SourceModel, changes: dict[str, Any]
+) -> tuple[bytes | Path, dict[str, Any]]:
     """The artifact rebuilt with ``int16_changes``. Without ai-edge-quantizer a TFLite artifact
     with float I/O falls back to TFLite's 16x8 for the whole model (16x8 has int16 input and
     output, so an int8 interface could not be kept)."""
@@ -45,8 +53,14 @@ def int16(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any]
         return rebuild(ctx, artifact, source, {}, precision=whole(artifact, exc))
 
 
-def rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, Any],
-             keep_qat: bool = False, precision: str | None = None) -> tuple[bytes, dict[str, Any]]:
+def rebuild(
+    ctx: Context,
+    artifact: Artifact,
+    source: SourceModel,
+    changes: dict[str, Any],
+    keep_qat: bool = False,
+    precision: str | None = None,
+) -> tuple[bytes | Path, dict[str, Any]]:
     """``artifact`` converted again from its float reference (``source``, equalized already where
     the artifact was) with its own settings and ``changes``; returns (bytes, settings)."""
     from edgeship.converters import backend
@@ -56,13 +70,14 @@ def rebuild(ctx: Context, artifact: Artifact, source: Any, changes: dict[str, An
     options: dict[str, Any] = {"calibration_samples": settings.get("calibration_samples")}
     options.update(converter.rebuild_options(settings) if hasattr(converter, "rebuild_options") else {})
     options = {k: v for k, v in {**options, **changes}.items() if v is not None}
-    float_source = dataclasses.replace(source, keras=source.float_keras(), qat=False) \
-        if source.qat and not keep_qat else source
+    float_source = (
+        dataclasses.replace(source, keras=source.float_keras(), qat=False) if source.qat and not keep_qat else source
+    )
     with quiet_native_stderr():
         return converter.to_bytes(float_source, precision or artifact.precision, ctx.dataset, **options)
 
 
-def qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[bytes, dict[str, Any]]:
+def qat(ctx: Context, artifact: Artifact, source: SourceModel, epochs: int) -> tuple[bytes | Path, dict[str, Any]]:
     """Quantization-aware fine-tuning of the float model (tfmot's 8-bit scheme), taught by the
     float model's own outputs on the training split (KL divergence for a softmax classifier, else
     squared error): no labels needed, and what it learns is to stay close to float. Converted as
@@ -73,8 +88,10 @@ def qat(ctx: Context, artifact: Artifact, source: Any, epochs: int) -> tuple[byt
     from edgeship.trainers import compress
 
     if source.keras is None or len(source.input_specs) != 1:
-        raise UnsupportedModelError(f"the doctor fine-tunes single-input tf_keras models; {source.name} is "
-                                    f"{'a ' + source.kind + ' model' if source.keras is None else 'multi-input'}")
+        raise UnsupportedModelError(
+            f"the doctor fine-tunes single-input tf_keras models; {source.name} is "
+            f"{'a ' + source.kind + ' model' if source.keras is None else 'multi-input'}"
+        )
     keras = _keras()
     model = source.float_keras()
     clone = keras.models.clone_model(model)

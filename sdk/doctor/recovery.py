@@ -14,7 +14,11 @@ gives). The winner is scored once more on the test split, which took no part in 
 figures to report), written as ``<model>.<precision>-<method><suffix>``, registered in
 manifest.json, read back (which compute ops run in float: ``readback``) and timed against the
 artifact it replaces.
-Without a validation split candidates are chosen on test, and the note says so.
+Without a validation split candidates are chosen on test, and the note says so. The winner is
+written and registered by ``written``.
+
+Why this file is long (about 400 lines): the ladder, the trials and the notes that explain what
+they found are one decision, read top to bottom.
 """
 
 from __future__ import annotations
@@ -23,21 +27,24 @@ import dataclasses
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
-
+from typing import TYPE_CHECKING, Any
 
 from edgeship import _io
 from edgeship._deps import quiet_native_stderr
-from edgeship.doctor import rebuild
+from edgeship.doctor import rebuild, written
 from edgeship.doctor.advice import ambiguous
-from edgeship.doctor.layers import Context, Probe, leaf_names
+from edgeship.doctor.layers import Context, Probe
 from edgeship.doctor.margins import strata
 from edgeship.doctor.records import LayerError, Margins, Recovery, RecoveryStep
-from edgeship.errors import EdgeshipError
+from edgeship.errors import BadInputError, EdgeshipError
 from edgeship.formats import FORMATS
-from edgeship.records import Artifact, Manifest
+from edgeship.records import Artifact
 from edgeship.tasks import align, delta_of, said
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 
 __all__ = ["recover", "METHODS", "NO_VAL"]
 
@@ -67,11 +74,13 @@ class _Trials:
         return budget is not None and time.monotonic() - self.started > budget
 
     def score(self, float_layers: tuple[str, ...]) -> RecoveryStep:
-        return self._scored(self.probe.build(float_layers), "float" if float_layers else self.probe.rebuild_method, {},
-                            float_layers)
+        return self._scored(
+            self.probe.build(float_layers), "float" if float_layers else self.probe.rebuild_method, {}, float_layers
+        )
 
-    def variant(self, method: str, changes: dict[str, Any],
-                build: Callable[[], tuple[bytes, dict[str, Any]]]) -> RecoveryStep | None:
+    def variant(
+        self, method: str, changes: dict[str, Any], build: Callable[[], tuple[bytes | Path, dict[str, Any]]]
+    ) -> RecoveryStep | None:
         try:
             blob, settings = build()
         except EdgeshipError as exc:  # a method this model cannot take: said, and the next one tried
@@ -80,16 +89,25 @@ class _Trials:
             return None
         return self._scored(blob, method, changes, (), settings)
 
-    def _scored(self, blob: bytes | Path, method: str, changes: dict[str, Any], float_layers: tuple[str, ...],
-                settings: dict[str, Any] | None = None) -> RecoveryStep:
+    def _scored(
+        self,
+        blob: bytes | Path,
+        method: str,
+        changes: dict[str, Any],
+        float_layers: tuple[str, ...],
+        settings: dict[str, Any] | None = None,
+    ) -> RecoveryStep:
         """``blob``: a model's bytes, or the path of the model a probe wrote (a Core ML package is a folder)."""
         path = self.tmp / f"trial-{len(self.steps)}{self.probe.suffix}"
         if isinstance(blob, Path):
             shutil.move(str(blob), str(path))
         else:
             path.write_bytes(blob)
-        step = dataclasses.replace(_scored(self.ctx, path, float_layers, _io.size_bytes(path), self.ctx.select_split),
-                                   method=method, changes=dict(changes))
+        step = dataclasses.replace(
+            _scored(self.ctx, path, float_layers, _io.size_bytes(path), self.ctx.select_split),
+            method=method,
+            changes=dict(changes),
+        )
         what = f"float {list(float_layers)}" if float_layers else f"{method} {_changes(changes)}".strip()
         self.ctx.progress("doctor", f"{what} on {step.split}: {said(step)}")
         self.steps.append(step)
@@ -109,11 +127,21 @@ def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, 
     with quiet_native_stderr():
         outputs = load(path).predict_outputs(ctx.dataset.inputs(split))
     delta = scorer(outputs)
-    margins = strata(scorer.reference, align(scorer.reference, outputs), scorer.task, split) if split == "test" \
-        else None
-    return RecoveryStep(float_layers=float_layers, accuracy=delta.accuracy, accuracy_delta_pts=delta.accuracy_delta_pts,
-                        agreement=delta.agreement, sqnr_db=delta.sqnr_db, size_bytes=size,
-                        within_drop=not ctx.gate.check(delta), headline=delta.headline, split=split, margins=margins)
+    margins = (
+        strata(scorer.reference, align(scorer.reference, outputs), scorer.task, split) if split == "test" else None
+    )
+    return RecoveryStep(
+        float_layers=float_layers,
+        accuracy=delta.accuracy,
+        accuracy_delta_pts=delta.accuracy_delta_pts,
+        agreement=delta.agreement,
+        sqnr_db=delta.sqnr_db,
+        size_bytes=size,
+        within_drop=not ctx.gate.check(delta),
+        headline=delta.headline,
+        split=split,
+        margins=margins,
+    )
 
 
 def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> list[tuple[str, dict[str, Any]]]:
@@ -131,8 +159,11 @@ def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> li
         steps.append(("calibration", {"calibration_samples": more}))
     if fmt.calibration_methods:  # the other calibration methods, most robust to outliers first
         method = str(artifact.settings.get("calibrate_method", fmt.calibration_methods[0])).lower()
-        steps += [("calibration", {"calibration_samples": max(had, more), "calibrate_method": m})
-                  for m in reversed(fmt.calibration_methods[1:]) if m != method]
+        steps += [
+            ("calibration", {"calibration_samples": max(had, more), "calibrate_method": m})
+            for m in reversed(fmt.calibration_methods[1:])
+            if m != method
+        ]
     if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
         steps.append(("equalization", {"equalize": True}))
     if ctx.int16:
@@ -140,8 +171,15 @@ def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> li
     return steps
 
 
-def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
-             layers: Sequence[LayerError], margins: Margins | None = None) -> Recovery:
+def recover(
+    ctx: Context,
+    artifact: Artifact,
+    path: Path,
+    source: SourceModel,
+    probe: Probe,
+    layers: Sequence[LayerError],
+    margins: Margins | None = None,
+) -> Recovery:
     """Cheapest fix first: recalibration, equalization, int16, float layers (``_float_layers``),
     then QAT with ``ctx.qat_epochs``.
 
@@ -150,14 +188,19 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
     the better kept (the smaller set on a tie). ``margins`` (the artifact's on test) tell whether
     a miss is ambiguity in the data rather than layers left to try.
     """
+    if ctx.gate.max_drop is None:  # the doctor recovers only toward a drop (doctor.run._recovery)
+        raise BadInputError("recovery needs max_drop (accuracy points); received None")
     with tempfile.TemporaryDirectory(prefix="edgeship-doctor-") as tmp:
         trials = _Trials(ctx, probe, Path(tmp))
         best = trials.score(())
         for method, changes in ladder(ctx, artifact, layers):
             if best.within_drop or trials.out_of_time:
                 break
-            build = (lambda: rebuild.int16(ctx, artifact, source, changes)) if method == "int16" else \
-                (lambda: rebuild.rebuild(ctx, artifact, source, changes))
+            build = (
+                (lambda: rebuild.int16(ctx, artifact, source, changes))
+                if method == "int16"
+                else (lambda: rebuild.rebuild(ctx, artifact, source, changes))
+            )
             step = trials.variant(method, changes, build)
             if step is not None and step.within_drop:
                 best = step
@@ -171,19 +214,34 @@ def recover(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Pr
             step = trials.variant("qat", changes, lambda: rebuild.qat(ctx, artifact, source, ctx.qat_epochs))
             if step is not None and step.within_drop:
                 best = step
-        note = _note(best, trials, ctx, min(len(layers), ctx.max_layers), margins is not None and ambiguous(margins),
-                     weights_only=weights_only)
+        note = _note(
+            best,
+            trials,
+            ctx,
+            min(len(layers), ctx.max_layers),
+            margins is not None and ambiguous(margins),
+            weights_only=weights_only,
+        )
         test = None
         winner, made_with = trials.made[id(best)]
         if best.within_drop:
-            test = dataclasses.replace(_scored(ctx, winner, best.float_layers, _io.size_bytes(winner), "test"),
-                                       method=best.method, changes=best.changes)
-        recovery = Recovery(max_drop=float(ctx.gate.max_drop), within_drop=best.within_drop,
-                            steps=tuple(trials.steps), requested_float_layers=best.float_layers if best.within_drop else (),
-                            note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}",
-                            chosen_on=ctx.select_split, test=test, method=best.method if best.within_drop else None)
+            test = dataclasses.replace(
+                _scored(ctx, winner, best.float_layers, _io.size_bytes(winner), "test"),
+                method=best.method,
+                changes=best.changes,
+            )
+        recovery = Recovery(
+            max_drop=float(ctx.gate.max_drop),
+            within_drop=best.within_drop,
+            steps=tuple(trials.steps),
+            requested_float_layers=best.float_layers if best.within_drop else (),
+            note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}",
+            chosen_on=ctx.select_split,
+            test=test,
+            method=best.method if best.within_drop else None,
+        )
         if best.within_drop:
-            recovery = _write(ctx, artifact, path, source, probe, winner, recovery, made_with)
+            recovery = written.write(ctx, artifact, path, source, probe, winner, recovery, made_with)
     return recovery
 
 
@@ -191,11 +249,11 @@ def _smaller(trials: _Trials, probe: Probe, best: RecoveryStep) -> RecoveryStep:
     """Core ML: cheaper than the ops ``best`` leaves uncompressed (fp16), the same ops at 8 bits in
     the artifact's own family; and the whole model at the next finer uniform precision (what a
     user would convert to instead). The smallest within the drop wins."""
-    candidates = [best]
-    if best.within_drop and best.method == "float" and probe.eight_bit is not None and not trials.out_of_time:
+    candidates: list[RecoveryStep | None] = [best]
+    eight_bit = probe.eight_bit
+    if best.within_drop and best.method == "float" and eight_bit is not None and not trials.out_of_time:
         kept = best.float_layers
-        candidates.append(trials.variant("8bit", {"eight_bit_layers": list(kept)},
-                                         lambda: (probe.eight_bit(kept), {})))
+        candidates.append(trials.variant("8bit", {"eight_bit_layers": list(kept)}, lambda: (eight_bit(kept), {})))
     if probe.finer is not None and not trials.out_of_time:
         precision, build = probe.finer
         candidates.append(trials.variant("precision", {"precision": precision}, build))
@@ -203,8 +261,9 @@ def _smaller(trials: _Trials, probe: Probe, best: RecoveryStep) -> RecoveryStep:
     return min(fitting, key=lambda s: s.size_bytes) if fitting else best
 
 
-def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError],
-                  monotone: bool = False) -> RecoveryStep:
+def _float_layers(
+    ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError], monotone: bool = False
+) -> RecoveryStep:
     """``_search``, or ``best`` when the probe cannot build models with float layers (a model
     ai-edge-quantizer cannot take): said in the note, as a method this model could not take."""
     try:
@@ -216,8 +275,9 @@ def _float_layers(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Seq
         return fitting[0] if fitting else max([best, *trials.steps], key=delta_of)
 
 
-def _search(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError],
-            monotone: bool) -> RecoveryStep:
+def _search(
+    ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[LayerError], monotone: bool
+) -> RecoveryStep:
     """Rank the ``max_layers`` worst layers (by SQNR) by what keeping each in float recovers,
     measured: each alone, and with its readers where alone is not enough. The first within the
     drop wins; otherwise they are combined in the measured order until the drop fits. A layer
@@ -236,8 +296,13 @@ def _search(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[
             return chosen
         measured.append(chosen)
     if measured:
-        ctx.progress("doctor", "float layers by measured recovery: " + ", ".join(
-            f"{'+'.join(s.float_layers)} {delta_of(s):+.2f}" for s in sorted(measured, key=delta_of, reverse=True)))
+        ctx.progress(
+            "doctor",
+            "float layers by measured recovery: "
+            + ", ".join(
+                f"{'+'.join(s.float_layers)} {delta_of(s):+.2f}" for s in sorted(measured, key=delta_of, reverse=True)
+            ),
+        )
     order = sorted(measured, key=delta_of, reverse=True)
     best = max([best, *measured], key=delta_of)
     kept = order[0].float_layers if order else ()
@@ -257,7 +322,9 @@ def _search(ctx: Context, trials: _Trials, best: RecoveryStep, layers: Sequence[
     return best
 
 
-def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool, weights_only: bool = False) -> str:
+def _note(
+    best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool, weights_only: bool = False
+) -> str:
     """What the search found, in one sentence, with the methods this model could not take.
     ``weights_only``: a Core ML artifact, whose "float" layers keep uncompressed fp16 weights."""
     max_drop = ctx.gate.max_drop
@@ -267,22 +334,34 @@ def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure:
     if trials.out_of_time:
         tail += f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models"
     if not best.within_drop and unsure:
-        return (f"no model within {max_drop:g} points after trying {tried} layers in float: the disagreements sit on "
-                f"inputs the float model itself is unsure about (see advice), which more float layers do not fix{tail}")
+        return (
+            f"no model within {max_drop:g} points after trying {tried} layers in float: the disagreements sit on "
+            f"inputs the float model itself is unsure about (see advice), which more float layers do not fix{tail}"
+        )
     if not best.within_drop:
         qat = next((s for s in trials.steps if s.method == "qat"), None)
-        last = (f", and quantization-aware fine-tuning ({ctx.qat_epochs} epochs) reached {said(qat)}" if qat else
-                "; quantization-aware fine-tuning is left (doctor --qat EPOCHS)" if not ctx.qat_epochs else "")
-        return (f"no model within {max_drop:g} points after recalibration, equalization and {tried} layers in float"
-                f"{last}; raise max_layers{tail}")
+        last = (
+            f", and quantization-aware fine-tuning ({ctx.qat_epochs} epochs) reached {said(qat)}"
+            if qat
+            else "; quantization-aware fine-tuning is left (doctor --qat EPOCHS)"
+            if not ctx.qat_epochs
+            else ""
+        )
+        return (
+            f"no model within {max_drop:g} points after recalibration, equalization and {tried} layers in float"
+            f"{last}; raise max_layers{tail}"
+        )
     if best.method == "calibration":
         how = _changes(best.changes) or "the artifact's settings on the dataset's samples"
         return f"recalibration was enough ({how}): all int8, no layer in float{tail}"
     if best.method == "equalization":
         return f"cross-layer equalization was enough: all int8, no layer in float{tail}"
     if best.method == "int16":
-        what = f"{len(best.changes['int16_tensors'])} tensor(s)" if "int16_tensors" in best.changes else \
-            "the whole model (TFLite 16x8)"
+        what = (
+            f"{len(best.changes['int16_tensors'])} tensor(s)"
+            if "int16_tensors" in best.changes
+            else "the whole model (TFLite 16x8)"
+        )
         return f"int16 activations for {what} were enough: int8 weights, no layer in float{tail}"
     if best.method == "qat":
         return f"quantization-aware fine-tuning ({ctx.qat_epochs} epochs) was enough: all int8, no layer in float{tail}"
@@ -292,99 +371,38 @@ def _note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure:
 def _weights_note(best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool) -> str:
     """``_note`` for Core ML: its compression is of weights only and needs no data, so the one fix
     is leaving the ops whose weights it hurts most uncompressed."""
-    tail = f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models" \
-        if trials.out_of_time else ""
+    tail = (
+        f"; the time budget ({ctx.time_budget:g} s) ran out after {len(trials.steps)} models"
+        if trials.out_of_time
+        else ""
+    )
     if best.within_drop and best.method == "precision":
         size = best.size_bytes / trials.steps[0].size_bytes
-        return (f"the whole model as {best.changes['precision']} is the smallest model within the drop "
-                f"(x{size:.2f} the rebuild's size; leaving ops uncompressed came to more or missed){tail}")
+        return (
+            f"the whole model as {best.changes['precision']} is the smallest model within the drop "
+            f"(x{size:.2f} the rebuild's size; leaving ops uncompressed came to more or missed){tail}"
+        )
     if best.within_drop and best.method == "8bit":
         kept = best.changes.get("eight_bit_layers", [])
-        return (f"{len(kept)} op(s) compressed at 8 bits in the artifact's own family instead of the rest's bits, "
-                f"no weight uncompressed, after {len(trials.steps)} models tried{tail}")
+        return (
+            f"{len(kept)} op(s) compressed at 8 bits in the artifact's own family instead of the rest's bits, "
+            f"no weight uncompressed, after {len(trials.steps)} models tried{tail}"
+        )
     if best.within_drop and not best.float_layers:
         return f"the rebuild with the artifact's own settings is within the drop: every weight compressed{tail}"
     if best.within_drop:
-        return (f"{len(best.float_layers)} op(s) asked to keep uncompressed fp16 weights after {len(trials.steps)} "
-                f"models tried (Core ML compresses weights only: activations are fp16 either way){tail}")
+        return (
+            f"{len(best.float_layers)} op(s) asked to keep uncompressed fp16 weights after {len(trials.steps)} "
+            f"models tried (Core ML compresses weights only: activations are fp16 either way){tail}"
+        )
     if unsure:
-        return (f"no model within {ctx.gate.max_drop:g} points after leaving {tried} ops uncompressed: the "
-                f"disagreements sit on inputs the float model itself is unsure about (see advice){tail}")
+        return (
+            f"no model within {ctx.gate.max_drop:g} points after leaving {tried} ops uncompressed: the "
+            f"disagreements sit on inputs the float model itself is unsure about (see advice){tail}"
+        )
     finer = next((s for s in trials.steps if s.method == "precision"), None)
     also = f", nor the whole model as {finer.changes['precision']} ({said(finer)})" if finer is not None else ""
-    return (f"no model within {ctx.gate.max_drop:g} points after leaving {tried} ops uncompressed{also}; raise "
-            f"max_layers, or convert with a finer precision (more palette bits, w8, per-block or grouped){tail}")
-
-
-def _write(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe, chosen: Path,
-           recovery: Recovery, made_with: dict[str, Any]) -> Recovery:
-    """Write ``<model>.<precision>-<method><suffix>``, read back its float ops, register it, and
-    time it against the artifact it replaces."""
-    from edgeship.converters import _artifact
-    from edgeship.doctor import readback
-
-    winner = recovery.test or next(s for s in recovery.steps if s.within_drop)
-    # "precision": another uniform precision, written as convert writes it; else <precision>-<method>
-    uniform = recovery.method == "precision"
-    precision = winner.changes["precision"] if uniform else f"{artifact.precision}-{recovery.method}"
-    final = ctx.folder / _artifact.file_name(source, precision, probe.suffix)
-    known = leaf_names(source.float_keras()) or None
-    # the doctor re-quantizes the float reference: a QAT artifact's route does not carry over; a
-    # uniform precision keeps only the artifact's metadata (its made_with is the converter's record)
-    settings = {k: v for k, v in artifact.settings.items()
-                if k not in ("route", "qat") and (not uniform or k == "metadata")}
-    settings.update(made_with)  # a rebuild's own record: its calibration samples and method, its equalized pairs
-    settings.update(qat=False, method=recovery.method, changes=dict(winner.changes), made_from=artifact.name,
-                    made_by="edgeship doctor", max_drop=recovery.max_drop, chosen_on=recovery.chosen_on,
-                    accuracy_delta_pts=winner.accuracy_delta_pts, accuracy_split=winner.split,
-                    requested_float_layers=list(recovery.requested_float_layers))
-    existing = next((a for a in Manifest.load(ctx.folder).artifacts if a.name == f"{artifact.format}:{precision}"), None)
-    if uniform and existing is not None:
-        # a precision the folder already holds (converted, or written by an earlier doctor run) is
-        # not written over: other records may point at it, and a package is not byte-reproducible
-        held = readback.read(ctx.folder / existing.path, known)
-        recovery = dataclasses.replace(recovery, note=f"{recovery.note}; {existing.name} is already in the folder "
-                                                      "and was not written again (the figures above are of the "
-                                                      "doctor's own conversion to it)")
-        return _registered(ctx, artifact, path, existing, held, recovery)
-    if existing is not None:  # written again: its record goes first, so no record disagrees with its file
-        Manifest.load(ctx.folder).without(existing.name).save(ctx.folder)
-    with _io.staged(final, directory=chosen.is_dir()) as staged:
-        if chosen.is_dir():
-            shutil.copytree(chosen, staged, dirs_exist_ok=True)
-        else:
-            _io.write_bytes(staged, chosen.read_bytes())
-        held = readback.read(staged, known)
-        settings.update(float_layers=list(held.float_layers), float_ops=len(held.float_ops),
-                        compute_ops=held.compute_ops)
-        recorded = getattr(FORMATS.get(artifact.format).converter_module(), "recorded_settings", None)
-        if recorded is not None:  # as convert records the file: e.g. a package's compressed ops, read back
-            settings.update(recorded(staged))
-        written = _artifact.make(staged, ctx.folder, final=final, fmt=artifact.format, precision=precision,
-                                 source=source, settings=settings)
-    manifest = Manifest.load(ctx.folder).with_artifact(written)
-    manifest.save(ctx.folder)
-    return _registered(ctx, artifact, path, written, held, recovery)
-
-
-def _registered(ctx: Context, artifact: Artifact, path: Path, written: Artifact, held: Any,
-                recovery: Recovery) -> Recovery:
-    """``recovery`` with the artifact in the folder (``written``, read back as ``held``), timed
-    against the one it replaces where this host runs both."""
-    from edgeship.runtimes import timing
-    from edgeship.runtimes.benchmark import compare
-
-    timed, why = timing(path)
-    kind = "compressed" if FORMATS.get(artifact.format).weights_only else "int8"
-    ctx.progress("doctor", f"{written.name} -> {written.path} ({held.compute_ops - len(held.float_ops)} of "
-                           f"{held.compute_ops} compute ops {kind}); "
-                           + (f"not timed: {why}" if not timed else f"timing it against {artifact.name}"))
-    recovery = dataclasses.replace(
-        recovery, artifact=written, size_ratio=written.size_bytes / artifact.size_bytes,
-        float_layers=held.float_layers, float_ops=held.float_ops, compute_ops=held.compute_ops)
-    if not timed:
-        return dataclasses.replace(recovery, note=f"{recovery.note}; latency not measured: {why}")
-    before, after = compare([path, ctx.folder / written.path], threads=1, warmup=10, runs=ctx.runs)
-    return dataclasses.replace(recovery, p50_ratio=after.p50_ms / before.p50_ms if before.p50_ms > 0 else None,
-                               p50_ms={artifact.name: before.p50_ms, written.name: after.p50_ms})
-
+    return (
+        f"no model within {ctx.gate.max_drop:g} points after leaving {tried} ops uncompressed{also}; raise "
+        f"max_layers, or convert with a finer precision (more palette bits, w8, per-block or grouped){tail}"
+    )

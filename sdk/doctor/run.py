@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime
+import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -14,12 +16,16 @@ from edgeship.doctor.layers import Context, Probe, ranked
 from edgeship.doctor.margins import strata
 from edgeship.doctor.records import Diagnosis, DoctorReport, LayerError, Margins, Recovery
 from edgeship.doctor.recovery import NO_VAL, recover
-from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
+from edgeship.errors import BadArtifactError, BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.formats import FORMATS, DoctorProbe
 from edgeship.progress import Progress, log_progress
 from edgeship.records import AccuracyDelta, Artifact, Gate, Manifest, verified_path
 from edgeship.tasks import Scorer, align, parse_task, said
 from edgeship.validation import dataset_for, float_outputs
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
 
 __all__ = ["diagnose", "doctored", "NO_VAL"]
 
@@ -27,8 +33,12 @@ __all__ = ["diagnose", "doctored", "NO_VAL"]
 def doctored() -> set[tuple[str, str]]:
     """The (format, precision) pairs the doctor examines: each format's doctor module names its
     own (``DOCTORED``; int8 TFLite and ONNX, Core ML's compressed weights)."""
-    return {(fmt.name, precision) for fmt in FORMATS.all() if (probe := fmt.doctor_module()) is not None
-            for precision in probe.DOCTORED}
+    return {
+        (fmt.name, precision)
+        for fmt in FORMATS.all()
+        if (probe := fmt.doctor_module()) is not None
+        for precision in probe.DOCTORED
+    }
 
 
 def _probe(fmt: str) -> DoctorProbe:
@@ -41,7 +51,7 @@ def _probe(fmt: str) -> DoctorProbe:
 def diagnose(
     folder: str | Path,
     *,
-    data: Any = None,
+    data: Dataset | str | os.PathLike | None = None,
     max_drop: float | None = None,
     artifact: str | None = None,
     calibration: np.ndarray | Sequence[np.ndarray] | None = None,
@@ -75,10 +85,16 @@ def diagnose(
 
     folder = Path(folder)
     gate = Gate(max_drop=max_drop)  # validates max_drop before any work
-    _check_counts(samples=samples, max_layers=max_layers, runs=runs, calibration_samples=calibration_samples,
-                  qat_epochs=qat_epochs)
-    if time_budget is not None and (isinstance(time_budget, bool) or not isinstance(time_budget, (int, float))
-                                    or not time_budget > 0):
+    _check_counts(
+        samples=samples,
+        max_layers=max_layers,
+        runs=runs,
+        calibration_samples=calibration_samples,
+        qat_epochs=qat_epochs,
+    )
+    if time_budget is not None and (
+        isinstance(time_budget, bool) or not isinstance(time_budget, (int, float)) or not time_budget > 0
+    ):
         raise BadInputError(f"time_budget is seconds, a number above 0; received {time_budget!r}")
     from edgeship import _io
 
@@ -93,12 +109,27 @@ def diagnose(
         reference = float_outputs(folder, manifest, dataset, "test", progress, "doctor")
         task = parse_task(manifest.task)
         scorer = Scorer.for_split(dataset, reference, task=task)
-        context = Context(folder, manifest, dataset, scorer, gate, calibration, samples, max_layers, runs, progress,
-                          equalize=bool(equalize), calibration_samples=calibration_samples, time_budget=time_budget,
-                          qat_epochs=qat_epochs, int16=bool(int16))
+        context = Context(
+            folder,
+            manifest,
+            dataset,
+            scorer,
+            gate,
+            calibration,
+            samples,
+            max_layers,
+            runs,
+            progress,
+            equalize=bool(equalize),
+            calibration_samples=calibration_samples,
+            time_budget=time_budget,
+            qat_epochs=qat_epochs,
+            int16=bool(int16),
+        )
         if max_drop is not None:
             context.select, context.select_split, context.select_note = _selection(
-                folder, manifest, dataset, task, scorer, progress)
+                folder, manifest, dataset, task, scorer, progress
+            )
         diagnoses, skipped = [], []
         for one in chosen:
             try:
@@ -111,16 +142,21 @@ def diagnose(
                 progress("doctor", f"{one.name} not examined: {exc}")
         report = DoctorReport(
             edgeship_version=__version__,
-            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            model=manifest.model, dataset=dataset.name, dataset_fingerprint=dataset.fingerprint,
-            max_drop=max_drop, artifacts=tuple(diagnoses), skipped=tuple(skipped),
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            model=manifest.model,
+            dataset=dataset.name,
+            dataset_fingerprint=dataset.fingerprint,
+            max_drop=max_drop,
+            artifacts=tuple(diagnoses),
+            skipped=tuple(skipped),
         )
         report.save(folder)
         return report
 
 
-def _selection(folder: Path, manifest: Manifest, dataset: Any, task: str | None, test: Scorer,
-               progress: Progress) -> tuple[Scorer | None, str, str]:
+def _selection(
+    folder: Path, manifest: Manifest, dataset: Dataset, task: str | None, test: Scorer, progress: Progress
+) -> tuple[Scorer | None, str, str]:
     """The scorer candidates are chosen with: the validation split, so that the test split, on
     which the chosen artifact is reported, plays no part in choosing it. Test where val is empty,
     or where val is judged by another figure than test (an autoencoder's anomaly labels may mark
@@ -134,8 +170,10 @@ def _selection(folder: Path, manifest: Manifest, dataset: Any, task: str | None,
     val = Scorer.for_split(dataset, outputs, task=task, split="val")
     on_val, on_test = _headline_of(val), _headline_of(test)
     if on_val != on_test:
-        why = (f"the validation split is judged by {on_val[0]} ({on_val[1]}), the test split by {on_test[0]} "
-               f"({on_test[1]}): chosen and reported on test — the figures are optimistic")
+        why = (
+            f"the validation split is judged by {on_val[0]} ({on_val[1]}), the test split by {on_test[0]} "
+            f"({on_test[1]}): chosen and reported on test — the figures are optimistic"
+        )
         progress("doctor", why)
         return None, "test", why
     progress("doctor", f"candidates chosen on {len(outputs[0])} validation samples, reported on test")
@@ -148,7 +186,7 @@ def _headline_of(scorer: Scorer) -> tuple[str, str]:
     return (head.name, head.unit) if head is not None else ("accuracy", "points")
 
 
-def _check_counts(**counts: Any) -> None:
+def _check_counts(**counts: object) -> None:
     for name, value in counts.items():
         least = 0 if name in ("max_layers", "qat_epochs") else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
@@ -186,7 +224,10 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     score, baseline = ctx.scorer(outputs), ctx.select_scorer()(chosen)
     margins = strata(ctx.scorer.reference, align(ctx.scorer.reference, outputs), ctx.scorer.task, "test")
     ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
-    source = resolve(ctx.folder / ctx.manifest.reference.path, ctx.manifest.model)
+    ref = ctx.manifest.reference
+    if ref is None:  # not reached: the float outputs came from it
+        raise BadArtifactError(f"{ctx.folder}/manifest.json names no float reference; convert again to write one")
+    source = resolve(ctx.folder / ref.path, ctx.manifest.model)
     if artifact.settings.get("equalized") is not None:  # made from the equalized model: probe and rebuild that
         from edgeship.converters import equalize
 
@@ -197,41 +238,78 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     except EdgeshipError:
         raise
     except Exception as exc:  # the debuggers raise their own types on models they cannot instrument
-        raise ConversionError(f"the doctor could not compare {artifact.name} layer by layer: "
-                              f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}") from exc
+        raise ConversionError(
+            f"the doctor could not compare {artifact.name} layer by layer: "
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
+        ) from exc
     try:
         layers = ranked(probe.layers)
         recovery = _recovery(ctx, artifact, path, source, probe, layers, baseline, margins)
     finally:
         probe.close()
-    advice = advise(artifact, layers, probe.input_range, ctx.dataset, ctx.calibration, score, recovery,
-                    margins=margins, baseline=baseline)
+    advice = advise(
+        artifact,
+        layers,
+        probe.input_range,
+        ctx.dataset,
+        ctx.calibration,
+        score,
+        recovery,
+        margins=margins,
+        baseline=baseline,
+    )
     return Diagnosis(
-        artifact=artifact.name, path=artifact.path, analysed_with=probe.analysed_with, samples=len(x[0]),
-        accuracy=score.accuracy, reference_accuracy=score.reference_accuracy,
-        accuracy_delta_pts=score.accuracy_delta_pts, agreement=score.agreement, sqnr_db=score.sqnr_db,
-        layers=layers, advice=advice, recovery=recovery, headline=score.headline, margins=margins,
+        artifact=artifact.name,
+        path=artifact.path,
+        analysed_with=probe.analysed_with,
+        samples=len(x[0]),
+        accuracy=score.accuracy,
+        reference_accuracy=score.reference_accuracy,
+        accuracy_delta_pts=score.accuracy_delta_pts,
+        agreement=score.agreement,
+        sqnr_db=score.sqnr_db,
+        layers=layers,
+        advice=advice,
+        recovery=recovery,
+        headline=score.headline,
+        margins=margins,
     )
 
 
-def _recovery(ctx: Context, artifact: Artifact, path: Path, source: Any, probe: Probe,
-              layers: tuple[LayerError, ...], baseline: AccuracyDelta, margins: Margins | None) -> Recovery | None:
+def _recovery(
+    ctx: Context,
+    artifact: Artifact,
+    path: Path,
+    source: SourceModel,
+    probe: Probe,
+    layers: tuple[LayerError, ...],
+    baseline: AccuracyDelta,
+    margins: Margins | None,
+) -> Recovery | None:
     """Recover when the artifact misses the drop on the split candidates are chosen on."""
     if ctx.gate.max_drop is None:
         return None
     if not ctx.gate.check(baseline):
-        note = (f"{artifact.name} is already within {ctx.gate.max_drop:g} points on the {ctx.select_split} split; "
-                "nothing to recover")
-        return Recovery(max_drop=float(ctx.gate.max_drop), within_drop=True, chosen_on=ctx.select_split,
-                        note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}")
+        note = (
+            f"{artifact.name} is already within {ctx.gate.max_drop:g} points on the {ctx.select_split} split; "
+            "nothing to recover"
+        )
+        return Recovery(
+            max_drop=float(ctx.gate.max_drop),
+            within_drop=True,
+            chosen_on=ctx.select_split,
+            note=note if ctx.select is not None else f"{note}; {ctx.select_note or NO_VAL}",
+        )
     return recover(ctx, artifact, path, source, probe, layers, margins)
 
 
-def _model_inputs(test: tuple[Any, ...], source: Any, samples: int, name: str) -> list[np.ndarray]:
+def _model_inputs(test: tuple[np.ndarray, ...], source: SourceModel, samples: int, name: str) -> list[np.ndarray]:
     """The first ``samples`` test samples of every input, in the model's input order and each in
     the model's own dtype: uint8 pixels for a float model become floats, token ids stay integers."""
     specs = source.input_specs
     if len(specs) != len(test):
-        raise BadInputError(f"{name}'s float reference takes {len(specs)} input(s); the data holds {len(test)} "
-                            "(x_test_0, x_test_1, … in the model's input order)")
+        raise BadInputError(
+            f"{name}'s float reference takes {len(specs)} input(s); the data holds {len(test)} "
+            "(x_test_0, x_test_1, … in the model's input order)"
+        )
     return [np.asarray(a[:samples]).astype(dtype, copy=False) for a, (_, dtype) in zip(test, specs)]

@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,9 +35,30 @@ from edgeship.errors import UnsupportedModelError
 from edgeship.records import Artifact
 from edgeship.runtimes._session import in_order
 
-_TFLITE_MOVES = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATENATION", "PACK",
-                 "UNPACK", "SHAPE", "STRIDED_SLICE", "SLICE", "GATHER", "SPLIT", "SPLIT_V", "PAD", "PADV2",
-                 "CAST"}
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
+
+_TFLITE_MOVES = {
+    "QUANTIZE",
+    "DEQUANTIZE",
+    "RESHAPE",
+    "SQUEEZE",
+    "EXPAND_DIMS",
+    "TRANSPOSE",
+    "CONCATENATION",
+    "PACK",
+    "UNPACK",
+    "SHAPE",
+    "STRIDED_SLICE",
+    "SLICE",
+    "GATHER",
+    "SPLIT",
+    "SPLIT_V",
+    "PAD",
+    "PADV2",
+    "CAST",
+}
 _TFLITE_FLOAT = {"FLOAT32", "FLOAT16", "FLOAT64"}
 #: the precisions the doctor examines: full integer ones
 DOCTORED = frozenset({"int8", "int8-float-io"})
@@ -56,8 +78,9 @@ def _quiet() -> Iterator[None]:
 def _interpreter(model: bytes | None = None, path: Path | None = None, preserve: bool = False) -> Any:
     tf = _tf()
     with _quiet():
-        return tf.lite.Interpreter(model_content=model, model_path=str(path) if path else None,
-                                   experimental_preserve_all_tensors=preserve)
+        return tf.lite.Interpreter(
+            model_content=model, model_path=str(path) if path else None, experimental_preserve_all_tensors=preserve
+        )
 
 
 class _Verified:
@@ -75,8 +98,10 @@ class _Verified:
         details = self.interp.get_input_details()
         arrays = in_order([_batchless(d) for d in details], x)  # TFLite orders inputs by name
         for i in range(0, len(arrays[0]), _BATCH):
-            chunks = [np.ascontiguousarray(a[i : i + _BATCH], dtype=None if a.dtype.kind in "iu" else np.float32)
-                      for a in arrays]
+            chunks = [
+                np.ascontiguousarray(a[i : i + _BATCH], dtype=None if a.dtype.kind in "iu" else np.float32)
+                for a in arrays
+            ]
             for detail, chunk in zip(details, chunks):
                 self.interp.resize_tensor_input(detail["index"], chunk.shape)
             with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on the first allocation
@@ -132,14 +157,20 @@ def _traces(local: _Verified, known: Collection[str]) -> dict[int, LayerTrace]:
         traces[q] = LayerTrace(op.lower() if name == tensor else name, op, tensor, scale=scale, zero_point=zero_point)
     unique_names(list(traces.values()))
     for q, trace in traces.items():
-        readers = [o for op in local.ops if q in op["inputs"] and op["op_name"] not in (_VERIFY, "DEQUANTIZE")
-                   for o in op["outputs"] if o in traces]
+        readers = [
+            o
+            for op in local.ops
+            if q in op["inputs"] and op["op_name"] not in (_VERIFY, "DEQUANTIZE")
+            for o in op["outputs"]
+            if o in traces
+        ]
         trace.readers = tuple(dict.fromkeys(traces[o].name for o in readers))
     return traces
 
 
-def _accumulated(float_model: bytes, quantized: bytes, x: Sequence[np.ndarray], traces: dict[int, LayerTrace],
-                 local: _Verified) -> None:
+def _accumulated(
+    float_model: bytes, quantized: bytes, x: Sequence[np.ndarray], traces: dict[int, LayerTrace], local: _Verified
+) -> None:
     """Each traced tensor of the int8 ``quantized`` model (dequantized) against the same tensor of
     ``float_model``, both run on ``x``, matched by name (the float op's, else the quantized one's)."""
     ref, got = _Verified(float_model), _Verified(quantized)
@@ -166,11 +197,12 @@ def _input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | N
     first = next((i for i, a in enumerate(ordered) if a is x[0]), 0)
     ops = tflite_ops(path.read_bytes())
     params = [_quantization(interp, ops, d) for d in details]
-    if params[first] is None or params.count(params[first]) > 1:
+    own = params[first]
+    if own is None or params.count(own) > 1:
         # inputs that share one scale took the range of the op that joins them (CONCATENATION
         # requires one scale): that range says nothing about how this input was calibrated
         return None
-    scale, zero_point, dtype = params[first]
+    scale, zero_point, dtype = own
     info = np.iinfo(dtype)
     return scale * (info.min - zero_point), scale * (info.max - zero_point)
 
@@ -178,8 +210,7 @@ def _input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | N
 def _quantization(interp: Any, ops: list[dict[str, Any]], detail: dict[str, Any]) -> tuple[float, int, np.dtype] | None:
     """(scale, zero point, dtype) an input is quantized with: its own, or its QUANTIZE op's output's."""
     if np.dtype(detail["dtype"]).kind not in "iu":
-        quantize = next((op for op in ops
-                         if op["op_name"] == "QUANTIZE" and op["inputs"][0] == detail["index"]), None)
+        quantize = next((op for op in ops if op["op_name"] == "QUANTIZE" and op["inputs"][0] == detail["index"]), None)
         if quantize is None:
             return None
         detail = next(d for d in interp.get_tensor_details() if d["index"] == quantize["outputs"][0])
@@ -189,13 +220,14 @@ def _quantization(interp: Any, ops: list[dict[str, Any]], detail: dict[str, Any]
     return float(params["scales"][0]), int(params["zero_points"][0]), np.dtype(detail["dtype"])
 
 
-def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Any) -> Probe:
+def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Dataset) -> Probe:
     """Per-layer figures of ``artifact``'s rebuild on ``x`` (one array per model input, in the
     model's order and dtypes) and a builder of denylisted variants."""
     tf = _tf()
     if source.kind == "onnx":
-        raise UnsupportedModelError(f"{artifact.name} cannot be rebuilt from an ONNX reference; TFLite "
-                                    "converts Keras and SavedModel models")
+        raise UnsupportedModelError(
+            f"{artifact.name} cannot be rebuilt from an ONNX reference; TFLite converts Keras and SavedModel models"
+        )
     precision = artifact.precision
     n = int(artifact.settings.get("calibration_samples", _calibration.DEFAULT_SAMPLES))
     samples = _calibration.prepare_all(dataset, source, target=f"tflite:{precision}", samples=n)
@@ -206,8 +238,8 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     graph_order = [x[i] for i in sorted(range(len(x)), key=lambda i: names[i])] if names else list(x)
     with _quiet():
         debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter,
-            debug_dataset=lambda: ([a[i : i + 1] for a in graph_order] for i in range(len(x[0]))))
+            converter=converter, debug_dataset=lambda: ([a[i : i + 1] for a in graph_order] for i in range(len(x[0])))
+        )
     local = _Verified(debugger.quant_model)
     traces = _traces(local, leaf_names(source.float_keras()))
     for _ in local.batches(x):
@@ -220,30 +252,38 @@ def probe(source: Any, artifact: Artifact, path: Path, x: Sequence[np.ndarray], 
     float_model = _float_model(source)
     _accumulated(float_model, rebuilt, x, traces, local)
     tensors = {t.name: t.tensor for t in traces.values()}
-    mixed: list[Any] = []  # calibrated on first use: the search may never keep a layer in float
+    mixed: list[tflite_mixed.Mixed] = []  # calibrated on first use: the search may never keep a layer in float
 
     def build(float_layers: Sequence[str]) -> bytes:
         if not float_layers:
             return rebuilt
         if not mixed:
-            mixed.append(tflite_mixed.Mixed(float_model, precision, samples if isinstance(samples, list) else [samples],
-                                            names))
+            mixed.append(
+                tflite_mixed.Mixed(float_model, precision, samples if isinstance(samples, list) else [samples], names)
+            )
         blob, _ = mixed[0].quantize(floats=[tensors[name] for name in float_layers])
         return blob
 
-    qat = " The artifact came from a QAT model; this is post-training quantization of its float reference." \
-        if artifact.settings.get("qat") else ""
+    qat = (
+        " The artifact came from a QAT model; this is post-training quantization of its float reference."
+        if artifact.settings.get("qat")
+        else ""
+    )
     return Probe(
-        layers=[t.result() for t in traces.values()], build=build, suffix=_tflite.SUFFIX,
-        analysed_with=(f"tf.lite QuantizationDebugger (TensorFlow {tf.__version__}): the float reference "
-                       f"re-quantized as {artifact.name} with {_count(samples)} calibration samples from "
-                       f"'{dataset.name}', NumericVerify pairs on {len(x[0])} test samples{_inputs(x)}; models "
-                       f"with layers in float by ai-edge-quantizer.{qat}"),
+        layers=[t.result() for t in traces.values()],
+        build=build,
+        suffix=_tflite.SUFFIX,
+        analysed_with=(
+            f"tf.lite QuantizationDebugger (TensorFlow {tf.__version__}): the float reference "
+            f"re-quantized as {artifact.name} with {_count(samples)} calibration samples from "
+            f"'{dataset.name}', NumericVerify pairs on {len(x[0])} test samples{_inputs(x)}; models "
+            f"with layers in float by ai-edge-quantizer.{qat}"
+        ),
         input_range=_input_range(path, x),
     )
 
 
-def _float_model(source: Any) -> bytes:
+def _float_model(source: SourceModel) -> bytes:
     """The float ``.tflite`` ai-edge-quantizer starts from, as TFLiteConverter makes it."""
     with _quiet():
         return _tflite.tf_converter(source, use_float=True).convert()
@@ -276,13 +316,22 @@ def tflite_ops(model: bytes) -> list[dict[str, Any]]:
         if name == "CUSTOM" and code.CustomCode():
             name = code.CustomCode().decode(errors="replace")
         outputs = [op.Outputs(j) for j in range(op.OutputsLength())]
-        ops.append({"index": i, "op_name": name, "inputs": [op.Inputs(j) for j in range(op.InputsLength())],
-                    "outputs": outputs, "output_types": [types.get(graph.Tensors(t).Type(), "") for t in outputs],
-                    "output_names": [graph.Tensors(t).Name().decode(errors="replace") for t in outputs]})
+        ops.append(
+            {
+                "index": i,
+                "op_name": name,
+                "inputs": [op.Inputs(j) for j in range(op.InputsLength())],
+                "outputs": outputs,
+                "output_types": [types.get(graph.Tensors(t).Type(), "") for t in outputs],
+                "output_names": [graph.Tensors(t).Name().decode(errors="replace") for t in outputs],
+            }
+        )
     return ops
 
 
-def compute_ops(path: Path, known: Any = None) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
+def compute_ops(
+    path: Path, known: Collection[str] | None = None
+) -> tuple[list[tuple[str, str, bool]], Callable[..., str]]:
     """The compute ops of a ``.tflite`` file: (op, output tensor, whether float), and the layer namer."""
     found = []
     for op in tflite_ops(path.read_bytes()):
@@ -300,7 +349,9 @@ def whole_model_int16(artifact: Artifact, exc: Exception) -> str:
     TFLite's 16x8 for the whole model, which has int16 input and output, so only an artifact with
     float I/O keeps its interface."""
     if artifact.precision != "int8-float-io":
-        raise UnsupportedModelError(f"{exc}; without it TFLite takes int16 activations for a whole model only "
-                                    f"(16x8), with int16 input and output: {artifact.name}'s int8 interface "
-                                    "would change") from exc
+        raise UnsupportedModelError(
+            f"{exc}; without it TFLite takes int16 activations for a whole model only "
+            f"(16x8), with int16 input and output: {artifact.name}'s int8 interface "
+            "would change"
+        ) from exc
     return "int16x8"

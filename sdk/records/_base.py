@@ -8,11 +8,10 @@ Nothing here imports more than the standard library.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from edgeship import _io
 from edgeship.errors import BadArtifactError, BadInputError
@@ -24,9 +23,15 @@ REPORT_NAME = "report.json"
 __all__ = ["SCHEMA_VERSION", "MANIFEST_NAME", "REPORT_NAME", "Record", "VersionedFile"]
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """``typing.get_type_hints`` of a record class, worked out once per class (a cache keyed by the
+    class: mypy does not take a class object for the ``Hashable`` that ``functools.cache`` asks)."""
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def _encode(value: Any) -> Any:
@@ -95,6 +100,9 @@ def _decode(tp: Any, value: Any, where: str) -> Any:
 class Record:
     """Mixin for the frozen dataclasses below: ``to_dict`` / ``from_dict`` with strict keys."""
 
+    if TYPE_CHECKING:  # every record is a dataclass: the field table ``dataclasses.fields`` reads
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
@@ -105,9 +113,7 @@ class Record:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise BadInputError(
-                f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(names)}"
-            )
+            raise BadInputError(f"{cls.__name__}: unknown keys {unknown}; known keys are {sorted(names)}")
         hints = _hints(cls)
         kwargs = {}
         for f in dataclasses.fields(cls):
@@ -135,8 +141,11 @@ class VersionedFile(Record):
             raise BadInputError(f"{cls.__name__}: 'schema_version' must be an integer, received {version!r}")
         if version > cls.newest_schema:
             writer = data.get("edgeship_version")
-            wanted = (f"it was written by edgeship {writer}: pip install 'edgeship>={writer}'"
-                      if isinstance(writer, str) and writer else "upgrade edgeship (pip install -U edgeship)")
+            wanted = (
+                f"it was written by edgeship {writer}: pip install 'edgeship>={writer}'"
+                if isinstance(writer, str) and writer
+                else "upgrade edgeship (pip install -U edgeship)"
+            )
             raise BadInputError(
                 f"{cls.__name__}: schema_version {version} is newer than this edgeship {_version()} understands "
                 f"({cls.newest_schema}); {wanted}"
@@ -157,8 +166,11 @@ class VersionedFile(Record):
             data = _io.loads(path.read_bytes())
             return cls.from_dict(data)
         except FileNotFoundError as exc:
-            step = f"run {cls.written_by} first (it writes {cls.file_name})" if cls.written_by else \
-                "run the step that writes it first"
+            step = (
+                f"run {cls.written_by} first (it writes {cls.file_name})"
+                if cls.written_by
+                else "run the step that writes it first"
+            )
             raise BadArtifactError(f"no {cls.file_name} at {path}: {step}") from exc
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # JSONDecodeError is a ValueError
             raise BadArtifactError(f"{path} is not valid JSON ({exc}); regenerate it") from exc

@@ -120,8 +120,10 @@ def verified_path(folder: str | Path, artifact: Artifact) -> Path:
         raise BadArtifactError(f"{artifact.name}: {path} is missing; convert again")
     size = _io.size_bytes(path)
     if size != artifact.size_bytes:
-        raise BadArtifactError(f"{artifact.name}: {path.name} holds {size} bytes, but the manifest records "
-                               f"{artifact.size_bytes}; the file changed after conversion. Convert again")
+        raise BadArtifactError(
+            f"{artifact.name}: {path.name} holds {size} bytes, but the manifest records "
+            f"{artifact.size_bytes}; the file changed after conversion. Convert again"
+        )
     digest = _io.sha256_path(path)
     if digest != artifact.sha256:
         raise BadArtifactError(

@@ -177,8 +177,12 @@ class Gate(Record):
             if self.max_drop is not None and head is not None and -head.delta > self.max_drop:
                 what = "rose" if head.unit.startswith("%") else "dropped"
                 failures.append(f"{where}{head.name} {what} {-head.delta:.2f} {head.unit} (max {self.max_drop:g})")
-            elif self.max_drop is not None and head is None and one.accuracy_delta_pts is not None \
-                    and -one.accuracy_delta_pts > self.max_drop:
+            elif (
+                self.max_drop is not None
+                and head is None
+                and one.accuracy_delta_pts is not None
+                and -one.accuracy_delta_pts > self.max_drop
+            ):
                 failures.append(f"{where}accuracy dropped {-one.accuracy_delta_pts:.2f} points (max {self.max_drop:g})")
             if self.min_agreement is not None and one.agreement is not None and one.agreement < self.min_agreement:
                 failures.append(f"{where}agreement {one.agreement:.4f} is below {self.min_agreement:g}")
