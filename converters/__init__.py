@@ -18,12 +18,18 @@ import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edgeship.converters import _check, _notes
 from edgeship.errors import BadInputError, ConversionError, EdgeshipError, UnsupportedModelError
 from edgeship.formats import FORMATS, Converter
 from edgeship.records import Artifact, Manifest
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +81,7 @@ def convert(
     preprocess: str | None = None,
     input_shape: Sequence[int] | None = None,
     task: str | None = None,
+    example: Any = None,
 ) -> Manifest:
     """Convert ``model`` to every target and record each Artifact in ``out/manifest.json``.
 
@@ -90,6 +97,10 @@ def convert(
     with the data's path, so validate, doctor and report find the same data again.
     ``input_shape`` fixes dimensions the model leaves open (default: the data's sample shape).
     ``task`` fixes what the outputs mean (``edgeship.tasks``) where detection would guess.
+    ``example`` (a PyTorch model's example inputs, batch 1: a tensor or array, or a tuple of them)
+    fixes the input shapes of a model that carries none (default: the first test sample of ``data``).
+    ``model`` may be a PyTorch ``nn.Module`` (in eval mode), a ``torch.export`` program or a ``.pt2``
+    file (``pip install 'edgeship[torch]'``; ``converters/_torch.py``).
     Each artifact is written under a temporary name and renamed, and the manifest is rewritten
     after each one, so an interruption leaves only complete artifacts.
     """
@@ -106,7 +117,9 @@ def convert(
             "pass preprocess= to load_dataset instead"
         )
     dataset = load_dataset(data, preprocess=preprocess) if isinstance(data, (str, Path)) else data
-    source = resolve(model, name, trust_code=trust_code)
+    if example is None and isinstance(dataset, Dataset) and len(dataset.inputs("test")[0]):
+        example = tuple(np.asarray(a[:1]) for a in dataset.inputs("test"))  # what a PyTorch model is traced on
+    source = resolve(model, name, trust_code=trust_code, example=example)
     if dataset is None or isinstance(dataset, Dataset):  # an array given as data is calibration only
         source, dataset = _fit(source, dataset, input_shape)
     from edgeship import _io
@@ -119,7 +132,7 @@ def convert(
         # the first test samples and the float model's outputs on them: each artifact is checked on them
         probe = (
             ([a[: _check.SAMPLES] for a in dataset.inputs("test")], [o[: _check.SAMPLES] for o in stored])
-            if stored
+            if stored and isinstance(dataset, Dataset)
             else (None, None)
         )
         calibration = calibration if calibration is not None else dataset
@@ -173,7 +186,7 @@ def convert(
         return manifest
 
 
-def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_code: bool) -> list[Any] | None:
+def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Dataset, trust_code: bool) -> list[Any] | None:
     """The float outputs on the validation and test splits, computed while TensorFlow and the data
     are at hand, so that validate on the same data needs neither; the test split's are returned."""
     from edgeship.converters import reference
@@ -191,7 +204,7 @@ def _store_reference_outputs(out: Path, manifest: Manifest, dataset: Any, trust_
 
 
 def _checked(
-    out: Path, artifact: Artifact, source: Any, tolerances: dict[str, float], inputs: Any, reference: Any
+    out: Path, artifact: Artifact, source: SourceModel, tolerances: dict[str, float], inputs: Any, reference: Any
 ) -> Artifact:
     """``artifact`` once its file is known to match ``source`` (``_check``); else the file is
     removed and a ConversionError says what differed."""
@@ -208,7 +221,7 @@ def _checked(
     return artifact
 
 
-def _with_metadata(out: Path, artifact: Artifact, dataset: Any, task: str | None) -> Artifact:
+def _with_metadata(out: Path, artifact: Artifact, dataset: Dataset | None, task: str | None) -> Artifact:
     """Write the preprocessing spec, class names and task into the artifact file itself."""
     from edgeship import _io
     from edgeship.converters import _metadata
@@ -247,7 +260,7 @@ def _forget(out: Path, manifest: Manifest, name: str) -> Manifest:
     return manifest
 
 
-def _formats_that_take(source: Any, refused: list[str]) -> str:
+def _formats_that_take(source: SourceModel, refused: list[str]) -> str:
     """Try the other formats' float conversion in a scratch folder and say which take the model."""
     import tempfile
 
@@ -269,7 +282,9 @@ def _formats_that_take(source: Any, refused: list[str]) -> str:
     return "No other format takes this model either: replace the op with supported layers"
 
 
-def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[Any, Any]:
+def _fit(
+    source: SourceModel, dataset: Dataset | None, input_shape: Sequence[int] | None
+) -> tuple[SourceModel, Dataset | None]:
     """The model with open dimensions fixed and the data shaped as the model takes it, or a
     BadInputError saying how they differ."""
     if input_shape is not None:
@@ -277,7 +292,7 @@ def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[
     if len(source.input_specs) > 1 or (dataset is not None and len(dataset.input_shapes) > 1):
         want = [shape for shape, _ in source.input_specs]
         have = list(dataset.input_shapes) if dataset is not None else want
-        if have != want:
+        if have != want and dataset is not None:
             raise BadInputError(
                 f"the model takes {len(want)} input(s) of shapes {want} but dataset "
                 f"'{dataset.name}' has {len(have)} of shapes {have}; in a .npz name them x_train_0, "
@@ -309,7 +324,7 @@ def _fit(source: Any, dataset: Any, input_shape: Sequence[int] | None) -> tuple[
     return source, dataset
 
 
-def _start_manifest(out: Path, source: Any, dataset: Any, task: str | None) -> Manifest:
+def _start_manifest(out: Path, source: SourceModel, dataset: Dataset | None, task: str | None) -> Manifest:
     from edgeship.converters import reference
 
     fingerprint = dataset.fingerprint if dataset is not None and hasattr(dataset, "fingerprint") else ""

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgeship import _io
 from edgeship.records import Artifact, TensorSpec
 
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 
-def file_name(source: Any, precision: str, suffix: str) -> str:
+
+def file_name(source: SourceModel, precision: str, suffix: str) -> str:
     """``<model>.<precision><suffix>``, e.g. ``tiny_cnn.int8.tflite``."""
     return f"{source.name}.{precision}{suffix}"
 
@@ -22,7 +25,7 @@ def make(
     final: Path | None = None,
     fmt: str,
     precision: str,
-    source: Any,
+    source: SourceModel,
     settings: dict[str, Any],
     inputs: Sequence[TensorSpec] | None = None,
     outputs: Sequence[TensorSpec] | None = None,

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,13 +23,16 @@ from edgeship.errors import EdgeshipError, UnsupportedModelError
 log = logging.getLogger(__name__)
 
 #: test samples each artifact is run on before it is recorded
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 SAMPLES = 8
 _WEIGHT_NAME = re.compile(r"\d+:\d+|.*(kernel|bias|weight|const|variable).*", re.IGNORECASE)
 
 
 def problems(
     path: Path,
-    source: Any,
+    source: SourceModel,
     precision: str,
     tolerances: dict[str, float],
     inputs: Sequence[np.ndarray] | None,

@@ -59,6 +59,7 @@ class SourceModel:
     input_dtype: str = "float32"
     extra_inputs: tuple[tuple[tuple[int, ...], str], ...] = ()  # (shape, dtype) of inputs 1, 2, … of a Keras model
     kind: str = "keras"
+    torch: Any = None  # a PyTorch source's module, example inputs and exported program (converters/_torch.py)
     formats: tuple[str, ...] | None = None
     layout: str = "channels_last"
     _tmp: list[Any] = field(default_factory=list, repr=False)
@@ -189,7 +190,7 @@ class Source(Protocol):
     def recognises(self, model: object) -> bool:
         """Whether ``model`` (an in-memory object, or a Path) is one of this source's."""
 
-    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
         """The SourceModel of ``model``, named ``name`` (default: the model's own name)."""
 
     def write_reference(self, source: SourceModel, folder: Path) -> Path:
@@ -200,7 +201,7 @@ class Source(Protocol):
         outputs of the reference at ``path``, one array per output in the model's order."""
 
 
-def resolve(model: Any, name: str | None = None, *, trust_code: bool = False) -> SourceModel:
+def resolve(model: Any, name: str | None = None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
     """Turn whatever the user passed into a SourceModel: the first Source that recognises it loads it."""
     if isinstance(model, SourceModel):
         return model
@@ -210,7 +211,7 @@ def resolve(model: Any, name: str | None = None, *, trust_code: bool = False) ->
             raise BadInputError(f"no model at {model}")
     for source in SOURCES.all():
         if source.recognises(model):
-            return source.load(model, name, trust_code=trust_code)
+            return source.load(model, name, trust_code=trust_code, example=example)
     if isinstance(model, Path):
         raise BadInputError(
             f"{model} is not a model edgeship converts: expected a trained-model folder (training.json), a SavedModel "
@@ -239,7 +240,7 @@ class KerasSource:
             return saving.is_trained_folder(model) or model.suffix in saving.KERAS_SUFFIXES
         return type(model).__module__.startswith(("tf_keras", "tensorflow_model_optimization"))
 
-    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
         from edgeship.trainers import saving
 
         if not isinstance(model, Path):
@@ -274,7 +275,7 @@ class SavedModelSource:
     def recognises(self, model: object) -> bool:
         return isinstance(model, Path) and model.is_dir() and (model / "saved_model.pb").is_file()
 
-    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
         return SourceModel(
             name=name or model.name,
             origin=str(model),
@@ -311,7 +312,7 @@ class Keras3Source(SavedModelSource):
     def recognises(self, model: object) -> bool:
         return not isinstance(model, Path) and type(model).__module__.startswith("keras")
 
-    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
         return _from_keras3(model, name or str(getattr(model, "name", "model")))
 
 
@@ -323,7 +324,7 @@ class OnnxSource:
     def recognises(self, model: object) -> bool:
         return isinstance(model, Path) and model.suffix == ".onnx"
 
-    def load(self, model: Any, name: str | None, *, trust_code: bool = False) -> SourceModel:
+    def load(self, model: Any, name: str | None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
         from edgeship.runtimes import load
 
         session = load(model)
@@ -359,5 +360,11 @@ class OnnxSource:
 #: every source, in the order ``resolve`` asks them
 SOURCES: Registry[Source] = Registry(
     "edgeship.sources",
-    {"keras": KerasSource(), "saved_model": SavedModelSource(), "keras3": Keras3Source(), "onnx": OnnxSource()},
+    {
+        "keras": KerasSource(),
+        "saved_model": SavedModelSource(),
+        "keras3": Keras3Source(),
+        "onnx": OnnxSource(),
+        "torch": "edgeship.converters._torch:SOURCE",
+    },
 )

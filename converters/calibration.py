@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeship.errors import BadInputError
 
 DEFAULT_SAMPLES = 200
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 #: an array handed in as calibration data is cut to this many samples unless ``samples`` asks for
 #: more; a Dataset gives ``samples`` from its training split, as many as it holds
 MAX_SAMPLES = 500
@@ -67,7 +70,7 @@ def prepare(
 
 
 def prepare_all(
-    calibration: Any, source: Any, *, target: str, samples: int = DEFAULT_SAMPLES
+    calibration: Any, source: SourceModel, *, target: str, samples: int = DEFAULT_SAMPLES
 ) -> np.ndarray | list[np.ndarray]:
     """``prepare`` for every input of ``source``: one array for a single-input model, else a list
     in the model's input order (a Dataset gives one array per input; so must a caller)."""

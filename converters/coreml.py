@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from edgeship.runtimes.mil import FEATURE_DTYPES
 log = logging.getLogger(__name__)
 
 SUFFIX = ".mlpackage"
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 DEPLOYMENT_TARGET = "iOS16"  # the first target with ML Program weight compression ops
 #: precisions whose compression needs a newer target: per-block scales and grouped palettes are iOS18 ops
 DEPLOYMENT_TARGETS = {"w8-block": "iOS18", "w4-block": "iOS18", "pal4-grouped": "iOS18"}
@@ -62,28 +65,32 @@ def _coremltools() -> Any:
     return ct
 
 
-def program(source: Any, precision: str) -> Any:
+def program(source: SourceModel, precision: str) -> Any:
     """The uncompressed ML Program (an in-memory MLModel) an artifact of ``precision`` compresses:
     fp16 compute (fp32 for ``fp32``), written for ``target(precision)``."""
     return _program(source, _coremltools(), precision)
 
 
-def _program(source: Any, ct: Any, precision: str) -> Any:
+def _program(source: SourceModel, ct: Any, precision: str) -> Any:
     if source.kind == "onnx":
         raise UnsupportedModelError(
             f"{source.origin} is an ONNX model; coremltools 9 has no ONNX frontend. Convert the original Keras "
             "or SavedModel model to Core ML"
         )
+    batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
+    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
+    if source.kind == "torch":
+        from edgeship.converters import _torch
+
+        return _torch.coreml_model(source, ct, compute, getattr(ct.target, target(precision)), batch)
     keras = source.float_keras()
     model = str(source.saved_model) if source.kind == "saved_model" else keras
-    batch = ct.RangeDim(lower_bound=1, upper_bound=MAX_BATCH, default=1)
     inputs = None  # a SavedModel keeps its own input name and shape
     if source.kind == "keras":
         inputs = [
             ct.TensorType(name=tensor.name.split(":")[0], shape=(batch,) + tuple(shape), dtype=getattr(np, dtype))
             for tensor, (shape, dtype) in zip(keras.inputs, source.input_specs)
         ]
-    compute = ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16
     try:
         return ct.convert(
             model,
@@ -109,7 +116,7 @@ def target(precision: str) -> str:
     return DEPLOYMENT_TARGETS.get(precision, DEPLOYMENT_TARGET)
 
 
-def compress(mlmodel: Any, precision: str, source: Any, options: dict[str, Any]) -> dict[str, Any]:
+def compress(mlmodel: Any, precision: str, source: SourceModel, options: dict[str, Any]) -> dict[str, Any]:
     """``mlmodel`` (left as it is) compressed as ``precision`` with ``options``; returns the
     settings to record with the compressed MLModel under ``"model"``. ``options["keep"]`` names
     ops (conv, linear, …) whose weights stay uncompressed fp16 (``op_name_configs`` set to None;
@@ -180,7 +187,7 @@ FINER = {
 
 
 def _config(
-    opt: Any, precision: str, source: Any, options: dict[str, Any], threshold: int
+    opt: Any, precision: str, source: SourceModel, options: dict[str, Any], threshold: int
 ) -> tuple[Any, dict[str, Any]]:
     """The coremltools OpCompressorConfig of ``precision`` and the settings that record it."""
     if precision == "w8":
@@ -245,7 +252,7 @@ def specs(mlmodel_spec: Any) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, 
     return tuple(one(f) for f in desc.input), tuple(one(f) for f in desc.output)
 
 
-def made(source: Any, precision: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def made(source: SourceModel, precision: str, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """The MLModel of ``precision`` (converted, then compressed) and the settings that record it."""
     ct = _coremltools()
     if precision not in PRECISIONS:
@@ -258,6 +265,10 @@ def made(source: Any, precision: str, options: dict[str, Any]) -> tuple[Any, dic
         "minimum_deployment_target": target(precision),
         "max_batch": MAX_BATCH,
     }
+    if source.kind == "torch":
+        from edgeship.converters._torch import exporter
+
+        settings["exporter"] = f"torch.jit.trace (torch {exporter('torch')}), then coremltools' PyTorch frontend"
     if precision not in ("fp16", "fp32"):
         result = compress(mlmodel, precision, source, options)
         mlmodel = result.pop("model")
@@ -278,7 +289,7 @@ def recorded_settings(package: Path) -> dict[str, Any]:
     }
 
 
-def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+def convert(source: SourceModel, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
     """Write ``out/<model>.<precision>.mlpackage`` and return its Artifact."""
     mlmodel, settings = made(source, precision, options)
     inputs, outputs = specs(mlmodel.get_spec())

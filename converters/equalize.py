@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Pair", "equalize", "find_pairs"]
 
 _SWEEPS = 20
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 _SETTLED = 1e-3  # largest |log s| of a sweep at which the scales count as settled
 _TINY = 1e-12
 
@@ -269,7 +272,7 @@ def equalize(model: Any) -> tuple[Any, list[Pair]]:
     return clone, pairs
 
 
-def source(model: Any, target: str) -> tuple[Any, dict[str, Any]]:
+def source(model: SourceModel, target: str) -> tuple[SourceModel, dict[str, Any]]:
     """The SourceModel ``model`` with its float Keras model equalized, and the settings that say
     what was done (recorded in the artifact)."""
     import dataclasses

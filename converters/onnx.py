@@ -13,7 +13,7 @@ import platform
 import re
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from edgeship.records import Artifact
 log = logging.getLogger(__name__)
 
 SUFFIX = ".onnx"
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 DEFAULT_OPSET = 17
 MAX_OPSET = 18  # tf2onnx's ceiling
 #: how far each float precision's outputs may be from the float model's before convert records the file,
@@ -65,8 +68,15 @@ def quant_defaults() -> dict[str, Any]:
     }
 
 
-def float_model(source: Any, opset: int) -> Any:
-    """The float model as an onnx ModelProto with input 'input' (dynamic batch)."""
+def float_model(source: SourceModel, opset: int) -> Any:
+    """The float model as an onnx ModelProto with input 'input' (dynamic batch; a PyTorch model's
+    inputs keep the names torch.onnx gives them)."""
+    if source.kind == "torch":
+        from edgeship.converters import _torch
+
+        with tempfile.TemporaryDirectory(prefix="edgeship-torch-onnx-") as tmp:
+            exported, _ = _torch.onnx_file(source, Path(tmp), opset)
+            return require("onnx").load(str(exported))
     tf = _tf()
     tf2onnx = require("tf2onnx", "convert to ONNX")
     spec = tuple(
@@ -89,7 +99,7 @@ def float_model(source: Any, opset: int) -> Any:
     return model_proto
 
 
-def _from_qat_tflite(source: Any, opset: int, calibration: Any) -> tuple[Any, dict[str, Any]]:
+def _from_qat_tflite(source: SourceModel, opset: int, calibration: Any) -> tuple[Any, dict[str, Any]]:
     from edgeship.converters import tflite
 
     tf2onnx = require("tf2onnx", "convert to ONNX")
@@ -193,7 +203,7 @@ def quantize(
     return settings
 
 
-def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+def convert(source: SourceModel, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
     """Write ``out/<model>.<precision>.onnx`` and return its Artifact."""
     onnx = require("onnx", "write ONNX models")
     path = out / _artifact.file_name(source, precision, SUFFIX)
@@ -206,7 +216,9 @@ def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, 
     return artifact
 
 
-def to_bytes(source: Any, precision: str, calibration: Any = None, **options: Any) -> tuple[bytes, dict[str, Any]]:
+def to_bytes(
+    source: SourceModel, precision: str, calibration: Any = None, **options: Any
+) -> tuple[bytes, dict[str, Any]]:
     """Convert ``source`` to ONNX ``precision`` in memory; returns (model bytes, settings)."""
     with tempfile.TemporaryDirectory(prefix="edgeship-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
@@ -215,13 +227,25 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
 
 
 def _write(
-    source: Any, path: Path, tmp: Path, precision: str, calibration: Any, options: dict[str, Any]
+    source: SourceModel, path: Path, tmp: Path, precision: str, calibration: Any, options: dict[str, Any]
 ) -> dict[str, Any]:
     onnx = require("onnx", "write ONNX models")
     opset = int(options.get("opset", DEFAULT_OPSET))
     if not 9 <= opset <= MAX_OPSET:
         raise BadInputError(f"opset must be between 9 and {MAX_OPSET} (tf2onnx's range); received {opset}")
     settings: dict[str, Any] = {"opset": opset}
+    if source.kind == "torch":  # exported by torch.onnx (converters/_torch.py), then as any ONNX model
+        from edgeship.converters import _torch
+
+        exported, made = _torch.onnx_file(source, tmp, opset)
+        settings.update(made)
+        torch_proto = onnx.load(str(exported))
+        settings["opset"] = next((o.version for o in torch_proto.opset_import if o.domain in ("", "ai.onnx")), opset)
+        if precision == "fp32":
+            onnx.save(torch_proto, str(path))
+        else:
+            settings.update(_quantize_proto(torch_proto, tmp, path, precision, source, calibration, options))
+        return settings
     if precision == "int8" and source.qat:
         model_proto, route = _from_qat_tflite(source, opset, calibration)
         settings.update(route)
@@ -256,7 +280,13 @@ def prepare_for_quantization(model_proto: Any, tmp: Path) -> tuple[Path, dict[st
 
 
 def _quantize_proto(
-    model_proto: Any, tmp: Path, staged: Path, precision: str, source: Any, calibration: Any, options: dict[str, Any]
+    model_proto: Any,
+    tmp: Path,
+    staged: Path,
+    precision: str,
+    source: SourceModel,
+    calibration: Any,
+    options: dict[str, Any],
 ) -> dict[str, Any]:
     prepared, settings = prepare_for_quantization(model_proto, tmp)
     samples = None

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,10 @@ from edgeship.records import Artifact, Manifest, TensorSpec, verified_path
 log = logging.getLogger(__name__)
 
 FOLDER = "reference"
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
 OUTPUTS = "outputs"
 #: the version of the stored outputs' record (``__record__`` in each .npz)
 OUTPUTS_SCHEMA = 1
@@ -36,7 +40,7 @@ OUTPUTS_SCHEMA = 1
 CHUNK = 2048
 
 
-def write(source: Any, out: Path) -> Artifact:
+def write(source: SourceModel, out: Path) -> Artifact:
     """Write ``source``'s float model into ``out/reference`` (its Source does) and describe it."""
     from edgeship.converters._source import SOURCES
 
@@ -79,7 +83,7 @@ def predictor(folder: Path, manifest: Manifest, *, trust_code: bool = False) -> 
 
 
 def outputs(
-    folder: Path, manifest: Manifest, dataset: Any, *, split: str = "test", trust_code: bool = False
+    folder: Path, manifest: Manifest, dataset: Dataset, *, split: str = "test", trust_code: bool = False
 ) -> list[np.ndarray]:
     """The float reference's outputs on ``split`` of ``dataset``: stored ones when the data and the
     model file are those they were computed on, else computed now (and stored for the next time)."""
@@ -99,7 +103,7 @@ def outputs(
 
 
 def compute_outputs(
-    folder: Path, manifest: Manifest, dataset: Any, split: str, *, trust_code: bool = False
+    folder: Path, manifest: Manifest, dataset: Dataset, split: str, *, trust_code: bool = False
 ) -> list[np.ndarray]:
     """Run the reference on ``split`` of ``dataset`` in pieces of CHUNK samples (inputs may be lazy)."""
     run = predictor(folder, manifest, trust_code=trust_code)
@@ -113,7 +117,7 @@ def compute_outputs(
     return [np.concatenate(p) for p in zip(*parts)]
 
 
-def store_outputs(folder: Path, manifest: Manifest, dataset: Any, splits: dict[str, list[np.ndarray]]) -> Path:
+def store_outputs(folder: Path, manifest: Manifest, dataset: Dataset, splits: dict[str, list[np.ndarray]]) -> Path:
     """Write the outputs per split for ``dataset`` and the manifest's reference model; outputs of
     other reference models are removed, those of other data kept."""
     ref = _reference_of(folder, manifest)
@@ -137,7 +141,7 @@ def store_outputs(folder: Path, manifest: Manifest, dataset: Any, splits: dict[s
     return path
 
 
-def stored_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str) -> list[np.ndarray] | None:
+def stored_outputs(folder: Path, manifest: Manifest, dataset: Dataset, split: str) -> list[np.ndarray] | None:
     """The stored outputs on ``split``, or None when none were stored for this data and model file."""
     ref = _reference_of(folder, manifest)
     path = _outputs_path(folder, dataset.fingerprint, ref.sha256)
@@ -171,7 +175,7 @@ def stored_outputs(folder: Path, manifest: Manifest, dataset: Any, split: str) -
     return found
 
 
-def splits_of(dataset: Any) -> Iterable[str]:
+def splits_of(dataset: Dataset) -> Iterable[str]:
     """The splits worth storing outputs for: validation and test, where they hold samples."""
     return [s for s in ("val", "test") if len(dataset.inputs(s)[0])]
 

@@ -6,7 +6,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from edgeship.records import Artifact
 log = logging.getLogger(__name__)
 
 SUFFIX = ".tflite"
+
+if TYPE_CHECKING:
+    from edgeship.converters._source import SourceModel
 #: how far each float precision's outputs may be from the float model's before convert records the file,
 #: as a fraction of their magnitude (converters/_check.py); quantized precisions are judged by validate
 CHECK_TOLERANCE = {"fp32": 1e-3, "fp16": 2e-2}
@@ -35,7 +38,7 @@ PRECISIONS = {
 _CALIBRATED = {"int8", "int8-float-io", "int16x8"}
 
 
-def tf_converter(source: Any, *, use_float: bool) -> Any:
+def tf_converter(source: SourceModel, *, use_float: bool) -> Any:
     """A ``tf.lite.TFLiteConverter`` for ``source``: its float model, or (``use_float=False``) the
     model itself, QAT wrappers included."""
     tf = _tf()
@@ -52,7 +55,7 @@ def tf_converter(source: Any, *, use_float: bool) -> Any:
     return tf.lite.TFLiteConverter.from_keras_model(model)
 
 
-def input_names(source: Any, use_float: bool = True) -> list[str] | None:
+def input_names(source: SourceModel, use_float: bool = True) -> list[str] | None:
     """The Keras model's input names in its order (None for other sources)."""
     if source.kind != "keras":
         return None
@@ -100,8 +103,15 @@ def configure(
     return settings
 
 
-def to_bytes(source: Any, precision: str, calibration: Any = None, **options: Any) -> tuple[bytes, dict[str, Any]]:
+def to_bytes(
+    source: SourceModel, precision: str, calibration: Any = None, **options: Any
+) -> tuple[bytes, dict[str, Any]]:
     """Convert ``source`` to TFLite ``precision`` in memory; returns (flatbuffer, settings)."""
+    if source.kind == "torch":  # litert-torch makes it (converters/_torch.py)
+        from edgeship.converters import _torch
+
+        samples_asked = options.get("calibration_samples", _calibration.DEFAULT_SAMPLES)
+        return _torch.tflite_bytes(source, precision, calibration, samples_asked)
     # QAT models carry their own ranges: int8 comes from them, float precisions from the float model.
     from_qat = source.qat and precision in ("int8", "int8-float-io")
     # TFLite asks for a representative dataset for full-integer targets even from QAT models;
@@ -133,7 +143,7 @@ def to_bytes(source: Any, precision: str, calibration: Any = None, **options: An
 
 
 def _mixed(
-    source: Any, precision: str, samples: Any, tensors: Sequence[str], from_qat: bool, equalized: dict[str, Any]
+    source: SourceModel, precision: str, samples: Any, tensors: Sequence[str], from_qat: bool, equalized: dict[str, Any]
 ) -> tuple[bytes, dict[str, Any]]:
     """``int16_tensors``: the float model converted plainly, then quantized by ``tflite_mixed.Mixed``."""
     from edgeship.converters import tflite_mixed
@@ -175,7 +185,7 @@ def _explain(exc: Exception, precision: str) -> Exception:
     return ConversionError(f"TFLite conversion to {precision} failed: {first}")
 
 
-def convert(source: Any, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
+def convert(source: SourceModel, out: Path, *, precision: str, calibration: Any = None, **options: Any) -> Artifact:
     """Write ``out/<model>.<precision>.tflite`` and return its Artifact."""
     flatbuffer, settings = to_bytes(source, precision, calibration, **options)
     path = out / _artifact.file_name(source, precision, SUFFIX)
@@ -191,6 +201,7 @@ def embed_metadata(path: Path, text: str) -> None:
     """``text`` as a model metadata entry named ``edgeship`` (a buffer), the file rewritten atomically."""
     from edgeship._deps import require
 
+    _tf()  # configured and quiet (a PyTorch source has not imported TensorFlow yet)
     utils = require("tensorflow.lite.tools.flatbuffer_utils", "write TFLite metadata")
     schema = require("tensorflow.lite.python.schema_py_generated", "write TFLite metadata")
     model = utils.read_model_from_bytearray(bytearray(path.read_bytes()))
@@ -206,6 +217,7 @@ def embed_metadata(path: Path, text: str) -> None:
 def read_metadata(path: Path) -> str | None:
     from edgeship._deps import require
 
+    _tf()
     utils = require("tensorflow.lite.tools.flatbuffer_utils", "read TFLite metadata")
     model = utils.read_model_from_bytearray(bytearray(path.read_bytes()))
     for entry in model.metadata or []:

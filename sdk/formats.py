@@ -34,6 +34,7 @@ from edgeship._plugins import Registry
 
 if TYPE_CHECKING:
     from edgeship.converters._source import SourceModel
+    from edgeship.data import Dataset
     from edgeship.doctor.layers import Probe
     from edgeship.records import Artifact
     from edgeship.runtimes._session import Session
@@ -168,7 +169,7 @@ class DoctorProbe(Protocol):
     #: the precisions the doctor examines
     DOCTORED: frozenset[str]
 
-    def probe(self, source: SourceModel, artifact: Artifact, path: Path, x: Sequence[Any], dataset: Any) -> Probe:
+    def probe(self, source: SourceModel, artifact: Artifact, path: Path, x: Sequence[Any], dataset: Dataset) -> Probe:
         """Run the float and the quantized model side by side and score every layer."""
 
     def compute_ops(self, path: Path, known: Any) -> tuple[list[tuple[str, str, bool]], Callable[[str, Any], str]]:

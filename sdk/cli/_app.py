@@ -212,7 +212,18 @@ def cli(debug: bool, quiet: bool) -> None:
     State.debug, State.quiet, State.json = debug, quiet, False
     click.get_current_context().with_resource(_terminal(debug))  # left when the command ends
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(name)s: %(message)s")
-    for noisy in ("tensorflow", "absl", "h5py", "coremltools", "tf2onnx", "onnxruntime"):
+    for noisy in (
+        "tensorflow",
+        "absl",
+        "h5py",
+        "coremltools",
+        "tf2onnx",
+        "onnxruntime",
+        "torch",
+        "torchao",
+        "jax",
+        "litert_torch",
+    ):
         logging.getLogger(noisy).setLevel(logging.INFO if debug else logging.ERROR)
 
 

@@ -62,6 +62,9 @@ _TFLITE_MOVES = {
 _TFLITE_FLOAT = {"FLOAT32", "FLOAT16", "FLOAT64"}
 #: the precisions the doctor examines: full integer ones
 DOCTORED = frozenset({"int8", "int8-float-io"})
+#: examining a whole folder, an artifact TFLite cannot rebuild (its float reference is an ONNX or a
+#: PyTorch model) is skipped and said, and the other artifacts are examined
+BEST_EFFORT = True
 _VERIFY = "NumericVerify"
 _BATCH = 50
 
@@ -223,6 +226,11 @@ def _quantization(interp: Any, ops: list[dict[str, Any]], detail: dict[str, Any]
 def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.ndarray], dataset: Dataset) -> Probe:
     """Per-layer figures of ``artifact``'s rebuild on ``x`` (one array per model input, in the
     model's order and dtypes) and a builder of denylisted variants."""
+    if source.kind == "torch":
+        raise UnsupportedModelError(
+            f"the doctor compares a .tflite layer by layer through TensorFlow's QuantizationDebugger, which takes "
+            f"TensorFlow models only; {artifact.name} was made from a PyTorch model. Diagnose its onnx:int8 instead"
+        )
     tf = _tf()
     if source.kind == "onnx":
         raise UnsupportedModelError(
