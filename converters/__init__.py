@@ -211,7 +211,10 @@ def _checked(
     from edgeship import _io
 
     path = out / artifact.path
-    found = _check.problems(path, source, artifact.precision, tolerances, inputs, reference)
+    from edgeship.runtimes._session import in_layout
+
+    fed = in_layout(inputs, artifact.settings.get("layout")) if inputs is not None else None
+    found = _check.problems(path, source, artifact.precision, tolerances, fed, reference)
     if found:
         _io.remove(path)
         raise ConversionError(

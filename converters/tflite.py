@@ -107,11 +107,17 @@ def to_bytes(
     source: SourceModel, precision: str, calibration: Any = None, **options: Any
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert ``source`` to TFLite ``precision`` in memory; returns (flatbuffer, settings)."""
+    layout = options.get("layout")
     if source.kind == "torch":  # litert-torch makes it (converters/_torch.py)
         from edgeship.converters import _torch
 
         samples_asked = options.get("calibration_samples", _calibration.DEFAULT_SAMPLES)
-        return _torch.tflite_bytes(source, precision, calibration, samples_asked)
+        return _torch.tflite_bytes(source, precision, calibration, samples_asked, layout=layout)
+    if layout not in (None, "nhwc"):
+        raise UnsupportedModelError(
+            f"tflite:{precision}: {source.name} is a {source.kind} model, whose images are NHWC already; layout="
+            f"{layout!r} applies to PyTorch models (NCHW), to make a .tflite that takes NHWC"
+        )
     # QAT models carry their own ranges: int8 comes from them, float precisions from the float model.
     from_qat = source.qat and precision in ("int8", "int8-float-io")
     # TFLite asks for a representative dataset for full-integer targets even from QAT models;

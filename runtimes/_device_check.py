@@ -116,6 +116,9 @@ def check_artifact(
         session = load(path, threads=threads)
     except (MissingDependencyError, UnsupportedModelError) as exc:
         return replace(check, status=f"not run: {exc}")
+    from edgeship.runtimes._session import in_layout
+
+    inputs = in_layout(inputs, entry.layout)  # a file made channels-last from a channels-first model
     outputs = session.predict(inputs)
     expected = bundle.array(folder, entry.expected)
     error = (

@@ -358,3 +358,12 @@ class _Dequantizer:
 
 
 _LITTLE = sys.byteorder == "little"
+
+
+def in_layout(arrays: Sequence[np.ndarray], layout: str | None) -> tuple[np.ndarray, ...]:
+    """``arrays`` (in the source model's layout) as a file of ``layout`` takes them: ``"nhwc"`` is
+    recorded by a file made channels-last from a channels-first model (a PyTorch model converted
+    with ``layout=nhwc``), whose 4-D inputs are transposed here; anything else leaves them as they are."""
+    if layout != "nhwc":
+        return tuple(arrays)
+    return tuple(np.ascontiguousarray(np.transpose(a, (0, 2, 3, 1))) if np.ndim(a) == 4 else a for a in arrays)

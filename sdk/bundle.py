@@ -60,6 +60,8 @@ class BundleEntry(Record):
     host_accuracy: float | None
     test_accuracy: float | None = None
     tolerance_basis: str = ""
+    #: "nhwc": the file takes channels-last inputs though the bundle's inputs are channels-first
+    layout: str = ""
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,7 @@ def _entry(
         expected=expected,
         max_abs_error=limit,
         tolerance_basis=basis,
+        layout=str(artifact.settings.get("layout", "")),
         min_accuracy=None if here is None else max(0.0, here - ACCURACY_SLACK),
         host_accuracy=here,
         test_accuracy=accuracy,

@@ -199,7 +199,16 @@ BUILTIN: dict[str, Format] = {
             Runtime("litert-compiled", "edgeship.runtimes.litert_compiled", "ai-edge-litert"),
         ),
         doctor="edgeship.doctor.tflite",
-        options=(_CONVERT, _EQUALIZE),
+        options=(
+            _CONVERT,
+            _EQUALIZE,
+            Option(
+                "layout",
+                ("nchw", "nhwc"),
+                "PyTorch models: the image input layout of the .tflite (nhwc: a phone app feeds camera frames "
+                "without a transpose; the transpose is built into the file). Default: the model's own (NCHW).",
+            ),
+        ),
         color="#f59e0b",
     ),
     "onnx": Format(

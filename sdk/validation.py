@@ -38,6 +38,7 @@ from edgeship.records import (
     TrainingRecord,
     verified_path,
 )
+from edgeship.runtimes._session import in_layout
 from edgeship.tasks import Scorer, change_text, parse_task
 
 if TYPE_CHECKING:
@@ -255,7 +256,8 @@ def validate(
             path=artifact.path,
             size_bytes=artifact.size_bytes,
         )
-        entry, out = _evaluate(verified_path(folder, artifact), row, x, scorer, gate, benchmark)
+        fed = in_layout(x, artifact.settings.get("layout"))  # each file in its own layout, from the same data
+        entry, out = _evaluate(verified_path(folder, artifact), row, fed, scorer, gate, benchmark)
         entries.append(entry)
         if out is not None:
             outputs[artifact.name] = (artifact, out[0], entry.accuracy)

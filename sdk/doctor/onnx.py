@@ -193,7 +193,13 @@ def _input_path(graph: _Graph, tensor: str) -> list[str] | None:
     return nodes
 
 
-def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph, known: Collection[str]) -> list[LayerTrace]:
+def _traces(
+    matching: dict[str, dict[str, Any]],
+    qdq: _Graph,
+    fp: _Graph,
+    known: Collection[str],
+    paths: dict[str, str] | None = None,
+) -> list[LayerTrace]:
     traces = []
     several = len(qdq.model.graph.input) > 1
     for name, match in matching.items():
@@ -202,7 +208,7 @@ def _traces(matching: dict[str, dict[str, Any]], qdq: _Graph, fp: _Graph, known:
         ndim = match["pre_qdq"][0].ndim
         # tf2onnx names the input's NCHW transpose after the first layer: call its quantization "input"
         reached = _input_reached(qdq, _pre_tensor(qdq, name))
-        layer = "input" if reached is not None else layer_name(name, known)
+        layer = "input" if reached is not None else (paths or {}).get(name) or layer_name(name, known)
         trace = LayerTrace(
             layer,
             producer.op_type if producer is not None else "Input",
@@ -262,7 +268,14 @@ def _reached(fp: _Graph, node: NodeProto, traced: dict[str, str], depth: int = 1
     return found
 
 
-def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path, known: Collection[str]) -> list[LayerTrace]:
+def _analyse(
+    qdq: _Graph,
+    fp: _Graph,
+    x: Sequence[np.ndarray],
+    tmp: Path,
+    known: Collection[str],
+    paths: dict[str, str] | None = None,
+) -> list[LayerTrace]:
     """A LayerTrace per QDQ activation: its own error, and its error against the float model."""
     debug = require("onnxruntime.quantization.qdq_loss_debug", "debug ONNX quantization")
     quantize = [n for n in qdq.model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in qdq.init]
@@ -271,7 +284,7 @@ def _analyse(qdq: _Graph, fp: _Graph, x: Sequence[np.ndarray], tmp: Path, known:
     ]
     qdq_acts = _collect(qdq.model, activations, x, tmp, "qdq-debug")
     float_acts = _collect(fp.model, list(qdq_acts), x, tmp, "float-debug")
-    traces = _traces(debug.create_activation_matching(qdq_acts, float_acts), qdq, fp, known)
+    traces = _traces(debug.create_activation_matching(qdq_acts, float_acts), qdq, fp, known, paths)
     unique_names(traces)
     return traces
 
@@ -302,7 +315,9 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
     fp = _Graph(onnx.load(str(prepared)))
     qdq = _Graph(onnx.load_from_string(build(())) if rebuilt else onnx.load(str(path)))
     known = leaf_names(source.float_keras())
-    traces = _analyse(qdq, fp, x, tmp, known)
+    # a PyTorch model's layers are its module paths (layer2.0.conv1), which torch.onnx records
+    paths = module_paths(float_proto) if source.kind == "torch" else None
+    traces = _analyse(qdq, fp, x, tmp, known, paths)
     groups.update(_groups(fp, traces))
     what = (
         "the doctor's post-training rebuild (the artifact came from a QAT model through TFLite)"
@@ -316,12 +331,42 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
         analysed_with=(
             f"ONNX Runtime {ort.__version__} QDQ intermediate outputs of {what} on {len(x[0])} test samples"
             f"{_inputs(x)} (graph optimisation off); float tensors from the float reference through "
-            f"tf2onnx; mixed models re-quantized with {_count(samples)} calibration samples from "
-            f"'{dataset.name}'"
+            f"{settings.get('exporter', 'tf2onnx')}; mixed models re-quantized with {_count(samples)} calibration "
+            f"samples from '{dataset.name}'"
         ),
         input_range=_first_input_range(path, x),
         close=tmp_dir.cleanup,
     )
+
+
+_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh"}
+
+
+def module_paths(model: ModelProto) -> dict[str, str]:
+    """Tensor -> the PyTorch module that computes it, from what torch.onnx records: a node's weight
+    initializer (``layer2.0.conv1.weight``), else its ``pkg.torch.onnx.name_scopes`` (the module
+    scopes it ran in, innermost last, then the op's own name)."""
+    import ast
+
+    found: dict[str, str] = {}
+    weighted: dict[str, str] = {}  # tensors computed by a layer with weights (conv, linear)
+    for node in model.graph.node:
+        weight = next((i for i in node.input[1:] if i.endswith(".weight")), None)
+        path = weight.removesuffix(".weight") if weight else None
+        if path is not None:
+            weighted.update(dict.fromkeys(node.output, path))
+        elif node.op_type in _ACTIVATIONS and node.input and node.input[0] in weighted:
+            path = weighted[node.input[0]]  # its activation, as one quantized tensor: the layer's (conv_1 + ReLU)
+        if path is None:
+            scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+            try:
+                parts = [s for s in ast.literal_eval(scopes) if s] if scopes else []
+            except (ValueError, SyntaxError):  # a scope list written another way: no name from it
+                parts = []
+            path = parts[-2] if len(parts) >= 2 else None
+        for output in node.output if path else ():
+            found[output] = path
+    return found
 
 
 def _first_input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | None:
