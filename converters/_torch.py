@@ -328,6 +328,36 @@ def coreml_model(source: SourceModel, ct: Any, compute: Any, target: Any, batch:
                           compute_precision=compute, minimum_deployment_target=target)  # fmt: skip
 
 
+_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh"}
+
+
+def module_paths(model: Any) -> dict[str, str]:
+    """Tensor -> the PyTorch module that computes it, from what torch.onnx records: a node's weight
+    initializer (``layer2.0.conv1.weight``), else its ``pkg.torch.onnx.name_scopes`` (the module
+    scopes it ran in, innermost last, then the op's own name)."""
+    import ast
+
+    found: dict[str, str] = {}
+    weighted: dict[str, str] = {}  # tensors computed by a layer with weights (conv, linear)
+    for node in model.graph.node:
+        weight = next((i for i in node.input[1:] if i.endswith(".weight")), None)
+        path: str | None = weight.removesuffix(".weight") if weight else None
+        if path is not None:
+            weighted.update(dict.fromkeys(node.output, path))
+        elif node.op_type in _ACTIVATIONS and node.input and node.input[0] in weighted:
+            path = weighted[node.input[0]]  # its activation, as one quantized tensor: the layer's (conv_1 + ReLU)
+        if path is None:
+            scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+            try:
+                parts = [s for s in ast.literal_eval(scopes) if s] if scopes else []
+            except (ValueError, SyntaxError):  # a scope list written another way: no name from it
+                parts = []
+            path = parts[-2] if len(parts) >= 2 else None
+        if path:
+            found.update(dict.fromkeys(node.output, str(path)))
+    return found
+
+
 def exporter(dist: str) -> str:
     import importlib.metadata
 
@@ -337,4 +367,4 @@ def exporter(dist: str) -> str:
         return "unknown"
 
 
-__all__ = ["SOURCE", "TorchSource", "TorchModel", "tflite_bytes", "onnx_file", "coreml_model"]
+__all__ = ["module_paths", "SOURCE", "TorchSource", "TorchModel", "tflite_bytes", "onnx_file", "coreml_model"]

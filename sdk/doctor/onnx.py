@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeship._deps import require
+from edgeship.converters import _torch
 from edgeship.converters import calibration as _calibration
 from edgeship.converters import onnx as _onnx
 from edgeship.doctor.layers import LayerTrace, Probe, layer_name, leaf_names, unique_names
@@ -316,7 +317,7 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
     qdq = _Graph(onnx.load_from_string(build(())) if rebuilt else onnx.load(str(path)))
     known = leaf_names(source.float_keras())
     # a PyTorch model's layers are its module paths (layer2.0.conv1), which torch.onnx records
-    paths = module_paths(float_proto) if source.kind == "torch" else None
+    paths = _torch.module_paths(float_proto) if source.kind == "torch" else None
     traces = _analyse(qdq, fp, x, tmp, known, paths)
     groups.update(_groups(fp, traces))
     what = (
@@ -337,36 +338,6 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
         input_range=_first_input_range(path, x),
         close=tmp_dir.cleanup,
     )
-
-
-_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh"}
-
-
-def module_paths(model: ModelProto) -> dict[str, str]:
-    """Tensor -> the PyTorch module that computes it, from what torch.onnx records: a node's weight
-    initializer (``layer2.0.conv1.weight``), else its ``pkg.torch.onnx.name_scopes`` (the module
-    scopes it ran in, innermost last, then the op's own name)."""
-    import ast
-
-    found: dict[str, str] = {}
-    weighted: dict[str, str] = {}  # tensors computed by a layer with weights (conv, linear)
-    for node in model.graph.node:
-        weight = next((i for i in node.input[1:] if i.endswith(".weight")), None)
-        path = weight.removesuffix(".weight") if weight else None
-        if path is not None:
-            weighted.update(dict.fromkeys(node.output, path))
-        elif node.op_type in _ACTIVATIONS and node.input and node.input[0] in weighted:
-            path = weighted[node.input[0]]  # its activation, as one quantized tensor: the layer's (conv_1 + ReLU)
-        if path is None:
-            scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
-            try:
-                parts = [s for s in ast.literal_eval(scopes) if s] if scopes else []
-            except (ValueError, SyntaxError):  # a scope list written another way: no name from it
-                parts = []
-            path = parts[-2] if len(parts) >= 2 else None
-        for output in node.output if path else ():
-            found[output] = path
-    return found
 
 
 def _first_input_range(path: Path, x: Sequence[np.ndarray]) -> tuple[float, float] | None:
