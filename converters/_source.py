@@ -7,8 +7,9 @@ by name, which is also the ``format`` of the reference they write; ``resolve`` a
 
 Built in: ``keras`` (a trainer's output folder, a .keras/.h5 file, an in-memory tf_keras model),
 ``keras3`` (a Keras 3 model, exported to a SavedModel first: tfmot, tf2onnx and coremltools take
-Keras 2 only), ``saved_model`` (a SavedModel folder) and ``onnx`` (a .onnx file, for ONNX Runtime
-quantization). A plugin distribution adds one with an entry point in the group
+Keras 2 only), ``saved_model`` (a SavedModel folder), ``onnx`` (a .onnx file, for ONNX Runtime
+quantization) and ``torch`` (an nn.Module, a torch.export program or a .pt2: ``_torch.py``).
+A plugin distribution adds one with an entry point in the group
 ``edgeship.sources`` (``docs/architecture.md``).
 """
 
@@ -191,7 +192,8 @@ class Source(Protocol):
         """Whether ``model`` (an in-memory object, or a Path) is one of this source's."""
 
     def load(self, model: Any, name: str | None, *, trust_code: bool = False, example: Any = None) -> SourceModel:
-        """The SourceModel of ``model``, named ``name`` (default: the model's own name)."""
+        """The SourceModel of ``model``, named ``name`` (default: the model's own name); ``example``
+        (inputs of batch 1) fixes the shapes of a model that carries none (a PyTorch module)."""
 
     def write_reference(self, source: SourceModel, folder: Path) -> Path:
         """Write ``source``'s float model into ``folder`` (``out/reference``); the path written."""
@@ -215,11 +217,11 @@ def resolve(model: Any, name: str | None = None, *, trust_code: bool = False, ex
     if isinstance(model, Path):
         raise BadInputError(
             f"{model} is not a model edgeship converts: expected a trained-model folder (training.json), a SavedModel "
-            "folder (saved_model.pb), a .keras/.h5 file or a .onnx file"
+            "folder (saved_model.pb), a .keras/.h5 file, a .onnx file or a PyTorch .pt2 file"
         )
     raise BadInputError(
-        "convert takes a trained-model folder, a .keras/.h5 file, a SavedModel folder, a .onnx file or a "
-        f"tf_keras / Keras 3 model; received {type(model).__name__}"
+        "convert takes a trained-model folder, a .keras/.h5 file, a SavedModel folder, a .onnx or .pt2 file, a "
+        f"tf_keras / Keras 3 model or a PyTorch module; received {type(model).__name__}"
     )
 
 

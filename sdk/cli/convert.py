@@ -95,8 +95,9 @@ def convert(
 ) -> None:
     """Convert a trained model to TFLite, ONNX and Core ML artifacts.
 
-    MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, or a
-    .onnx file (for onnx:int8 / onnx:dynamic). Run 'edgeship list-formats' for every target.
+    MODEL is a folder written by 'edgeship train', a SavedModel folder, a .keras/.h5 file, a .onnx
+    file (for onnx:int8 / onnx:dynamic) or a PyTorch .pt2 file (torch.export.save; images NCHW, so
+    --preprocess layout=nchw for NHWC data). Run 'edgeship list-formats' for every target.
     """
     from edgeship.converters import convert as run
 
