@@ -261,6 +261,14 @@ def tflite_bytes(
                 f"litert-torch could not convert {source.name} to tflite:{precision}: {first}"
             ) from exc
         data = path.read_bytes()
+    if any(e.dtype == _torch().int64 for e in example):
+        import warnings
+
+        warnings.warn(
+            "the .tflite takes int32 where the PyTorch model takes int64 (litert-torch makes 64-bit I/O 32-bit); "
+            "edgeship feeds int64 ids to it as int32 where they fit",
+            stacklevel=2,
+        )
     if precision == "fp32":
         return data, settings
     from edgeship.converters import calibration as _calibration
@@ -297,7 +305,8 @@ def onnx_file(source: SourceModel, folder: Path, opset: int) -> tuple[Path, dict
 def _quiet_torch() -> Iterator[None]:
     """torch's exporters print progress to stdout and log the guards of a first try that fails;
     both are torch's business, not the user's (the error, when there is one, is raised)."""
-    loggers = [logging.getLogger(n) for n in ("torch", "torch._guards", "torch.export", "torch.onnx")]
+    # root too: litert-torch logs its notes there (its int64 downcast is said as a note instead)
+    loggers = [logging.getLogger(n) for n in ("", "torch", "torch._guards", "torch.export", "torch.onnx")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.CRITICAL)
@@ -323,8 +332,12 @@ def coreml_model(source: SourceModel, ct: Any, compute: Any, target: Any, batch:
                       dtype=np.float32 if e.is_floating_point() else np.int32)
         for i, e in enumerate(model.example)
     ]  # fmt: skip
+    with torch.no_grad():
+        produced = model.module(*model.example)
+    count = len(produced) if isinstance(produced, (tuple, list)) else 1
+    outputs = [ct.TensorType(name=f"output_{i}" if i else "output") for i in range(count)]
     with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars (tqdm came with torch)
-        return ct.convert(traced, inputs=inputs, outputs=[ct.TensorType(name="output")], convert_to="mlprogram",
+        return ct.convert(traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
                           compute_precision=compute, minimum_deployment_target=target)  # fmt: skip
 
 

@@ -238,6 +238,14 @@ class Session:
             return quantize(value if value.dtype.kind == "f" else value.astype(np.float32))
         if dtype.kind == "f":
             return value.astype(dtype)
+        if dtype.kind in "iu" and value.dtype.kind in "iu":  # ids stored wider than the file takes them
+            bounds = np.iinfo(dtype)
+            if value.size == 0 or (bounds.min <= value.min() and value.max() <= bounds.max):
+                return value.astype(dtype)
+            raise BadInputError(
+                f"input '{spec.name}' of {self.path.name} takes {spec.dtype} values; received {value.dtype} values "
+                f"from {value.min()} to {value.max()}, which do not fit"
+            )
         raise BadInputError(
             f"input '{spec.name}' of {self.path.name} expects dtype {spec.dtype}; received {value.dtype}"
         )

@@ -169,3 +169,43 @@ def test_layout_nchw_is_refused_for_a_keras_model(float_model_dir, tmp_path):
     with pytest.raises(UnsupportedModelError, match="images are NHWC already"):
         edgeship.convert(float_model_dir, "tflite:fp32", data="digits", out=tmp_path,
                          options={"tflite": {"layout": "nchw"}})  # fmt: skip
+
+
+def test_a_two_output_model_and_a_token_model_convert_to_every_format_asked(tmp_path, nchw_digits):
+    nn = torch.nn
+    torch.manual_seed(0)
+
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.classes, self.score = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(256, 10), nn.Linear(256, 1)
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x)).flatten(1)
+            return torch.softmax(self.classes(h), -1), torch.sigmoid(self.score(h))
+
+    manifest = edgeship.convert(TwoHeads().eval(), "tflite:fp32,onnx:fp32,coreml:fp16", data=nchw_digits,
+                                out=tmp_path / "two")  # fmt: skip
+    assert all(len(a.outputs) == 2 for a in manifest.artifacts)
+
+    class Tokens(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+        def forward(self, ids):
+            return torch.softmax(self.head(self.embed(ids).mean(1)), -1)
+
+    ids = np.random.default_rng(0).integers(0, 50, (300, 6))  # int64, as numpy and torch keep ids
+    np.savez(tmp_path / "tokens.npz", x_train=ids[:240], y_train=ids[:240, 0] % 3, x_test=ids[240:],
+             y_test=ids[240:, 0] % 3)  # fmt: skip
+    model = Tokens().eval()
+    manifest = edgeship.convert(model, "tflite:fp32,onnx:fp32", data=tmp_path / "tokens.npz", out=tmp_path / "tok")
+    tflite = manifest.get("tflite:fp32")
+    assert tflite.inputs[0].dtype == "int32" and any("int32 where the PyTorch model takes int64" in n for n in tflite.notes)
+    with edgeship.load(tmp_path / "tok" / tflite.path) as session:  # int64 ids go in as int32 where they fit
+        with torch.no_grad():
+            want = model(torch.from_numpy(ids[240:])).numpy()
+        np.testing.assert_allclose(session.predict(ids[240:]), want, atol=1e-5)
+        with pytest.raises(BadInputError, match="which do not fit"):
+            session.predict(np.full((1, 6), 2**40, np.int64))
