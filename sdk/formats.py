@@ -27,7 +27,6 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from edgeship._plugins import Registry
@@ -50,7 +49,6 @@ __all__ = [
     "FORMATS",
     "for_path",
     "for_suffix",
-    "runtime",
 ]
 
 
@@ -260,12 +258,3 @@ def for_suffix(suffix: str) -> Format | None:
 def for_path(path: str | os.PathLike) -> Format | None:
     """The format of the file or folder at ``path``, by its suffix, or None."""
     return for_suffix(Path(path).suffix)
-
-
-def runtime(name: str) -> tuple[Format, Runtime] | None:
-    """The format a runtime named ``name`` runs, and the runtime; None for a name no format lists."""
-    return next(((f, r) for f in FORMATS.all() for r in f.runtimes if r.name == name), None)
-
-
-def backend(item: Runtime) -> ModuleType:
-    return importlib.import_module(item.module)

@@ -209,3 +209,11 @@ def test_a_two_output_model_and_a_token_model_convert_to_every_format_asked(tmp_
         np.testing.assert_allclose(session.predict(ids[240:]), want, atol=1e-5)
         with pytest.raises(BadInputError, match="which do not fit"):
             session.predict(np.full((1, 6), 2**40, np.int64))
+
+
+def test_a_program_exported_with_a_fixed_batch_is_converted_and_diagnosed(resnet8, nchw_digits, tmp_path):
+    program = torch.export.export(resnet8, (torch.from_numpy(np.array(nchw_digits.x_test[:1])),))  # batch 1, fixed
+    manifest = edgeship.convert(program, "onnx:int8", data=nchw_digits, out=tmp_path)
+    assert manifest.get("onnx:int8").inputs[0].shape[0] == 1
+    report = edgeship.diagnose(tmp_path, data=nchw_digits, samples=30)  # run one sample at a time, as the file takes
+    assert report.artifacts[0].samples == 30 and "layer1.0.conv1" in {layer.name for layer in report.artifacts[0].layers}

@@ -76,8 +76,10 @@ def _collect(
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     feeds = _feeds(session.get_inputs(), x)
     collected: dict[str, list[np.ndarray]] = {n: [] for n in wanted}
-    for i in range(0, len(x[0]), _BATCH):
-        for name, value in zip(wanted, session.run(wanted, {k: a[i : i + _BATCH] for k, a in feeds.items()})):
+    first = session.get_inputs()[0].shape[0] if session.get_inputs()[0].shape else None
+    step = first if isinstance(first, int) and first > 0 else _BATCH  # a file exported with a fixed batch
+    for i in range(0, len(x[0]), step):
+        for name, value in zip(wanted, session.run(wanted, {k: a[i : i + step] for k, a in feeds.items()})):
             collected[name].append(value)
     return collected
 
