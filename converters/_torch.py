@@ -9,8 +9,8 @@ the folder's float reference (``reference/model.pt2``, ``torch.export.save``); i
 data are stored at convert time, so validate and the doctor on the same data never import torch.
 Each format makes its file with the field's own converter for PyTorch:
 
-    tflite   litert-torch (``litert_torch.convert``); int8 and int8-float-io by ai-edge-quantizer on
-             that float file, calibrated on the data (``tflite_bytes`` says why not PT2E)
+    tflite   litert-torch (``litert_torch.convert``); fp16, int8 and int8-float-io by ai-edge-quantizer
+             on that float file (``converters/_torch_tflite.py``, which says why not PT2E)
     onnx     torch.onnx's dynamo exporter (onnxscript); int8 by ONNX Runtime's static quantization
     coreml   coremltools from the traced module (its ``torch.export`` frontend does not take this
              torch's max_pool2d), then edgeship's Core ML compression
@@ -30,7 +30,6 @@ import io
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,16 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeship._deps import quiet_native_stderr, require, tensorflow
+from edgeship._deps import progress_bars_off, require
 from edgeship.errors import BadArtifactError, BadInputError, ConversionError, UnsupportedModelError
 
 if TYPE_CHECKING:
     from edgeship.converters._source import SourceModel
 
 log = logging.getLogger(__name__)
-
-#: precisions each format makes from a PyTorch model (the others are refused, said so)
-TFLITE_PRECISIONS = ("fp32", "int8", "int8-float-io")
 
 
 def _torch() -> Any:
@@ -94,7 +90,7 @@ def _export(module: Any, example: tuple[Any, ...], name: str) -> Any:
     doubled = tuple(torch.cat([t, t]) for t in example)  # batch 1 would be specialised to a constant
     batch = torch.export.Dim("batch", min=1, max=65536)
     try:
-        with _quiet_torch():
+        with quiet_torch():
             return torch.export.export(module, doubled, dynamic_shapes=tuple({0: batch} for _ in example))
     except Exception as exc:  # a model whose batch cannot vary (a reshape to a fixed size, …): as given
         log.info("%s exports with a fixed batch (%s)", name, str(exc).splitlines()[0] if str(exc) else exc)
@@ -180,7 +176,7 @@ class TorchSource:
         torch = _torch()
         path = folder / "model.pt2"
         with _io.staged(path) as tmp:
-            torch.export.save(_model(source).program, str(tmp))
+            torch.export.save(model_of(source).program, str(tmp))
         return path
 
     def predictor(self, path: Path, *, trust_code: bool = False) -> Callable[[Any], list[np.ndarray]]:
@@ -213,75 +209,10 @@ def _joined(parts: list[Any]) -> Any:
     return torch.cat(parts)
 
 
-def _model(source: SourceModel) -> TorchModel:
+def model_of(source: SourceModel) -> TorchModel:
     if not isinstance(source.torch, TorchModel):
         raise ConversionError(f"{source.name} is not a PyTorch source")
     return source.torch
-
-
-def tflite_bytes(
-    source: SourceModel, precision: str, calibration: Any, samples: int, *, layout: str | None = None
-) -> tuple[bytes, dict[str, Any]]:
-    """A ``.tflite`` of ``source``: litert-torch's float file, quantized for the int8 precisions by
-    ai-edge-quantizer on the calibration samples (``converters.tflite_mixed``).
-
-    litert-torch's own PT2E quantizer was measured beside it (torch ResNet-8 and MobileNetV2-style
-    nets on digits): the same agreement with float (100 % / 99.7 %), the same latency, but float32
-    outputs where tflite:int8 promises int8 ones, a larger error on MobileNetV2 (0.108 against 0.090)
-    and 11-13 s against under 1 s; ai-edge-quantizer also makes int8-float-io, and is the quantizer
-    the doctor's mixed TFLite models come from."""
-    if precision not in TFLITE_PRECISIONS:
-        raise UnsupportedModelError(
-            f"tflite:{precision} is not made from PyTorch models yet; edgeship makes "
-            f"{', '.join('tflite:' + p for p in TFLITE_PRECISIONS)} from them"
-        )
-    tensorflow()  # litert-torch imports it: configured and quiet first, as every TensorFlow import here
-    with quiet_native_stderr():
-        litert_torch = require("litert_torch", "convert PyTorch models to TFLite")
-    model = _model(source)
-    settings: dict[str, Any] = {"exporter": f"litert-torch {exporter('litert-torch')}", "torch": exporter("torch")}
-    module, example = model.module, model.example
-    if layout not in (None, "nchw", "nhwc"):
-        raise BadInputError(f"layout is nchw or nhwc; received {layout!r}")
-    images = [i for i, e in enumerate(example) if e.ndim == 4]
-    if layout == "nhwc" and images:  # litert-torch wraps the module: the transposes go into the file
-        module = litert_torch.to_channel_last_io(module, args=images)
-        example = tuple(e.permute(0, 2, 3, 1).contiguous() if i in images else e for i, e in enumerate(example))
-        settings["layout"] = "nhwc"
-    elif layout == "nhwc":
-        raise UnsupportedModelError(f"layout=nhwc applies to image inputs (4-D); {source.name} has none")
-    with tempfile.TemporaryDirectory(prefix="edgeship-torch-") as tmp:
-        path = Path(tmp) / "model.tflite"
-        try:
-            with _quiet_torch():
-                litert_torch.convert(module, example).export(str(path))
-        except Exception as exc:  # litert-torch raises many kinds for an op it cannot lower
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise ConversionError(
-                f"litert-torch could not convert {source.name} to tflite:{precision}: {first}"
-            ) from exc
-        data = path.read_bytes()
-    if any(e.dtype == _torch().int64 for e in example):
-        import warnings
-
-        warnings.warn(
-            "the .tflite takes int32 where the PyTorch model takes int64 (litert-torch makes 64-bit I/O 32-bit); "
-            "edgeship feeds int64 ids to it as int32 where they fit",
-            stacklevel=2,
-        )
-    if precision == "fp32":
-        return data, settings
-    from edgeship.converters import calibration as _calibration
-    from edgeship.converters.tflite_mixed import Mixed
-
-    prepared = _calibration.prepare_all(calibration, source, target=f"tflite:{precision}", samples=samples)
-    arrays = prepared if isinstance(prepared, list) else [prepared]
-    if settings.get("layout") == "nhwc":  # the float file takes them channels-last
-        from edgeship.runtimes._session import in_layout
-
-        arrays = list(in_layout(arrays, "nhwc"))
-    blob, quantized = Mixed(data, precision, arrays, None).quantize()
-    return blob, {**settings, **quantized}
 
 
 def onnx_file(source: SourceModel, folder: Path, opset: int) -> tuple[Path, dict[str, Any]]:
@@ -289,10 +220,10 @@ def onnx_file(source: SourceModel, folder: Path, opset: int) -> tuple[Path, dict
     (its batch dimension open where the program's is)."""
     require("onnxscript", "export PyTorch models to ONNX")
     torch = _torch()
-    model = _model(source)
+    model = model_of(source)
     path = folder / "model.onnx"
     try:
-        with _quiet_torch():
+        with quiet_torch():
             exported = torch.onnx.export(model.program, dynamo=True, opset_version=max(opset, 18), verbose=False)
             exported.save(str(path))
     except Exception as exc:  # an op the exporter has no translation for, and the like
@@ -302,7 +233,7 @@ def onnx_file(source: SourceModel, folder: Path, opset: int) -> tuple[Path, dict
 
 
 @contextlib.contextmanager
-def _quiet_torch() -> Iterator[None]:
+def quiet_torch() -> Iterator[None]:
     """torch's exporters print progress to stdout and log the guards of a first try that fails;
     both are torch's business, not the user's (the error, when there is one, is raised)."""
     # root too: litert-torch logs its notes there (its int64 downcast is said as a note instead)
@@ -321,7 +252,7 @@ def _quiet_torch() -> Iterator[None]:
 def coreml_model(source: SourceModel, ct: Any, compute: Any, target: Any, batch: Any) -> Any:
     """An ML Program from the traced module (coremltools' torch frontend)."""
     torch = _torch()
-    model = _model(source)
+    model = model_of(source)
     import warnings
 
     with torch.no_grad(), warnings.catch_warnings():
@@ -336,9 +267,24 @@ def coreml_model(source: SourceModel, ct: Any, compute: Any, target: Any, batch:
         produced = model.module(*model.example)
     count = len(produced) if isinstance(produced, (tuple, list)) else 1
     outputs = [ct.TensorType(name=f"output_{i}" if i else "output") for i in range(count)]
-    with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars (tqdm came with torch)
+    with progress_bars_off():  # coremltools draws progress bars (tqdm came with torch, before TQDM_DISABLE)
         return ct.convert(traced, inputs=inputs, outputs=outputs, convert_to="mlprogram",
                           compute_precision=compute, minimum_deployment_target=target)  # fmt: skip
+
+
+def weighted_layers(source: SourceModel) -> list[tuple[str, str, tuple[int, ...]]]:
+    """(``conv`` or ``linear``, module path, weight shape) of each conv and linear op of the
+    exported program, in program order: its nodes record the module they ran in (``nn_module_stack``)."""
+    found = []
+    for node in model_of(source).program.graph.nodes:
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        kind = next((k for k in ("conv", "linear") if k in str(node.target)), None)
+        if node.op != "call_function" or kind is None or not stack or len(node.args) < 2:
+            continue
+        value = getattr(node.args[1], "meta", {}).get("val")
+        if value is not None:
+            found.append((kind, str(stack[-1][0]), tuple(int(d) for d in value.shape)))
+    return found
 
 
 _ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "LeakyRelu", "Tanh"}
@@ -380,4 +326,4 @@ def exporter(dist: str) -> str:
         return "unknown"
 
 
-__all__ = ["module_paths", "SOURCE", "TorchSource", "TorchModel", "tflite_bytes", "onnx_file", "coreml_model"]
+__all__ = ["module_paths", "weighted_layers", "SOURCE", "TorchSource", "TorchModel", "onnx_file", "coreml_model"]

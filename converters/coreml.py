@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgeship import _io
-from edgeship._deps import require
+from edgeship._deps import progress_bars_off, require
 from edgeship.converters import _artifact
 from edgeship.errors import BadInputError, UnsupportedModelError
 from edgeship.records import Artifact, TensorSpec
@@ -92,14 +92,15 @@ def _program(source: SourceModel, ct: Any, precision: str) -> Any:
             for tensor, (shape, dtype) in zip(keras.inputs, source.input_specs)
         ]
     try:
-        return ct.convert(
-            model,
-            convert_to="mlprogram",
-            inputs=inputs,
-            compute_precision=compute,
-            minimum_deployment_target=getattr(ct.target, target(precision)),
-            skip_model_load=True,
-        )
+        with progress_bars_off():
+            return ct.convert(
+                model,
+                convert_to="mlprogram",
+                inputs=inputs,
+                compute_precision=compute,
+                minimum_deployment_target=getattr(ct.target, target(precision)),
+                skip_model_load=True,
+            )
     except NotImplementedError as exc:
         ops = re.findall(r"TF op '(\w+)'", str(exc))
         what = f"the TensorFlow op(s) {', '.join(ops)}" if ops else f"part of the model ({exc})"
@@ -144,7 +145,7 @@ def compress(mlmodel: Any, precision: str, source: SourceModel, options: dict[st
         if isinstance(config, opt.OpPalettizerConfig)
         else opt.prune_weights
     )
-    with _root_warnings_from_coremltools_off():
+    with _root_warnings_from_coremltools_off(), progress_bars_off():
         model = compressor(mlmodel, opt.OptimizationConfig(global_config=config, op_name_configs=names))
     keep = sorted(options.get("keep") or ())
     return {

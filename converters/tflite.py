@@ -108,11 +108,16 @@ def to_bytes(
 ) -> tuple[bytes, dict[str, Any]]:
     """Convert ``source`` to TFLite ``precision`` in memory; returns (flatbuffer, settings)."""
     layout = options.get("layout")
-    if source.kind == "torch":  # litert-torch makes it (converters/_torch.py)
-        from edgeship.converters import _torch
+    if source.kind == "torch":  # litert-torch makes it (converters/_torch_tflite.py)
+        from edgeship.converters import _torch_tflite
 
-        samples_asked = options.get("calibration_samples", _calibration.DEFAULT_SAMPLES)
-        return _torch.tflite_bytes(source, precision, calibration, samples_asked, layout=layout)
+        if options.get("equalize"):  # refused, saying why: equalization rescales Keras weights
+            _equalize.source(source, f"tflite:{precision}")
+        samples_asked = options.get("calibration_samples") or _calibration.DEFAULT_SAMPLES
+        return _torch_tflite.tflite_bytes(
+            source, precision, calibration, samples_asked, layout=layout,
+            int16_tensors=options.get("int16_tensors") or (),
+        )  # fmt: skip
     if layout not in (None, "nhwc"):
         raise UnsupportedModelError(
             f"tflite:{precision}: {source.name} is a {source.kind} model, whose images are NHWC already; layout="
@@ -233,8 +238,9 @@ def read_metadata(path: Path) -> str | None:
 
 
 def rebuild_options(settings: dict[str, Any]) -> dict[str, Any]:
-    """TFLite records no converter options beyond calibration samples (the doctor passes those)."""
-    return {}
+    """The options a rebuild keeps beyond calibration samples (the doctor passes those): the
+    layout of a .tflite made channels-last from a PyTorch model."""
+    return {"layout": settings["layout"]} if settings.get("layout") else {}
 
 
 _METADATA_KEY = "edgeship"

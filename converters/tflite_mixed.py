@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeship._deps import quiet_native_stderr, require
+from edgeship._deps import progress_bars_off, quiet_native_stderr, require
 from edgeship.errors import UnsupportedModelError
 
-__all__ = ["Mixed"]
+__all__ = ["Mixed", "fp16_weights"]
 
 #: what ai-edge-quantizer raises on ops or models its recipes cannot take
 _FAILURES = (ValueError, RuntimeError, KeyError, TypeError, NotImplementedError, IndexError, AttributeError)
@@ -67,10 +67,8 @@ class Mixed:
         recipe = recipe_manager.RecipeManager()
         recipe.load_quantization_recipe(self._quantizer().get_quantization_recipe())
         feeds = _feeds(self.float_model, samples, names)
-        with _failures("calibrate"), warnings.catch_warnings(), quiet_native_stderr():
-            warnings.simplefilter(
-                "ignore"
-            )  # "experimental_preserve_all_tensors is for debugging": calibration needs it
+        # _quiet: "experimental_preserve_all_tensors is for debugging", which calibration needs, is warned
+        with _failures("calibrate"), _quiet():
             calib = calibrator.Calibrator(bytearray(self.float_model), num_threads=1, qsv_update_func=_min_max)
             calib.calibrate(feeds, recipe)
             self.qsvs = calib.get_model_qsvs()
@@ -95,8 +93,7 @@ class Mixed:
         """The model with int16 activations for the ops writing ``int16``, ``floats``' ops in float,
         int8 elsewhere; returns (flatbuffer, settings), the int16 tensors read back."""
         q = self._quantizer(int16, floats)
-        with _failures("quantize"), warnings.catch_warnings(), quiet_native_stderr():
-            warnings.simplefilter("ignore")
+        with _failures("quantize"), _quiet():
             blob = bytes(q.quantize(self.qsvs, enable_progress_report=False).quantized_model)
         settings: dict[str, Any] = {
             "quantizer": f"ai-edge-quantizer {_version()}",
@@ -113,6 +110,36 @@ class Mixed:
                 )
             settings["int16_tensors"] = held
         return blob, settings
+
+
+def fp16_weights(float_model: bytes) -> tuple[bytes, dict[str, Any]]:
+    """``float_model`` with its conv, depthwise conv, transposed conv, fully connected and embedding
+    weights stored as fp16 (ai-edge-quantizer's float casting; LiteRT dequantizes them to fp32 once,
+    at load, and computes in fp32 as TFLiteConverter's fp16 does); other constants stay fp32."""
+    require("ai_edge_quantizer", "store TFLite weights as fp16")
+    from ai_edge_quantizer import qtyping, quantizer
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+
+    ops = qtyping.TFLOperationName
+    q = quantizer.Quantizer(bytearray(float_model))
+    config = qtyping.OpQuantizationConfig(
+        weight_tensor_config=qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+        compute_precision=qtyping.ComputePrecision.FLOAT,
+        explicit_dequantize=False,
+    )
+    for op in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D, ops.CONV_2D_TRANSPOSE, ops.FULLY_CONNECTED, ops.EMBEDDING_LOOKUP):
+        q.update_quantization_recipe(".*", op, algorithm_key=AlgorithmName.FLOAT_CASTING, op_config=config)
+    with _failures("cast the weights of"), _quiet():
+        blob = bytes(q.quantize(enable_progress_report=False).quantized_model)
+    return blob, {"quantizer": f"ai-edge-quantizer {_version()}", "weights": "fp16 (conv, linear, embedding)"}
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantizer's warnings, its native chatter, and the progress bar its calibrator draws."""
+    with warnings.catch_warnings(), quiet_native_stderr(), progress_bars_off():
+        warnings.simplefilter("ignore")
+        yield
 
 
 @contextlib.contextmanager

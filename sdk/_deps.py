@@ -97,6 +97,18 @@ def quiet_native_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def progress_bars_off() -> Iterator[None]:
+    """The progress bars third-party converters draw on ``sys.stderr`` (coremltools' passes,
+    ai-edge-quantizer's calibration) kept off the caller's terminal for the block. TQDM_DISABLE,
+    set before tqdm is imported, stops them at the source; where the caller imported torch (and
+    tqdm with it) first, tqdm has read its environment already, and only this holds them."""
+    import io
+
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
+
+
 def tensorflow() -> ModuleType:
     """TensorFlow with Keras 2 (tf_keras) selected: tfmot, tf2onnx and coremltools need Keras 2."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

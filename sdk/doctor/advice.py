@@ -49,18 +49,20 @@ def advise(
     *,
     margins: Margins | None = None,
     baseline: AccuracyDelta | None = None,
+    equalizable: bool = True,
 ) -> tuple[Advice, ...]:
     """Every finding, the verdict (ambiguity or damage) first, then the most specific.
 
     ``score`` is the artifact on test, ``baseline`` on the split recovery chose on (compared with
-    the recovery's own rebuild there)."""
+    the recovery's own rebuild there); ``equalizable``: whether edgeship can equalize the float
+    reference (cross-layer equalization rescales tf_keras weights: a PyTorch model cannot take it)."""
     fmt = FORMATS.get(artifact.format)
     found: list[Advice] = _verdict(score, margins, layers, "compression" if fmt.weights_only else "int8")
     if fmt.weights_only:  # compressed without data: no ranges or calibration to blame
         return tuple(found + [a for layer in layers if layer.sqnr_db < HARMFUL_DB for a in _weights(layer, artifact)])
     for layer in layers:
         if layer.sqnr_db < HARMFUL_DB:
-            found += _ranges(layer, fmt)
+            found += _ranges(layer, fmt, equalizable=equalizable)
     found += _few_samples(artifact)
     found += _normalisation(input_range, dataset, calibration)
     found += _rebuild_gap(artifact, baseline or score, recovery, dataset)
@@ -160,7 +162,7 @@ def _weights(layer: LayerError, artifact: Artifact) -> list[Advice]:
     ]
 
 
-def _ranges(layer: LayerError, fmt: Format) -> list[Advice]:
+def _ranges(layer: LayerError, fmt: Format, *, equalizable: bool = True) -> list[Advice]:
     found = []
     evidence = {
         "sqnr_db": round(layer.sqnr_db, 2),
@@ -179,10 +181,15 @@ def _ranges(layer: LayerError, fmt: Format) -> list[Advice]:
                     f"than the median channel; int8 activations share one scale per tensor, so the other channels get "
                     f"few levels (median channel SQNR {layer.sqnr_db:.1f} dB, whole tensor "
                     f"{layer.tensor_sqnr_db:.1f} dB). "
-                    f"Where its channels reach the next conv/dense layer through ReLU, BatchNormalization or pooling, "
-                    f"cross-layer equalization evens them at no cost on the device (edgeship convert --equalize; "
-                    f"doctor --max-drop tries it); else use int16 activations (doctor --max-drop tries them for the "
-                    f"worst tensors) or keep {layer.name} and its readers in float (doctor --max-drop)"
+                    + (
+                        "Where its channels reach the next conv/dense layer through ReLU, BatchNormalization or "
+                        "pooling, cross-layer equalization evens them at no cost on the device (edgeship convert "
+                        "--equalize; doctor --max-drop tries it); else use"
+                        if equalizable
+                        else "Use"  # edgeship equalizes Keras weights only
+                    )
+                    + f" int16 activations (doctor --max-drop tries them for the worst tensors) or keep {layer.name} "
+                    f"and its readers in float (doctor --max-drop)"
                 ),
             )
         )

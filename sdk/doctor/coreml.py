@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeship.converters import _torch
 from edgeship.converters.coreml import PRECISIONS
 from edgeship.doctor.layers import LayerTrace, Probe, leaf_names, op_layer, unique_names
 from edgeship.errors import UnsupportedModelError
@@ -79,7 +80,9 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
 
         compressed = mil.read(build(()))
         known = leaf_names(source.float_keras())
-        traces = _traces(compressed.program, known)
+        # a PyTorch model's layers are its module paths (layer2.0.conv1), from the traced graph
+        paths = _by_order(compressed.program, _torch.weighted_layers(source)) if source.kind == "torch" else None
+        traces = _traces(compressed.program, known, paths)
         ops.update({t.name: t.tensor for t in traces.values()})
         _compare(
             Evaluator(mil.read(reference).program, "the uncompressed program"),
@@ -130,11 +133,14 @@ def _finer(
     return finer, build
 
 
-def layer_names(program: Program, known: Collection[str]) -> dict[str, str]:
+def layer_names(program: Program, known: Collection[str], paths: dict[str, str] | None = None) -> dict[str, str]:
     """op name -> Keras layer (``known`` leaf names) of each weighted compute op of ``program``.
     coremltools names some ops generically (``conv_0_cast_fp16``), so where the op's own name holds
     no layer, the names of its outputs, of its parameters (``model_c1_Conv2Dx_pad_type_0``) and of
-    its readers' outputs are tried in that order; the op's name where none holds one."""
+    its readers' outputs are tried in that order; the op's name where none holds one. ``paths``
+    (a PyTorch model's: op name -> module path, ``_by_order``) names the ops it holds."""
+    if paths:
+        return {op.name: paths.get(op.name, op.name) for op, _ in weighted_ops(program)}
     readers: dict[str, list[Op]] = {}
     for op in program.ops:
         for refs in op.inputs.values():
@@ -151,10 +157,30 @@ def layer_names(program: Program, known: Collection[str]) -> dict[str, str]:
     return names
 
 
-def _traces(program: Program, known: Collection[str]) -> dict[str, LayerTrace]:
+def _by_order(program: Program, layers: Sequence[tuple[str, str, tuple[int, ...]]]) -> dict[str, str]:
+    """op name -> PyTorch module path: the program's conv and linear ops matched in order to the
+    exported program's (``converters._torch.weighted_layers``), kept only where every pair's weight
+    shape agrees (coremltools names the ops after TorchScript values, which carry no module when a
+    ``.pt2``'s flat module is traced). Empty where they do not: the ops keep their own names."""
+    shapes = {name: tuple(t.shape) for op in program.ops for name, t in op.outputs if t.shape is not None}
+    found: dict[str, str] = {}
+    for kind in ("conv", "linear"):
+        ops = [op for op, _ in weighted_ops(program) if op.type == kind]
+        wanted = [(path, shape) for k, path, shape in layers if k == kind]
+        if len(ops) != len(wanted):
+            return {}
+        for op, (path, shape) in zip(ops, wanted):
+            weight = next((r for r in op.inputs.get("weight", ()) if isinstance(r, str)), None)
+            if weight is None or shapes.get(weight) != shape:
+                return {}
+            found[op.name] = path
+    return found
+
+
+def _traces(program: Program, known: Collection[str], paths: dict[str, str] | None = None) -> dict[str, LayerTrace]:
     """One LayerTrace per compressed compute op, keyed by its output value's name."""
     traces: dict[str, LayerTrace] = {}
-    layers = layer_names(program, known)
+    layers = layer_names(program, known, paths)
     for op, compressed in weighted_ops(program):
         if not compressed:
             continue

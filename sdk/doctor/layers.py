@@ -207,6 +207,8 @@ class Probe:
     eight_bit: Callable[[Sequence[str]], bytes | Path] | None = None
     #: Core ML: (precision, builder of (path, settings)) of the next finer uniform precision
     finer: tuple[str, Callable[[], tuple[Path, dict[str, Any]]]] | None = None
+    #: the layout the built models take ("nhwc": a .tflite made channels-last from a PyTorch model)
+    layout: str | None = None
 
 
 @dataclass

@@ -104,7 +104,7 @@ class _Trials:
         else:
             path.write_bytes(blob)
         step = dataclasses.replace(
-            _scored(self.ctx, path, float_layers, _io.size_bytes(path), self.ctx.select_split),
+            _scored(self.ctx, path, float_layers, _io.size_bytes(path), self.ctx.select_split, self.probe.layout),
             method=method,
             changes=dict(changes),
         )
@@ -116,16 +116,26 @@ class _Trials:
 
 
 def _changes(changes: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in changes.items())
+    return ", ".join(f"{k}={_short(v)}" for k, v in changes.items())
 
 
-def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, split: str) -> RecoveryStep:
-    """The model at ``path`` scored against float on ``split``; on test with its margin strata."""
+def _short(value: Any) -> Any:
+    """A long tensor name (litert-torch's hold every module's class) by its end, in progress lines."""
+    if isinstance(value, list):
+        return [_short(v) for v in value]
+    return f"…{value[-48:]}" if isinstance(value, str) and len(value) > 64 else value
+
+
+def _scored(
+    ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, split: str, layout: str | None = None
+) -> RecoveryStep:
+    """The model at ``path`` (taking ``layout``) scored against float on ``split``; on test with its margin strata."""
     from edgeship.runtimes import load
+    from edgeship.runtimes._session import in_layout
 
     scorer = ctx.scorer if split == "test" else ctx.select_scorer()
     with quiet_native_stderr():
-        outputs = load(path).predict_outputs(ctx.dataset.inputs(split))
+        outputs = load(path).predict_outputs(in_layout(ctx.dataset.inputs(split), layout))
     delta = scorer(outputs)
     margins = (
         strata(scorer.reference, align(scorer.reference, outputs), scorer.task, split) if split == "test" else None
@@ -144,9 +154,11 @@ def _scored(ctx: Context, path: Path, float_layers: tuple[str, ...], size: int, 
     )
 
 
-def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> list[tuple[str, dict[str, Any]]]:
+def ladder(
+    ctx: Context, artifact: Artifact, layers: Sequence[LayerError], equalizable: bool = True
+) -> list[tuple[str, dict[str, Any]]]:
     """The candidates after the plain rebuild and before float layers, in the order they are tried:
-    the zero-cost ones (calibration, equalization), then int16 for the worst ``layers``."""
+    the zero-cost ones (calibration, equalization of a Keras model), then int16 for the worst ``layers``."""
     from edgeship.converters import calibration as _calibration
 
     fmt = FORMATS.get(artifact.format)
@@ -164,7 +176,8 @@ def ladder(ctx: Context, artifact: Artifact, layers: Sequence[LayerError]) -> li
             for m in reversed(fmt.calibration_methods[1:])
             if m != method
         ]
-    if ctx.equalize and artifact.settings.get("equalized") is None:  # an equalized artifact's source already is
+    # an equalized artifact's source already is; edgeship equalizes tf_keras weights only
+    if ctx.equalize and artifact.settings.get("equalized") is None and equalizable:
         steps.append(("equalization", {"equalize": True}))
     if ctx.int16:
         steps.append(("int16", rebuild.int16_changes(artifact, layers)))
@@ -193,7 +206,7 @@ def recover(
     with tempfile.TemporaryDirectory(prefix="edgeship-doctor-") as tmp:
         trials = _Trials(ctx, probe, Path(tmp))
         best = trials.score(())
-        for method, changes in ladder(ctx, artifact, layers):
+        for method, changes in ladder(ctx, artifact, layers, source.keras is not None):
             if best.within_drop or trials.out_of_time:
                 break
             build = (
@@ -221,12 +234,13 @@ def recover(
             min(len(layers), ctx.max_layers),
             margins is not None and ambiguous(margins),
             weights_only=weights_only,
+            fine_tunable=source.keras is not None,
         )
         test = None
         winner, made_with = trials.made[id(best)]
         if best.within_drop:
             test = dataclasses.replace(
-                _scored(ctx, winner, best.float_layers, _io.size_bytes(winner), "test"),
+                _scored(ctx, winner, best.float_layers, _io.size_bytes(winner), "test", probe.layout),
                 method=best.method,
                 changes=best.changes,
             )
@@ -322,11 +336,22 @@ def _search(
     return best
 
 
+#: how the note names a method the search tried
+_TRIED = {"calibration": "recalibration", "equalization": "equalization", "int16": "int16 activations"}
+
+
 def _note(
-    best: RecoveryStep, trials: _Trials, ctx: Context, tried: int, unsure: bool, weights_only: bool = False
+    best: RecoveryStep,
+    trials: _Trials,
+    ctx: Context,
+    tried: int,
+    unsure: bool,
+    weights_only: bool = False,
+    fine_tunable: bool = True,
 ) -> str:
     """What the search found, in one sentence, with the methods this model could not take.
-    ``weights_only``: a Core ML artifact, whose "float" layers keep uncompressed fp16 weights."""
+    ``weights_only``: a Core ML artifact, whose "float" layers keep uncompressed fp16 weights;
+    ``fine_tunable``: the doctor's QAT can take the model (a tf_keras one)."""
     max_drop = ctx.gate.max_drop
     if weights_only:
         return _weights_note(best, trials, ctx, tried, unsure)
@@ -344,11 +369,12 @@ def _note(
             f", and quantization-aware fine-tuning ({ctx.qat_epochs} epochs) reached {said(qat)}"
             if qat
             else "; quantization-aware fine-tuning is left (doctor --qat EPOCHS)"
-            if not ctx.qat_epochs
+            if not ctx.qat_epochs and fine_tunable
             else ""
         )
+        methods = dict.fromkeys(_TRIED[s.method] for s in trials.steps if s.method in _TRIED)
         return (
-            f"no model within {max_drop:g} points after recalibration, equalization and {tried} layers in float"
+            f"no model within {max_drop:g} points after {', '.join([*methods, f'{tried} layers in float'])}"
             f"{last}; raise max_layers{tail}"
         )
     if best.method == "calibration":

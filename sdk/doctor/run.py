@@ -20,6 +20,7 @@ from edgeship.errors import BadArtifactError, BadInputError, ConversionError, Ed
 from edgeship.formats import FORMATS, DoctorProbe
 from edgeship.progress import Progress, log_progress
 from edgeship.records import AccuracyDelta, Artifact, Gate, Manifest, verified_path
+from edgeship.runtimes._session import in_layout
 from edgeship.tasks import Scorer, align, parse_task, said
 from edgeship.validation import dataset_for, float_outputs
 
@@ -217,10 +218,15 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
     from edgeship.runtimes import load
 
     path = verified_path(ctx.folder, artifact)
+    layout = artifact.settings.get("layout")  # each file fed in its own layout, from the same data
     with quiet_native_stderr():
         session = load(path)
-        outputs = session.predict_outputs(ctx.dataset.inputs("test"))
-        chosen = outputs if ctx.select is None else session.predict_outputs(ctx.dataset.inputs(ctx.select_split))
+        outputs = session.predict_outputs(in_layout(ctx.dataset.inputs("test"), layout))
+        chosen = (
+            outputs
+            if ctx.select is None
+            else session.predict_outputs(in_layout(ctx.dataset.inputs(ctx.select_split), layout))
+        )
     score, baseline = ctx.scorer(outputs), ctx.select_scorer()(chosen)
     margins = strata(ctx.scorer.reference, align(ctx.scorer.reference, outputs), ctx.scorer.task, "test")
     ctx.progress("doctor", f"{artifact.name}: {said(score)}; comparing layers")
@@ -257,6 +263,7 @@ def _diagnose_one(ctx: Context, artifact: Artifact) -> Diagnosis:
         recovery,
         margins=margins,
         baseline=baseline,
+        equalizable=source.keras is not None and not source.qat,
     )
     return Diagnosis(
         artifact=artifact.name,
