@@ -101,6 +101,12 @@ def test_a_pt2_file_converts_validates_and_benches_from_the_cli(resnet8, nchw_di
     timed = subprocess.run([*EDGESHIP, "--quiet", "bench", str(out / "net.int8.tflite"), "--runs", "20",
                             "--min-seconds", "0", "--json"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert timed.returncode == 0 and json.loads(timed.stdout)["p50_ms"] > 0, timed.stderr[-2000:]
+    every = subprocess.run([*EDGESHIP, "--quiet", "bench", str(out), "--runs", "5", "--min-seconds", "0", "--json"],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert every.returncode == 0, every.stderr[-2000:]  # the folder stands for its artifacts, interleaved
+    rows = json.loads(every.stdout)
+    assert sorted(Path(r["model"]).name for r in rows) == ["net.int8.onnx", "net.int8.tflite", "net.w8.mlpackage"]
+    assert all(r["p50_ms"] > 0 for r in rows)
 
 
 def test_a_module_in_training_mode_is_refused(resnet8, nchw_digits, tmp_path):

@@ -93,9 +93,10 @@ def bench(
     percentiles, throughput, memory. The timed call is the model on inputs in its own dtypes (int8
     for an int8 model); the float <-> int8 conversion a float caller adds is shown apart (io ms).
     Several MODELS are timed interleaved (A B A B …) and compared; comma lists of --threads and
-    --batch sweep them."""
+    --batch sweep them. A folder convert wrote stands for every artifact its manifest lists."""
     from edgeship.records import vouched
 
+    models = _run(lambda: _expanded(models))
     if isolate is None:
         isolate = not all(vouched(m) for m in models)
     settings = {
@@ -152,6 +153,22 @@ def bench(
         )
     if failed:
         sys.exit(EXIT_ERROR)
+
+
+def _expanded(models: tuple[str, ...]) -> tuple[str, ...]:
+    """``models`` with each folder convert wrote (it holds a manifest.json) replaced by its artifacts'
+    files, in the manifest's order, each checked against the sha256 the manifest records."""
+    from edgeship.records import Manifest, verified_path
+
+    found: list[str] = []
+    for model in models:
+        folder = Path(model)
+        if folder.is_dir() and (folder / "manifest.json").is_file():
+            manifest = Manifest.load(folder)
+            found += [str(verified_path(folder, artifact)) for artifact in manifest.artifacts]
+        else:
+            found.append(model)
+    return tuple(dict.fromkeys(found))
 
 
 def _timed(
