@@ -131,7 +131,14 @@ def fp16_weights(float_model: bytes) -> tuple[bytes, dict[str, Any]]:
         q.update_quantization_recipe(".*", op, algorithm_key=AlgorithmName.FLOAT_CASTING, op_config=config)
     with _failures("cast the weights of"), _quiet():
         blob = bytes(q.quantize(enable_progress_report=False).quantized_model)
-    return blob, {"quantizer": f"ai-edge-quantizer {_version()}", "weights": "fp16 (conv, linear, embedding)"}
+    from ai_edge_litert.interpreter import Interpreter
+
+    with quiet_native_stderr():  # what the file holds, read back
+        held = sum(np.dtype(d["dtype"]) == np.float16 for d in Interpreter(model_content=blob).get_tensor_details())
+    return blob, {
+        "quantizer": f"ai-edge-quantizer {_version()}",
+        "weights": f"fp16 ({held} conv, linear and embedding weight tensors, read back)",
+    }
 
 
 @contextlib.contextmanager

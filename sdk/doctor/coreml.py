@@ -164,8 +164,9 @@ def _by_order(program: Program, layers: Sequence[tuple[str, str, tuple[int, ...]
     ``.pt2``'s flat module is traced). Empty where they do not: the ops keep their own names."""
     shapes = {name: tuple(t.shape) for op in program.ops for name, t in op.outputs if t.shape is not None}
     found: dict[str, str] = {}
+    weighted = [op for op, _ in weighted_ops(program)]
     for kind in ("conv", "linear"):
-        ops = [op for op, _ in weighted_ops(program) if op.type == kind]
+        ops = [op for op in weighted if op.type == kind]
         wanted = [(path, shape) for k, path, shape in layers if k == kind]
         if len(ops) != len(wanted):
             return {}

@@ -18,7 +18,19 @@ from edgeship._deps import quiet_native_stderr, require
 from edgeship._deps import tensorflow as _tf
 from edgeship.runtimes._session import in_order
 
-__all__ = ["MOVES", "FLOAT", "VERIFY", "Verified", "interpreter", "quiet", "input_range", "inputs_said", "tflite_ops"]
+__all__ = [
+    "MOVES",
+    "FLOAT",
+    "VERIFY",
+    "Verified",
+    "interpreter",
+    "quiet",
+    "input_range",
+    "inputs_said",
+    "tflite_ops",
+    "quantize",
+    "dequantize",
+]
 
 MOVES = {
     "QUANTIZE",
@@ -88,7 +100,7 @@ class Verified:
             with quiet_native_stderr():  # LiteRT announces its XNNPACK delegate on the first allocation
                 self.interp.allocate_tensors()
                 for detail, chunk in zip(details, chunks):
-                    self.interp.set_tensor(detail["index"], _as_input(chunk, detail))
+                    self.interp.set_tensor(detail["index"], quantize(chunk, detail))
                 self.interp.invoke()
             yield
 
@@ -104,15 +116,19 @@ class Verified:
 
     def dequantized(self, index: int) -> np.ndarray:
         """A tensor's values after the last batch, as floats (an int8/int16 tensor by its scale)."""
-        value = self.interp.get_tensor(index)
-        params = self.details[index]["quantization_parameters"]
-        if value.dtype.kind not in "iu" or not len(params["scales"]):
-            return value
-        return (value.astype(np.float64) - int(params["zero_points"][0])) * float(params["scales"][0])
+        return dequantize(self.interp.get_tensor(index), self.details[index])
 
 
-def _as_input(chunk: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """Float samples quantized for an int8 (or int16) input by its scale and zero point."""
+def dequantize(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Integer values of a quantized tensor (``detail``: its interpreter details) as floats, by its scale."""
+    params = detail["quantization_parameters"]
+    if value.dtype.kind not in "iu" or not len(params["scales"]):
+        return value
+    return (value.astype(np.float64) - int(params["zero_points"][0])) * float(params["scales"][0])
+
+
+def quantize(chunk: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Float values quantized for an int8 (or int16) tensor by its scale and zero point, clipped to its range."""
     dtype = np.dtype(detail["dtype"])
     scales = detail["quantization_parameters"]["scales"]
     if dtype.kind not in "iu" or chunk.dtype.kind != "f" or not len(scales):

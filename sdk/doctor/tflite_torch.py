@@ -50,14 +50,14 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
     fed = list(in_layout(x, layout))
     mixed = tflite_mixed.Mixed(float_model, artifact.precision, samples, None)
     quantized, _ = mixed.quantize()  # the artifact's rebuild: its tensors are named as the float file's
-    traces = _traces(float_model, quantized, _torch_tflite.module_classes(source))
     ref, got = _tensors.Verified(float_model), _tensors.Verified(quantized)
+    traces = _traces(ref, got, _torch_tflite.module_classes(source))
     in_ref = {d["name"]: i for i, d in ref.details.items()}
     pairs = [(in_ref[t.tensor], index, t) for index, t in traces.items()]
     for _ in zip(ref.batches(fed), got.batches(fed)):
         for f, g, trace in pairs:
             value = ref.interp.get_tensor(f)
-            trace.add(value, _fake_quantized(value, got.details[g]))
+            trace.add(value, _tensors.dequantize(_tensors.quantize(value, got.details[g]), got.details[g]))
             trace.add_model(value, got.dequantized(g))
     tensors = {t.name: t.tensor for t in traces.values()}
 
@@ -84,12 +84,11 @@ def probe(source: SourceModel, artifact: Artifact, path: Path, x: Sequence[np.nd
     )
 
 
-def _traces(float_model: bytes, quantized: bytes, classes: dict[str, str]) -> dict[int, LayerTrace]:
-    """One LayerTrace per quantized compute op of ``quantized`` whose output the float file has
-    too, keyed by the quantized tensor's index, named by module path, with its readers."""
-    in_float = {n for op in _tensors.tflite_ops(float_model) for n in op["output_names"]}
-    ops = _tensors.tflite_ops(quantized)
-    details = {d["index"]: d for d in _tensors.Verified(quantized).details.values()}
+def _traces(ref: _tensors.Verified, got: _tensors.Verified, classes: dict[str, str]) -> dict[int, LayerTrace]:
+    """One LayerTrace per quantized compute op of ``got`` (the int8 file) whose output the float
+    file ``ref`` has too, keyed by the quantized tensor's index, named by module path, with its readers."""
+    in_float = {n for op in ref.ops for n in op["output_names"]}
+    ops, details = got.ops, got.details
     traces: dict[int, LayerTrace] = {}
     for op in ops:
         if op["op_name"] in _tensors.MOVES or not op["outputs"]:
@@ -123,12 +122,3 @@ def _readers(index: int, ops: list[dict[str, Any]], traces: dict[int, LayerTrace
                     seen.add(out)
                     todo.append(out)
     return found
-
-
-def _fake_quantized(value: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
-    """``value`` rounded to the integer grid of a quantized tensor and back (clipped to its range)."""
-    params = detail["quantization_parameters"]
-    scale, zero_point = float(params["scales"][0]), int(params["zero_points"][0])
-    info = np.iinfo(np.dtype(detail["dtype"]))
-    q = np.clip(np.rint(np.asarray(value, np.float64) / scale) + zero_point, info.min, info.max)
-    return (q - zero_point) * scale
