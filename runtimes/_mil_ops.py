@@ -97,6 +97,12 @@ def leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
 
 
 @_op
+def thresholded_relu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """x where x >= alpha, else 0 (the MIL spec; coremltools makes hardswish's gate of it)."""
+    return np.where(x >= alpha, x, 0).astype(x.dtype, copy=False)
+
+
+@_op
 def elu(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
 

@@ -241,6 +241,11 @@ def _classified(ref_pred: np.ndarray, pred: np.ndarray, y: np.ndarray | None, n_
     if y is None:
         return {"accuracy": None, "reference_accuracy": None, "accuracy_delta_pts": None, "agreement": agreement}
     y = np.asarray(y).astype(np.int64).reshape(ref_pred.shape)
+    if y.size and (y.min() < 0 or y.max() >= n_classes):
+        raise BadInputError(
+            f"the data's labels run {int(y.min())}..{int(y.max())}, but the model's output scores "
+            f"{n_classes} classes (labels 0..{n_classes - 1}); validate it on data whose labels it predicts"
+        )
     acc, ref_acc = metrics.accuracy(pred, y), metrics.accuracy(ref_pred, y)
     figures: dict[str, Any] = {
         "accuracy": acc,

@@ -375,3 +375,11 @@ def test_evaluator_matches_core_ml_on_macos(coreml_dir, digits):
         assert real.runtime == "coreml"
         error = np.abs(real.predict(x).astype(np.float64) - ours.predict(x)).max()
         assert error <= 2e-2, f"{path.name}: {error:.3g}"
+
+
+def test_thresholded_relu_follows_the_mil_spec():
+    # coremltools makes hardswish's gate of it (torchvision's MobileNetV3, any nn.Hardswish)
+    from edgeship.runtimes._mil_ops import OPS
+
+    x = np.array([-2.0, 0.5, 1.0, 3.0], np.float32)
+    assert OPS["thresholded_relu"](x, alpha=1.0).tolist() == [0.0, 0.0, 1.0, 3.0]

@@ -152,3 +152,11 @@ def test_a_scorer_scores_the_float_model_perfectly():
     ref = _probs(np.random.default_rng(3), 50, 3)
     own = Scorer.for_split(Data(), ref)(ref)
     assert own.agreement == 1.0 and own.headline.delta == 0.0 and own.sqnr_db == 300.0
+
+
+def test_labels_a_binary_model_cannot_predict_are_a_clear_error_not_an_index_error():
+    # a sigmoid model validated on six-class data (a stranger's slip): said in one line
+    out = np.random.default_rng(0).random((60, 1))
+    y = np.arange(60) % 6
+    with pytest.raises(BadInputError, match=r"labels run 0\.\.5, but the model's output scores 2 classes"):
+        score([out], [out], [y], ["binary"], inputs=(np.zeros((60, 2)),))
