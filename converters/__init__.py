@@ -232,8 +232,8 @@ def _with_metadata(out: Path, artifact: Artifact, dataset: Dataset | None, task:
     if dataset is None or not hasattr(dataset, "options"):
         return artifact
     meta = {
-        "preprocess": dataset.options.get("preprocess", ""),
-        "preprocessing": {k: v for k, v in dataset.preprocessing.items() if k != "standardize"},
+        # the one record of the preprocessing: its canonical spec, which the runtime applies on a device
+        "preprocess": dataset.options.get("preprocess", "") or "none",
         "classes": list(dataset.classes),
         "task": task or "",
         "dataset": dataset.name,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeship.runtimes._device_check import model_inputs
 from edgeship.runtimes.benchmark import benchmark
 
 
@@ -16,8 +17,8 @@ def test_manifest_lists_artifacts(bundle):
 
 
 def test_outputs_within_tolerance(bundle, entry, session):
-    folder, _, inputs, _ = bundle
-    outputs = session.predict(inputs)
+    folder, manifest, inputs, _ = bundle
+    outputs = session.predict(model_inputs(session, manifest, entry, inputs))  # raw inputs: preprocessed as recorded
     expected = np.load(folder / entry.expected, allow_pickle=False)
     assert outputs.shape == expected.shape
     error = float(np.max(np.abs(outputs.astype(np.float64) - expected)))
@@ -27,10 +28,10 @@ def test_outputs_within_tolerance(bundle, entry, session):
 
 
 def test_accuracy(bundle, entry, session):
-    _, _, inputs, labels = bundle
+    _, manifest, inputs, labels = bundle
     if entry.min_accuracy is None or not len(labels):
         pytest.skip(f"{entry.name}: the bundle's task is judged by its outputs alone (no class labels)")
-    accuracy = float(np.mean(session.predict(inputs).argmax(-1) == labels))
+    accuracy = float(np.mean(session.predict(model_inputs(session, manifest, entry, inputs)).argmax(-1) == labels))
     assert accuracy >= entry.min_accuracy, (
         f"{entry.name}: accuracy {accuracy:.4f} on the bundle's {len(labels)} samples is below {entry.min_accuracy:.4f} "
         f"(host: {entry.host_accuracy:.4f})"
@@ -40,7 +41,8 @@ def test_accuracy(bundle, entry, session):
 def test_latency(bundle, entry, session, latency_log, pytestconfig):
     if session.reference_only:
         pytest.skip(f"{session.runtime} is a reference evaluator: its latency is not the device's")
-    _, _, inputs, _ = bundle
+    _, manifest, inputs, _ = bundle
+    inputs = model_inputs(session, manifest, entry, inputs)
     runs, budget = pytestconfig.getoption("--runs"), pytestconfig.getoption("--max-p50-ms")
     result = benchmark(session, feeds=session.feeds_for(inputs, 1), runs=runs, warmup=5)
     latency_log[entry.name] = result.to_dict()

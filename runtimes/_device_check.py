@@ -15,6 +15,7 @@ import argparse
 import importlib.metadata as metadata
 import json
 import os
+import platform
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ import numpy as np
 
 from edgeship import _io, bundle, metrics
 from edgeship._deps import QUIET_CHILD_ENV, quiet_native
-from edgeship.errors import EdgeshipError, MissingDependencyError, UnsupportedModelError
+from edgeship.errors import BadArtifactError, EdgeshipError, MissingDependencyError, UnsupportedModelError
 from edgeship.records import BenchmarkResult, Record
 
 __all__ = ["ArtifactCheck", "DeviceReport", "check_artifact", "check_bundle", "interpreters"]
@@ -33,16 +34,27 @@ __all__ = ["ArtifactCheck", "DeviceReport", "check_artifact", "check_bundle", "i
 
 @dataclass(frozen=True)
 class ArtifactCheck(Record):
-    """One bundle artifact checked on a device. ``status`` is "ok", "failed" or "not run: why"."""
+    """One bundle artifact checked on a device. ``status`` is "ok", "failed" or "not run: why".
+
+    ``agreement`` is the share of samples whose top class is the host's (multi-class outputs),
+    ``max_abs_error_vs_host`` the largest difference from the host's outputs; for a file that
+    computes in int8, ``bit_exact`` is the share of output values identical to the host's and
+    ``max_steps`` the largest difference in steps of the output's int8 grid.
+    """
 
     name: str
     path: str
     status: str
     runtime: str = ""
     samples: int = 0
-    max_abs_error: float | None = None
+    max_abs_error_vs_host: float | None = None
     tolerance: float | None = None
     outputs_ok: bool | None = None
+    agreement: float | None = None
+    bit_exact: float | None = None
+    max_steps: float | None = None
+    #: why the check failed, when it failed before comparing outputs
+    reason: str = ""
     accuracy: float | None = None
     min_accuracy: float | None = None
     host_accuracy: float | None = None
@@ -63,6 +75,12 @@ class DeviceReport(Record):
     passed: bool | None
     error: str = ""
     seconds: float = 0.0
+    #: ``platform.machine()`` where the check ran (``aarch64`` on an arm64 board)
+    machine: str = ""
+    #: how the device was emulated, when it was (its latency is then the emulator's)
+    emulated: str = ""
+    #: the preprocessing applied on the device to the bundle's raw inputs ("" when they came preprocessed)
+    preprocessed_here: str = ""
     model: str = ""
     dataset: str = ""
     host: dict[str, Any] = field(default_factory=dict)
@@ -93,10 +111,11 @@ def check_artifact(
     runs: int = 50,
     warmup: int = 5,
     threads: int | None = None,
+    manifest: bundle.BundleManifest | None = None,
 ) -> ArtifactCheck:
     """Load, run, compare and benchmark one bundle artifact on ``inputs`` (one array per model
-    input, in the model's order); an artifact whose runtime this device lacks comes back "not run:
-    …" rather than failed."""
+    input, in the model's order; raw when ``manifest.raw_inputs``, and then preprocessed here as the
+    file records); an artifact whose runtime this device lacks comes back "not run: …" rather than failed."""
     from edgeship.runtimes import can_run, load
     from edgeship.runtimes.benchmark import benchmark
 
@@ -116,16 +135,23 @@ def check_artifact(
         session = load(path, threads=threads)
     except (MissingDependencyError, UnsupportedModelError) as exc:
         return replace(check, status=f"not run: {exc}")
-    from edgeship.runtimes._session import in_layout
-
-    inputs = in_layout(inputs, entry.layout)  # a file made channels-last from a channels-first model
+    try:
+        inputs = model_inputs(session, manifest, entry, inputs)
+    except EdgeshipError as exc:
+        return replace(check, status="failed", reason=str(exc), runtime=f"{session.runtime} {session.runtime_version}")
     outputs = session.predict(inputs)
     expected = bundle.array(folder, entry.expected)
-    error = (
-        float(np.max(np.abs(outputs.astype(np.float64) - expected)))
-        if outputs.shape == expected.shape
-        else float("inf")
+    same_shape = outputs.shape == expected.shape
+    error = float(np.max(np.abs(outputs.astype(np.float64) - expected), initial=0.0)) if same_shape else float("inf")
+    agreement = (
+        metrics.accuracy(outputs.argmax(-1), expected.argmax(-1))
+        if same_shape and outputs.ndim == 2 and outputs.shape[1] > 1
+        else None
     )
+    exact = steps = None
+    if entry.step and same_shape:  # int8 arithmetic: count the difference in steps of its output grid
+        exact = float(np.mean(outputs == expected)) if outputs.size else 1.0
+        steps = round(error / entry.step, 2)
     checked = entry.min_accuracy is not None and len(labels) > 0  # multi-class bundles carry labels
     accuracy = metrics.accuracy(outputs.argmax(-1), labels) if checked else None
     outputs_ok = error <= entry.max_abs_error
@@ -138,12 +164,39 @@ def check_artifact(
         status="ok" if outputs_ok and accuracy_ok is not False else "failed",
         runtime=f"{session.runtime} {session.runtime_version}",
         samples=int(len(inputs[0])),
-        max_abs_error=error if np.isfinite(error) else None,
+        max_abs_error_vs_host=error if np.isfinite(error) else None,
         outputs_ok=outputs_ok,
+        agreement=agreement,
+        bit_exact=exact,
+        max_steps=steps,
         accuracy=accuracy,
         accuracy_ok=accuracy_ok,
         benchmark=result,
     )
+
+
+def model_inputs(
+    session: Any, manifest: bundle.BundleManifest | None, entry: bundle.BundleEntry, inputs: tuple[np.ndarray, ...]
+) -> tuple[np.ndarray, ...]:
+    """The bundle's inputs as this artifact takes them: raw inputs through the preprocessing the
+    file records (``session.preprocessed``, what an app on the device does), then into the file's
+    layout. A file whose recorded preprocessing is not the one the bundle was made with is refused."""
+    from edgeship.preprocess import Preprocess
+    from edgeship.runtimes._session import in_layout
+
+    if manifest is not None and manifest.raw_inputs:
+        made_with = Preprocess.parse(manifest.preprocess or "none")
+        if "preprocess" not in session.metadata:  # a file with no edgeship record: the bundle's says it
+            inputs = tuple(made_with.apply(a) for a in inputs)
+        elif session.preprocess.spec != made_with.spec:
+            raise BadArtifactError(
+                f"{entry.path} records the preprocessing {session.preprocess.spec!r}, but the bundle's raw "
+                f"inputs were made for {made_with.spec!r}: the bundle was built for other artifacts; write it again "
+                "with edgeship validate"
+            )
+        else:
+            inputs = tuple(session.preprocessed(inputs))
+    return in_layout(inputs, entry.layout)  # a file made channels-last from a channels-first model
 
 
 def check_bundle(
@@ -156,13 +209,16 @@ def check_bundle(
     folder = Path(folder)
     manifest, inputs, labels = bundle.load(folder)
     checks = tuple(
-        check_artifact(folder, e, inputs, labels, runs=runs, warmup=warmup, threads=threads) for e in manifest.artifacts
+        check_artifact(folder, e, inputs, labels, runs=runs, warmup=warmup, threads=threads, manifest=manifest)
+        for e in manifest.artifacts
     )
     verdicts = [c.passed for c in checks if c.passed is not None]
     return DeviceReport(
         target=target,
         passed=all(verdicts) if verdicts else None,
         seconds=time.perf_counter() - started,
+        machine=platform.machine(),
+        preprocessed_here=_applied(manifest),
         model=manifest.model,
         dataset=manifest.dataset,
         host=environment(),
@@ -171,6 +227,15 @@ def check_bundle(
         artifacts=checks,
         inputs={name: tuple(int(d) for d in a.shape) for name, a in zip(manifest.input_files, inputs)},
     )
+
+
+def _applied(manifest: bundle.BundleManifest) -> str:
+    if not manifest.raw_inputs:
+        return ""
+    from edgeship.preprocess import Preprocess
+
+    spec = Preprocess.parse(manifest.preprocess or "none")
+    return f"{spec.spec} ({spec.describe()})"
 
 
 def main(argv: list[str] | None = None) -> int:

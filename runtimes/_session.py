@@ -5,18 +5,30 @@ already have the model's dtype and order; everything a caller can get wrong is r
 the interpreter sees it. Float <-> int8 conversion runs on every call of an int8-I/O model in float
 mode, so it works in buffers kept per input shape (``_Quantizer``) and a lookup table for small
 outputs (``_Dequantizer``); ``benchmarks/bench_io.py`` times it against the plain numpy version.
+A session also gives what convert recorded in the file (``metadata``, ``preprocess``) and applies
+that preprocessing to raw inputs (``predict(raw, preprocess=True)``).
+
+This module is long because the Session contract (checks, batching, I/O conversion, the file's
+record) is one class that every backend shares; its helpers sit beside it.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from edgeship.errors import BadInputError, RuntimeFailure
+from edgeship.errors import BadArtifactError, BadInputError, RuntimeFailure
+from edgeship.preprocess import Preprocess
 from edgeship.records import TensorSpec
+
+#: the metadata entry edgeship writes into each artifact (TFLite metadata, ONNX metadata_props,
+#: Core ML user-defined metadata): JSON with ``preprocess``, ``classes``, ``task``, ``dataset``
+METADATA_KEY = "edgeship"
 
 Feeds = Mapping[str, np.ndarray] | np.ndarray | Sequence[np.ndarray]
 
@@ -39,6 +51,8 @@ class Session:
     closed: bool = False
     #: the hardware that runs the model: cpu, gpu or npu
     accelerator: str = "cpu"
+    #: the file's ``edgeship`` metadata text, as the backend read it (None: the file has none)
+    _recorded_text: str | None = None
 
     def __init__(self, path: Path, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> None:
         self.path = Path(path)
@@ -96,16 +110,49 @@ class Session:
         outs = "/".join(dict.fromkeys(s.dtype for s in self.outputs))
         return ins if ins == outs else f"{ins} in, {outs} out"
 
-    def predict(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> np.ndarray:
-        """The first output for ``x``, run in batches; float in, float out. ``x`` is one array, or
-        one per input (in the model's input order) for a model with several."""
-        return self.predict_outputs(x, batch_size=batch_size)[0]
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What convert recorded in the file (``preprocess``, ``classes``, ``task``, ``dataset``);
+        ``{}`` for a file edgeship did not write."""
+        text = self._recorded_text
+        try:
+            data = json.loads(text) if text else {}
+        except ValueError as exc:
+            raise BadArtifactError(
+                f"{self.path.name}'s edgeship metadata is not JSON ({exc}); convert it again"
+            ) from exc
+        if not isinstance(data, dict):
+            raise BadArtifactError(f"{self.path.name}'s edgeship metadata is {type(data).__name__}, not an object")
+        return data
 
-    def predict_outputs(self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256) -> list[np.ndarray]:
+    @property
+    def preprocess(self) -> Preprocess:
+        """The preprocessing recorded in the file: what turns the stored data (camera pixels, raw
+        features) into this model's inputs; the identity when none is recorded."""
+        spec = self.metadata.get("preprocess") or "none"
+        try:
+            return Preprocess.parse(spec)
+        except BadInputError as exc:
+            raise BadArtifactError(f"{self.path.name} records a preprocessing edgeship cannot apply: {exc}") from exc
+
+    def predict(
+        self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256, preprocess: bool = False
+    ) -> np.ndarray:
+        """The first output for ``x``, run in batches; float in, float out. ``x`` is one array, or
+        one per input (in the model's input order) for a model with several. With ``preprocess``,
+        ``x`` is raw data (as stored: 0..255 pixels, channels last) and the file's recorded
+        preprocessing (``self.preprocess``) is applied to it first, as on a device."""
+        return self.predict_outputs(x, batch_size=batch_size, preprocess=preprocess)[0]
+
+    def predict_outputs(
+        self, x: np.ndarray | Sequence[np.ndarray], *, batch_size: int = 256, preprocess: bool = False
+    ) -> list[np.ndarray]:
         """Every output for ``x`` (one array, or one per input), run in batches; float in, float out.
 
         ``x`` may be anything sliced into numpy arrays (``edgeship.data``' lazy arrays): only one
-        batch of inputs is held at a time."""
+        batch of inputs is held at a time. ``preprocess``: as in ``predict``."""
+        if preprocess:
+            x = self.preprocessed(x)
         arrays = self._in_model_order(x)
         n = len(arrays[0])
         if any(len(a) != n for a in arrays):
@@ -119,6 +166,15 @@ class Session:
         return [
             np.concatenate(p) if p else np.zeros((0,) + tuple(max(d, 0) for d in s.shape[1:]), np.float32)
             for p, s in zip(parts, self.outputs)
+        ]
+
+    def preprocessed(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Raw ``x`` (one array, or one per input) with the file's recorded preprocessing applied."""
+        spec = self.preprocess
+        arrays: list[Any] = [x] if isinstance(x, np.ndarray) or hasattr(x, "shape") else list(x)
+        return [
+            a.map(spec.apply) if not isinstance(a, np.ndarray) and hasattr(a, "map") else spec.apply(np.asarray(a))
+            for a in arrays
         ]
 
     def _in_model_order(self, x: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:

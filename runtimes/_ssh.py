@@ -133,40 +133,55 @@ class SshTarget:
             command += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
         return command + ["--", self.host, remote]
 
+    def shell(self, remote: str) -> list[str]:
+        """The command line that runs the shell command ``remote`` on the target (ssh here; a
+        target that enters its device another way overrides this alone)."""
+        return self.ssh_command(remote)
+
     def _ssh(self, remote: str) -> subprocess.CompletedProcess:
         try:
-            proc = subprocess.run(self.ssh_command(remote), capture_output=True, text=True, timeout=self.timeout)
+            proc = subprocess.run(self.shell(remote), capture_output=True, text=True, timeout=self.timeout)
         except subprocess.TimeoutExpired as exc:
             raise RuntimeFailure(f"{self.url} did not answer within {self.timeout} s") from exc
         if proc.returncode == 255:
             raise RuntimeFailure(f"cannot reach {self.url} with ssh: {proc.stderr.strip()[-500:]}")
         return proc
 
-    def _install_plan(self, manifest: _bundle.BundleManifest, tmp: Path) -> tuple[str, dict[str, Path], list[str]]:
-        """(install key, wheels to copy, pip arguments) for the venv this bundle needs."""
+    def _install_plan(
+        self, manifest: _bundle.BundleManifest, tmp: Path, machine: str = ""
+    ) -> tuple[str, dict[str, Path], list[str]]:
+        """(install key, wheels to copy, pip arguments) for the venv this bundle needs on a device
+        whose ``platform.machine()`` is ``machine`` (wheels built for another one are refused)."""
         interpreters = interpreters_for(manifest)
         own = edgeship_wheel(tmp)
+        extras = ",".join(
+            e for e, dist in (("litert", "ai-edge-litert"), ("onnx", "onnxruntime")) if dist in interpreters
+        )
+        wanted = f"wheels/{own.name}[{extras}]" if extras else f"wheels/{own.name}"
         if self.wheels is None:  # the device's own index resolves numpy and the interpreters
-            extras = ",".join(
-                e for e, dist in (("litert", "ai-edge-litert"), ("onnx", "onnxruntime")) if dist in interpreters
-            )
-            files, pip = {own.name: own}, [f"wheels/{own.name}[{extras}]" if extras else f"wheels/{own.name}"]
-        else:
-            names = ["numpy", *interpreters]
-            if self.wheels == "host":
-                deps = host_wheels(names, Path(self.wheel_cache or cache_dir() / "wheels"))
-            else:
-                deps = wheels_in(Path(self.wheels), names)
+            files, pip = {own.name: own}, [wanted]
+        elif self.wheels == "host":  # this host's own, repacked: exactly these, nothing resolved
+            deps = host_wheels(["numpy", *interpreters], Path(self.wheel_cache or cache_dir() / "wheels"))
+            check_platform(deps, machine, "--wheels host repacks this host's installed packages")
             files = {own.name: own, **{w.name: w for w in deps}}
             pip = ["--no-index", "--no-deps", *(f"wheels/{name}" for name in files)]
+        else:  # a folder of wheels: pip resolves the bundle's needs from it alone
+            folder = Path(self.wheels)
+            wheels_in(folder, ["numpy", *interpreters])
+            deps = sorted(folder.glob("*.whl"))
+            check_platform(deps, machine, f"the wheels in {folder}")
+            files = {own.name: own, **{w.name: w for w in deps if not w.name.startswith("edgeship-")}}
+            pip = ["--no-index", "--find-links", "wheels", wanted]
         digest = hashlib.sha256(own.read_bytes())
         digest.update(" ".join(pip).encode())
+        for name in sorted(files):
+            digest.update(name.encode())
         return digest.hexdigest(), files, pip
 
     def _install(self, key: str, files: dict[str, Path], pip: list[str]) -> None:
         root = shlex.quote(self.path)
         tar_to(
-            self.ssh_command(f"rm -rf {root}/wheels && mkdir -p {root}/wheels && tar -xf - -C {root}/wheels"),
+            self.shell(f"rm -rf {root}/wheels && mkdir -p {root}/wheels && tar -xf - -C {root}/wheels"),
             files,
             self.timeout,
         )
@@ -192,14 +207,15 @@ class SshTarget:
         root = shlex.quote(self.path)
         # 1. the venv, unless the one there was made from the same wheels (this also finds out,
         #    before anything is built, whether the target answers at all)
-        installed = self._ssh(f"cat {root}/venv/{MARKER} 2>/dev/null || true").stdout.strip()
+        said = self._ssh(f"uname -m; cat {root}/venv/{MARKER} 2>/dev/null || true").stdout.split()
+        machine, installed = (said + ["", ""])[:2]
         with tempfile.TemporaryDirectory(prefix="edgeship-ssh-") as tmp:
-            key, files, pip = self._install_plan(manifest, Path(tmp))
+            key, files, pip = self._install_plan(manifest, Path(tmp), machine)
             if installed != key:
                 self._install(key, files, pip)
         # 2. the bundle
         tar_to(
-            self.ssh_command(f"rm -rf {root}/bundle && mkdir -p {root}/bundle && tar -xf - -C {root}/bundle"),
+            self.shell(f"rm -rf {root}/bundle && mkdir -p {root}/bundle && tar -xf - -C {root}/bundle"),
             {p.name: p for p in Path(bundle).iterdir()},
             self.timeout,
         )
@@ -207,6 +223,25 @@ class SshTarget:
         args = check_args(f"{self.path}/bundle", self.url, runs, warmup, threads)
         proc = self._ssh(" ".join(shlex.quote(a) for a in [f"{self.path}/venv/bin/python", *args]))
         return parse_report(proc.stdout, self.url, proc.stderr)
+
+
+#: how a wheel's platform tag spells a machine (``platform.machine()``) where the two differ
+_TAG_MACHINES = {"aarch64": ("aarch64", "arm64"), "x86_64": ("x86_64", "amd64"), "armv7l": ("armv7l",)}
+
+
+def check_platform(wheels: list[Path], machine: str, what: str) -> None:
+    """Refuse, naming the first, a wheel built for another machine than ``machine`` (pure-Python
+    wheels fit everywhere; an unknown machine is not checked)."""
+    if not machine:
+        return
+    spelled = _TAG_MACHINES.get(machine, (machine,))
+    for wheel in wheels:
+        tag = wheel.name[: -len(".whl")].rsplit("-", 1)[-1]
+        if tag != "any" and not any(m in tag for m in spelled):
+            raise BadInputError(
+                f"{wheel.name} is built for {tag}, but the target is {machine}; {what}: give wheels built for "
+                f"{machine} (pip download --platform ...{machine}) or let the device install from its index"
+            )
 
 
 def wheels_in(folder: Path, names: list[str]) -> list[Path]:

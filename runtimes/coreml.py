@@ -27,7 +27,7 @@ from edgeship._deps import require
 from edgeship.errors import BadArtifactError, EdgeshipError, RuntimeFailure, UnsupportedModelError
 from edgeship.runtimes import mil
 from edgeship.runtimes._mil_ops import OPS
-from edgeship.runtimes._session import Session
+from edgeship.runtimes._session import METADATA_KEY, Session
 
 REFERENCE_RUNTIME = "mil-numpy"
 REFERENCE_NOTE = "reference evaluator (numpy), not Apple's Core ML runtime"
@@ -108,6 +108,7 @@ class CoreMLSession(Session):
             raise BadArtifactError(f"{path} could not be loaded by Core ML: {exc}") from exc
         super().__init__(path, package.inputs, package.outputs)
         self.dynamic_batch = _flexible_batch(package)
+        self._recorded_text = (package.user_metadata or {}).get(METADATA_KEY)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         try:
@@ -134,6 +135,7 @@ class ReferenceSession(Session):
         package = mil.read(path)
         super().__init__(path, package.inputs, package.outputs)
         self.dynamic_batch = _flexible_batch(package)
+        self._recorded_text = (package.user_metadata or {}).get(METADATA_KEY)
         self.evaluator: Evaluator | None = Evaluator(package.program, where=path.name)
 
     def _invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:

@@ -18,7 +18,7 @@ from edgeship.errors import (
     UnsupportedModelError,
 )
 from edgeship.records import TensorSpec
-from edgeship.runtimes._session import Session
+from edgeship.runtimes._session import METADATA_KEY, Session
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,28 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
     )
 
 
+def read_metadata(path: Path) -> str | None:
+    """The ``edgeship`` metadata entry of a .tflite file (what convert recorded), read with the
+    flatbuffers schema LiteRT ships; None when the file has none or LiteRT is not installed."""
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:
+        return None
+    data = bytearray(path.read_bytes())
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == METADATA_KEY.encode():
+                buffer = model.Buffers(entry.Buffer())
+                if buffer.Offset() > 1:  # a large model keeps buffers after the flatbuffer
+                    return bytes(data[buffer.Offset() : buffer.Offset() + buffer.Size()]).decode()
+                return bytes(buffer.DataAsNumpy()).decode() if buffer.DataLength() else None
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+        raise BadArtifactError(f"{path}'s metadata cannot be read ({exc}); convert the model again") from exc
+    return None
+
+
 def check_magic(path: Path) -> None:
     """Refuse files that are not TFLite flatbuffers before an interpreter parses them."""
     with open(path, "rb") as fh:
@@ -104,6 +126,7 @@ class LiteRTSession(Session):
         self._allocated = [tuple(int(n) for n in d["shape"]) for d in ins]
         self._reallocate = False
         self.threads = threads
+        self._recorded_text = read_metadata(path)
 
     @property
     def interpreter(self) -> Any:

@@ -29,7 +29,7 @@ import numpy as np
 from edgeship._deps import native_is_quiet, quiet_native, quiet_native_stderr, require
 from edgeship.errors import BadArtifactError, BadInputError, RuntimeFailure
 from edgeship.runtimes._session import Session
-from edgeship.runtimes.litert import _spec, check_magic
+from edgeship.runtimes.litert import _spec, check_magic, read_metadata
 
 __all__ = ["ACCELERATORS", "CompiledModelSession", "load", "available_accelerators"]
 
@@ -137,6 +137,7 @@ class CompiledModelSession(Session):
         )
         self.dynamic_batch = all(len(s.shape) and s.shape[0] == -1 for s in self.inputs)
         self._allocated = [tuple(ins[n]["shape"]) for n in signature["inputs"]]
+        self._recorded_text = read_metadata(path)
         self._buffers()
 
     def _buffers(self) -> None:

@@ -241,6 +241,8 @@ class Package:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     program: Program
+    #: the model description's user-defined metadata (``edgeship`` holds what convert recorded)
+    user_metadata: dict[str, str] | None = None
 
 
 def _named_type(buf: memoryview) -> tuple[str, TensorType]:
@@ -395,6 +397,8 @@ def read(path: str | Path) -> Package:
         inputs = tuple(_feature(f, None) for f in description.get(1, []))
         outputs = tuple(_feature(f, declared.get(_str(_fields(f)[1][0]))) for f in description.get(10, []))
         _check_inputs(inputs, program)
+        metadata = _fields(description[100][0]) if 100 in description else {}
+        user = {key: _str(value) for key, value in _map(metadata.get(100, []))}
     except EdgeshipError:
         raise
     except (IndexError, KeyError, ValueError, TypeError, struct.error, OSError) as exc:
@@ -402,7 +406,7 @@ def read(path: str | Path) -> Package:
             f"{path} could not be read as a Core ML ML Program ({type(exc).__name__}: {exc}); "
             "convert again or check the package was copied whole"
         ) from exc
-    return Package(path, model.get(1, [0])[0], inputs, outputs, program)
+    return Package(path, model.get(1, [0])[0], inputs, outputs, program, user)
 
 
 # -- what compression did to a program ------------------------------------------------------------

@@ -12,7 +12,7 @@ from edgeship._deps import require
 from edgeship.errors import BadArtifactError, BadInputError, RuntimeFailure
 from edgeship.records import TensorSpec
 from edgeship.runtimes import _onnx_external
-from edgeship.runtimes._session import Session
+from edgeship.runtimes._session import METADATA_KEY, Session
 
 _ONNX_TYPES = {
     "tensor(float)": "float32",
@@ -90,6 +90,7 @@ class OnnxRuntimeSession(Session):
             path, [_spec(a) for a in self._sess.get_inputs()], [_spec(a) for a in self._sess.get_outputs()]
         )
         self.dynamic_batch = all(s.shape[:1] == (-1,) for s in self.inputs)
+        self._recorded_text = self._sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         self.providers = chosen
         self.threads = threads
 

@@ -1,8 +1,10 @@
-"""Targets: where a validation bundle runs — this host, a host over ssh, an Android device over adb.
+"""Targets: where a validation bundle runs — this host, a host over ssh, an emulated arm64 board, a phone.
 
     local                          this machine, in a child Python
     ssh://[user@]host[:port][/path]  a venv at ``path`` (default ``~/.edgeship``) holding only the thin
                                    install: edgeship, numpy and the interpreters the bundle needs
+    qemu-arm64:DIR                 the arm64 board ``edgeship device make-board DIR`` built, run under
+                                   qemu-user: the ssh target's install and check, entered with chroot
     adb://SERIAL                   ``/data/local/tmp/edgeship`` on an Android device whose Python
                                    already has numpy and an interpreter (not yet verified on a phone)
 
@@ -46,6 +48,7 @@ __all__ = [
     "LocalTarget",
     "SshTarget",  # noqa: F822 (module __getattr__)
     "AdbTarget",  # noqa: F822
+    "QemuTarget",  # noqa: F822
     "parse_target",
     "run_targets",
     "forms",
@@ -162,14 +165,20 @@ class LocalTarget:
 #: every kind of target, in the order ``parse_target`` asks them
 TARGETS: Registry[Any] = Registry(
     "edgeship.targets",
-    {"local": LocalTarget, "ssh": "edgeship.runtimes._ssh:SshTarget", "adb": "edgeship.runtimes._adb:AdbTarget"},
+    {
+        "local": LocalTarget,
+        "ssh": "edgeship.runtimes._ssh:SshTarget",
+        "qemu-arm64": "edgeship.runtimes._qemu:QemuTarget",
+        "adb": "edgeship.runtimes._adb:AdbTarget",
+    },
 )
 
 
 def __getattr__(name: str) -> Any:
-    """``SshTarget`` and ``AdbTarget`` live in their own modules, imported when first named here."""
-    if name in ("SshTarget", "AdbTarget"):
-        return TARGETS.get(name[:-6].lower())
+    """``SshTarget``, ``QemuTarget`` and ``AdbTarget`` live in their own modules, imported when first named here."""
+    kinds = {"SshTarget": "ssh", "QemuTarget": "qemu-arm64", "AdbTarget": "adb"}
+    if name in kinds:
+        return TARGETS.get(kinds[name])
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

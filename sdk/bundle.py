@@ -2,18 +2,22 @@
 
     bundle/
       bundle.json           BundleManifest: files with sha256, tolerances, the dataset fingerprint
-      inputs.npy            sample inputs (float32, or integer ids as the model takes them)
+      inputs.npy            sample inputs: as stored (raw_inputs: 0..255 pixels, channels last) when the
+                            model has a preprocessing spec, else as the model takes them
       inputs_1.npy, …       a model with several inputs: one file per further input, in the model's order
       labels.npy            their labels
       expected/<name>.npy   each artifact's outputs on the host that wrote the bundle
       <artifact files>      copies of the artifacts
 
-A device loads each artifact with the thin runtime, runs the inputs and checks its outputs against
+A device loads each artifact with the thin runtime, applies the preprocessing the artifact records
+to raw inputs (as an app on the device would), runs them and checks its outputs against
 ``expected`` within the tolerances, and its accuracy on ``labels.npy``.
 
 A single-input bundle is written as schema_version 1, as ever (``inputs`` names one file). A
 bundle of several inputs lists their files in ``inputs`` and is schema_version 2, so an edgeship
-that reads one input only says which version to install instead of running half the model.
+that reads one input only says which version to install instead of running half the model. A
+bundle of raw inputs (``raw_inputs``: the preprocessing is the device's to apply) is
+schema_version 3, so an edgeship that would feed them unprocessed refuses it instead.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from edgeship.records import SCHEMA_VERSION, Artifact, Record, VersionedFile
 FOLDER = "bundle"
 #: the schema_version of a bundle of several inputs (``inputs`` a list of files)
 MULTI_INPUT_SCHEMA = 2
+#: the schema_version of a bundle whose inputs are raw (``raw_inputs``): the device preprocesses them
+RAW_INPUT_SCHEMA = 3
 #: accuracy (as a fraction) a device may lose on the bundle's samples: outputs within tolerance can
 #: still flip a near-tie sample or two
 ACCURACY_SLACK = 0.02
@@ -62,13 +68,16 @@ class BundleEntry(Record):
     tolerance_basis: str = ""
     #: "nhwc": the file takes channels-last inputs though the bundle's inputs are channels-first
     layout: str = ""
+    #: for a file that computes in int8: one step of its output's int8 grid, the unit a device's
+    #: difference from the host is counted in (and whose outputs are compared bit for bit)
+    step: float | None = None
 
 
 @dataclass(frozen=True)
 class BundleManifest(VersionedFile):
     file_name: ClassVar[str] = "bundle.json"
     written_by: ClassVar[str] = "edgeship validate"
-    newest_schema: ClassVar[int] = MULTI_INPUT_SCHEMA
+    newest_schema: ClassVar[int] = RAW_INPUT_SCHEMA
 
     schema_version: int = SCHEMA_VERSION
     model: str = ""
@@ -81,6 +90,9 @@ class BundleManifest(VersionedFile):
     artifacts: tuple[BundleEntry, ...] = ()
     task: str = "multiclass"
     preprocess: str = ""
+    #: True: the inputs are stored raw and ``preprocess`` (the spec each artifact records) is applied
+    #: on the device; False: they were preprocessed on the host
+    raw_inputs: bool = False
     #: the edgeship that wrote the bundle: a device whose edgeship cannot read it is told which to install
     edgeship_version: str = ""
 
@@ -97,11 +109,13 @@ class BundleManifest(VersionedFile):
 INT8_STEPS = 1.0
 
 
-def tolerance(artifact: Artifact, outputs: np.ndarray) -> tuple[float, str]:
-    """How far a device's outputs may stray from this host's, and why that much."""
+def tolerance(artifact: Artifact, outputs: np.ndarray) -> tuple[float, str, float | None]:
+    """How far a device's outputs may stray from this host's, why that much, and for a file that
+    computes in int8 its output's grid step (None for float arithmetic)."""
     out = artifact.outputs[0] if artifact.outputs else None
     if out is not None and out.quantized and out.scale:
-        return float(out.scale) * INT8_STEPS * 1.01, f"one int8 step of the output (scale {out.scale:.4g})"
+        step = float(out.scale)
+        return step * INT8_STEPS * 1.01, f"one int8 step of the output (scale {out.scale:.4g})", step
     magnitude = float(np.max(np.abs(outputs))) if outputs.size else 1.0
     drift = (
         FORMATS.get(artifact.format).drift(artifact.precision)
@@ -111,9 +125,9 @@ def tolerance(artifact: Artifact, outputs: np.ndarray) -> tuple[float, str]:
     if drift is None:  # integer arithmetic inside
         span = float(np.ptp(outputs)) if outputs.size else 1.0
         step = span / 255
-        return max(step * INT8_STEPS * 1.01, 1e-5), f"one int8 step of the output range ({step:.3g})"
+        return max(step * INT8_STEPS * 1.01, 1e-5), f"one int8 step of the output range ({step:.3g})", step or None
     fraction, why = drift
-    return max(1e-5, fraction * magnitude), f"{fraction:g} of the output magnitude {magnitude:.3g} ({why})"
+    return max(1e-5, fraction * magnitude), f"{fraction:g} of the output magnitude {magnitude:.3g} ({why})", None
 
 
 def _save_npy(path: Path, array: np.ndarray) -> str:
@@ -135,11 +149,15 @@ def write(
     source: Path,
     task: str = "multiclass",
     preprocess: str = "",
+    raw: np.ndarray | Sequence[np.ndarray] | None = None,
 ) -> BundleManifest:
     """Write ``folder`` (replacing an older bundle) from (artifact, first output on ``inputs``,
     test-split accuracy) triples; each artifact is copied from ``source``. ``inputs`` (one array,
-    or one per model input in the model's order) are stored already preprocessed (``preprocess``
-    records the spec), in the model's dtypes."""
+    or one per model input in the model's order) are what the model took, ``preprocess`` the spec
+    that made them; with ``raw`` (the same samples as stored) the bundle stores those instead, and a
+    device applies the spec each artifact records, as an app would."""
+    if raw is not None:
+        inputs = raw
     arrays = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
     if not arrays or len({len(a) for a in arrays}) != 1:
         raise BadInputError(
@@ -160,7 +178,7 @@ def write(
         ]
         several = len(names) > 1  # the single-input layout stays what every edgeship reads
         manifest = BundleManifest(
-            schema_version=MULTI_INPUT_SCHEMA if several else SCHEMA_VERSION,
+            schema_version=RAW_INPUT_SCHEMA if raw is not None else MULTI_INPUT_SCHEMA if several else SCHEMA_VERSION,
             model=model,
             dataset=dataset,
             dataset_fingerprint=fingerprint,
@@ -169,6 +187,7 @@ def write(
             artifacts=tuple(entries),
             task=task,
             preprocess=preprocess,
+            raw_inputs=raw is not None,
             edgeship_version=__version__,
         )
         manifest.save(tmp)
@@ -192,7 +211,7 @@ def _entry(
     files[expected] = _save_npy(tmp / expected, outputs)
     # accuracy on these very samples: a device that matches the outputs matches it too
     here = metrics.accuracy(outputs.argmax(-1), labels) if len(labels) else None
-    limit, basis = tolerance(artifact, outputs)
+    limit, basis, step = tolerance(artifact, outputs)
     return BundleEntry(
         name=artifact.name,
         path=name,
@@ -201,6 +220,7 @@ def _entry(
         max_abs_error=limit,
         tolerance_basis=basis,
         layout=str(artifact.settings.get("layout", "")),
+        step=step,
         min_accuracy=None if here is None else max(0.0, here - ACCURACY_SLACK),
         host_accuracy=here,
         test_accuracy=accuracy,

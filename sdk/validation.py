@@ -274,6 +274,7 @@ def validate(
             dataset=dataset.name,
             fingerprint=dataset.fingerprint,
             inputs=[a[:n] for a in x],
+            raw=None if dataset.x_test_stored is None else [a[:n] for a in dataset.stored_inputs()],
             labels=labels[0][:n] if labels else None,
             results=[(a, o[:n], acc) for a, o, acc in outputs.values()],
             source=folder,

@@ -133,10 +133,11 @@ def test_the_cycle_check_finds_a_planted_cycle():
 
 
 #: the data stage (edgeship.data) imports only these from the rest of the package: it sits below the
-#: stages that use it (trainers, converters, validation, doctor) and above the records and errors
-DATA_BELOW = ("edgeship.errors", "edgeship._deps", "edgeship.records")
+#: stages that use it (trainers, converters, validation, doctor) and above the records, the errors and
+#: the preprocessing spec (a core type: the thin runtime applies it on a device)
+DATA_BELOW = ("edgeship.errors", "edgeship._deps", "edgeship.records", "edgeship.preprocess")
 #: the old public paths, kept for users; the package itself imports edgeship.data
-COMPATIBILITY = {"edgeship.datasets", "edgeship.preprocess"}
+COMPATIBILITY = {"edgeship.datasets"}
 
 
 def _within(module: str, packages: tuple[str, ...] | set[str]) -> bool:

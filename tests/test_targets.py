@@ -155,7 +155,7 @@ def test_local_target_checks_outputs_accuracy_and_latency(qs_bundle):
     assert {"tflite:fp32", "tflite:int8", "onnx:fp32", "onnx:int8"} <= {a.name for a in report.artifacts}
     for a in report.artifacts:
         assert a.status == "ok" and a.outputs_ok and a.accuracy_ok and a.samples == 64
-        assert a.max_abs_error <= a.tolerance and a.accuracy >= a.min_accuracy
+        assert a.max_abs_error_vs_host <= a.tolerance and a.accuracy >= a.min_accuracy
         if _timed(a):
             assert a.benchmark.count == 10 and a.benchmark.threads == 1 and a.benchmark.p50_ms > 0
         else:
@@ -289,9 +289,13 @@ def test_ssh_install_plans_for_online_and_offline_devices(qs_bundle, tmp_path):
     for name in ("numpy-2.3.5-cp311-cp311-linux_aarch64.whl", "ai_edge_litert-2.3.0-cp311-cp311-linux_aarch64.whl",
                  "onnxruntime-1.31.1-cp311-cp311-linux_aarch64.whl"):
         (offline / name).write_bytes(b"")
-    offline_key, files, pip = SshTarget(host="h", wheels=str(offline))._install_plan(manifest, tmp_path)
-    assert pip[:2] == ["--no-index", "--no-deps"] and len(files) == 4 and offline_key != online_key
-    assert pip[2:] == [f"wheels/{name}" for name in files]
+    offline_key, files, pip = SshTarget(host="h", wheels=str(offline))._install_plan(manifest, tmp_path, "aarch64")
+    # pip resolves from the folder alone: what the interpreters need must be there too
+    assert pip == ["--no-index", "--find-links", "wheels", "wheels/edgeship-0.1.0-py3-none-any.whl[litert,onnx]"]
+    assert len(files) == 4 and offline_key != online_key
+    with pytest.raises(BadInputError, match=r"ai_edge_litert-2.3.0-cp311-cp311-linux_aarch64.whl is built for linux_aarch64, "
+                       "but the target is x86_64"):
+        SshTarget(host="h", wheels=str(offline))._install_plan(manifest, tmp_path, "x86_64")
 
 
 # ------------------------------------------------------------------------------------------ ssh

@@ -1,4 +1,4 @@
-"""The device commands: run a validation bundle on local, ssh and adb targets."""
+"""The device commands: make an arm64 board; run a validation bundle on local, ssh, qemu-arm64 and adb targets."""
 
 from __future__ import annotations
 
@@ -23,16 +23,55 @@ from edgeship.cli._app import (
 )
 
 if TYPE_CHECKING:
-    from edgeship.runtimes._device_check import DeviceReport
+    from edgeship.runtimes._device_check import ArtifactCheck, DeviceReport
 
 
 @cli.group()
 def device() -> None:
-    """Run validation bundles on targets: local, ssh://user@host[:port][/path], adb://SERIAL.
+    """Run validation bundles on targets: local, ssh://user@host[:port][/path], qemu-arm64:DIR, adb://SERIAL.
 
-    The ssh target installs a venv with only edgeship, numpy and the interpreters the bundle needs.
+    The ssh target installs a venv with only edgeship, numpy and the interpreters the bundle needs;
+    qemu-arm64:DIR does the same on an emulated arm64 board (make-board DIR builds one).
     The adb target is tested up to its adb command lines and not yet verified on a real phone.
     """
+
+
+@device.command("make-board")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option(
+    "--interpreter",
+    "interpreters",
+    multiple=True,
+    type=click.Choice(["ai-edge-litert", "onnxruntime"]),
+    help="Interpreters to put on the board (repeat; default: both).",
+)
+@click.option("--suite", default="bookworm", show_default=True, help="Debian release of the board's userland.")
+@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True, help="Debian mirror.")
+@json_option
+def make_board(folder: str, interpreters: tuple[str, ...], suite: str, mirror: str) -> None:
+    """Build an arm64 Debian board at FOLDER (debootstrap + qemu-user; needs root), once.
+
+    The board holds Debian's Python and aarch64 wheels of numpy and the interpreters (the releases
+    this host runs); `device run --target qemu-arm64:FOLDER` installs edgeship's thin runtime there
+    and replays a bundle with the ARM builds. A second call on a built board returns at once.
+    """
+    from edgeship.runtimes._board import INTERPRETERS
+    from edgeship.runtimes._board import make_board as build
+
+    chosen = interpreters or tuple(INTERPRETERS)
+    board = _run(lambda: build(folder, interpreters=chosen, suite=suite, mirror=mirror,
+                               progress=lambda m: _progress("board", m)))  # fmt: skip
+    if State.json:
+        _emit({**board.to_dict(), "folder": str(board.folder), "built": board.built})
+    elif not State.quiet:
+        said = f"built in {board.seconds:.0f} s" if board.built else f"already built (took {board.seconds:.0f} s)"
+        out_console.print(
+            shown(
+                f"board {board.folder}: Debian {board.suite} {board.machine}, Python {board.python}, "
+                f"{board.size_bytes / 1e6:.0f} MB, {said}; interpreters: {', '.join(board.interpreters())}"
+            ),
+            highlight=False,
+        )
 
 
 @device.command("run")
@@ -41,7 +80,7 @@ def device() -> None:
     "targets",
     multiple=True,
     required=True,
-    help="local, ssh://user@host[:port][/path] or adb://SERIAL; repeat for several (run in parallel).",
+    help="local, ssh://user@host[:port][/path], qemu-arm64:DIR or adb://SERIAL; repeat for several (in parallel).",
 )
 @click.option(
     "--bundle",
@@ -102,23 +141,43 @@ def _device_table(report: DeviceReport) -> None:
     verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "nothing ran"}[report.passed]
     table = rich_table.Table(
         title=f"{shown(report.target)}: {shown(report.model)} bundle, {verdict} "
-        + shown(f"({report.host.get('cpu')}, {report.host.get('machine')}; {report.seconds:.1f} s)")
+        + shown(f"({report.host.get('cpu')}, {report.machine or report.host.get('machine')}; {report.seconds:.1f} s)")
     )
-    for column in ("artifact", "status", "max err", "tolerance", "accuracy", "min acc", "p50", "runtime"):
-        table.add_column(column, justify="left" if column in ("artifact", "status", "runtime") else "right")
+    p50 = "p50 (emulated)" if report.emulated else "p50"
+    columns = ("artifact", "status", "agree", "max err (tol)", "bit-exact", "accuracy (min)", p50, "runtime")
+    for column in columns:
+        table.add_column(
+            column,
+            justify="left" if column in ("artifact", "status", "runtime") else "right",
+            no_wrap=column in ("artifact", p50),
+            min_width=len(column) if column == p50 else None,
+        )
     for a in report.artifacts:
         ok = a.status == "ok"
         table.add_row(
             shown(a.name),
             "[green]ok[/]" if ok else "[red]failed[/]" if a.status == "failed" else shown(a.status),
-            "—" if a.max_abs_error is None else f"{a.max_abs_error:.2g}",
-            f"{a.tolerance:.2g}" if a.tolerance else "—",
-            "—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%",
-            "—" if a.min_accuracy is None else f"{a.min_accuracy * 100:.2f}%",
+            "—" if a.agreement is None else f"{a.agreement * 100:.1f}%",
+            ("—" if a.max_abs_error_vs_host is None else f"{a.max_abs_error_vs_host:.2g}")
+            + (f" ({a.tolerance:.2g})" if a.tolerance else ""),
+            "—" if a.bit_exact is None else f"{a.bit_exact * 100:.1f}% ({a.max_steps:g} st)",
+            ("—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%")
+            + ("" if a.min_accuracy is None else f" ({a.min_accuracy * 100:.1f}%)"),
             f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—",
-            shown(a.runtime),
+            shown(" ".join(a.runtime.split()[:2])),
         )
     out_console.print(table)
+    for a in report.artifacts:
+        if a.status == "failed":
+            out_console.print(
+                shown(f"{a.name} failed on {report.target}: {_why_failed(a)}"), style="red", highlight=False
+            )
+    if report.preprocessed_here:
+        out_console.print(
+            shown(f"preprocessing applied there to the raw inputs: {report.preprocessed_here}"), highlight=False
+        )
+    if report.emulated:
+        out_console.print(shown(f"latency: {report.emulated}; never compare it with a real device"), highlight=False)
     if len(report.inputs) > 1:  # a model of several inputs: say that every one of them was fed
         fed = ", ".join(f"{name} {list(shape)}" for name, shape in report.inputs.items())
         out_console.print(f"inputs fed: {shown(fed)}", highlight=False)
@@ -126,3 +185,13 @@ def _device_table(report: DeviceReport) -> None:
     out_console.print(
         shown(f"installed there: {installed}; TensorFlow imported: {report.tensorflow_imported}"), highlight=False
     )
+
+
+def _why_failed(a: ArtifactCheck) -> str:
+    said = []
+    if a.outputs_ok is False:
+        error = "a different shape" if a.max_abs_error_vs_host is None else f"{a.max_abs_error_vs_host:.3g}"
+        said.append(f"outputs differ from the host's by {error}, over the bundle's tolerance {a.tolerance:.3g}")
+    if a.accuracy_ok is False and a.accuracy is not None and a.min_accuracy is not None:
+        said.append(f"accuracy {a.accuracy * 100:.2f}% is below {a.min_accuracy * 100:.2f}%")
+    return "; ".join(said) or a.reason or a.status

@@ -41,9 +41,10 @@ def split(
     test_fraction: float,
     samples: int | None,
     preprocess: Preprocess,
-) -> tuple[list[Any], tuple[str, ...], dict]:
+) -> tuple[list[Any], tuple[str, ...], dict, Any]:
     """[x_train, y_train, x_val, y_val, x_test, y_test] (each as a Dataset holds it), the target
-    kind per output, and the preprocessing record."""
+    kind per output, the preprocessing record, and the test inputs as stored (before the spec; None
+    when the spec changes nothing): what a validation bundle carries for a device to preprocess."""
     rng = np.random.default_rng(seed)
     xs, ys = as_tuple(raw.x), as_tuple(raw.y)
     xs_test, ys_test = as_tuple(raw.x_test), as_tuple(raw.y_test)
@@ -96,7 +97,8 @@ def split(
         inputs, targets = parts[s]
         out.append(unwrap(tuple(_prepared(x, preprocess) for x in inputs)))
         out.append(unwrap(tuple(_frozen(y) for y in targets)))
-    return out, kinds, record
+    stored = None if preprocess.identity else unwrap(tuple(_kept(x) for x in parts["test"][0]))
+    return out, kinds, record, stored
 
 
 def _take(arrays: tuple[np.ndarray, ...], idx: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -165,6 +167,15 @@ def _prepared(x: Any, preprocess: Preprocess) -> Any:
     if isinstance(x, LazyArray):
         return x.map(lambda rows: _frozen(preprocess.apply(rows)))
     return _frozen(preprocess.apply(x))
+
+
+def _kept(x: Any) -> Any:
+    """One input's samples as stored (their own dtype), read-only; a LazyArray stays lazy."""
+    if isinstance(x, LazyArray):
+        return x
+    array = np.ascontiguousarray(x)
+    array.setflags(write=False)
+    return array
 
 
 def _frozen(array: np.ndarray) -> np.ndarray:

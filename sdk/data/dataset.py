@@ -71,6 +71,8 @@ class Dataset:
     targets: tuple[str, ...] = ("classes",)
     path: str = ""
     options: dict = field(default_factory=dict)
+    #: the test inputs as stored, before the preprocessing spec (None when the spec is the identity)
+    x_test_stored: Any = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("image", "tabular", "array"):
@@ -87,6 +89,13 @@ class Dataset:
     def inputs(self, split_name: str) -> tuple[np.ndarray, ...]:
         """The model inputs of ``split_name`` (train, val or test), one array per input."""
         return as_tuple(getattr(self, f"x_{split_name}"))
+
+    def stored_inputs(self, split_name: str = "test") -> tuple[np.ndarray, ...]:
+        """The test split's inputs as stored, before the preprocessing spec (``inputs("test")`` when
+        the spec changes nothing): raw data, as a device's app holds it."""
+        if split_name != "test":
+            raise BadInputError(f"a Dataset keeps the stored inputs of its test split only; received {split_name!r}")
+        return self.inputs("test") if self.x_test_stored is None else as_tuple(self.x_test_stored)
 
     def labels(self, split_name: str) -> tuple[np.ndarray, ...]:
         """The targets of ``split_name``, one array per output (empty for an autoencoder)."""
@@ -153,6 +162,7 @@ class Dataset:
             x_train=grown(self.x_train),
             x_val=grown(self.x_val),
             x_test=grown(self.x_test),
+            x_test_stored=None if self.x_test_stored is None else grown(self.x_test_stored),
             options={**self.options, "channel_axis": True},
         )
 
@@ -215,7 +225,7 @@ def load_dataset(
     _check_arguments(seed, val_fraction, test_fraction, label_column, samples)
     name, raw, path = _load_raw(name_or_path, label_column, samples, lazy)
     spec = Preprocess.parse(preprocess if preprocess is not None else _default_spec(raw, path))
-    arrays, targets, record = split(
+    arrays, targets, record, stored = split(
         name, raw, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, samples=samples, preprocess=spec
     )
     if path:  # a user's file: say what reached the model, even when nothing was done
@@ -245,6 +255,7 @@ def load_dataset(
         targets=targets,
         path=path,
         options=options,
+        x_test_stored=stored,
     )
     log.debug("loaded %r", dataset)
     return dataset
