@@ -1,5 +1,12 @@
 """The adb target: an Android device whose Python already has numpy and an interpreter.
 
+What it can do today: replay a bundle on a phone that has a Python with numpy and LiteRT or ONNX
+Runtime (Termux's python, with ``--python PATH``). What it cannot: LiteRT publishes no Android
+Python wheel, and its on-device benchmark binary (``benchmark_model``) is not in a package of the
+registries edgeship installs from (PyPI, npm, Debian), so a phone without such a Python is refused
+in one line that names the alternatives: an arm64 board (``qemu-arm64:DIR`` here, ``ssh://`` to a
+real one), which runs the same ARM builds of the interpreters.
+
 One kind of target of ``edgeship.runtimes.targets`` (its ``TARGETS``).
 """
 
@@ -20,6 +27,14 @@ from edgeship.errors import BadInputError, RuntimeFailure
 from edgeship.runtimes._device_check import DeviceReport
 from edgeship.runtimes._wheels import edgeship_wheel
 from edgeship.runtimes.targets import check_args, check_field, parse_report
+
+NO_PYTHON = (
+    "{url} has no {python!r} on its PATH: the adb target runs the check with a Python on the phone "
+    "(numpy and LiteRT or ONNX Runtime installed, e.g. Termux's; pass --python PATH), and LiteRT publishes "
+    "neither an Android Python wheel nor its benchmark binary in a package edgeship installs from. Run the bundle "
+    "on an arm64 board instead, with the same ARM interpreter builds: --target qemu-arm64:DIR (edgeship device "
+    "make-board DIR) or --target ssh://user@board"
+)
 
 
 @dataclass
@@ -94,7 +109,15 @@ class AdbTarget:
             )
         return proc
 
+    def check_python(self) -> None:
+        """Refuse a device whose shell finds no ``python`` (the adb target needs one there)."""
+        base = [self.adb] + (["-P", str(self.server_port)] if self.server_port else []) + ["-s", self.serial]
+        proc = self._adb(base + ["shell", f"command -v {shlex.quote(self.python)} || echo EDGESHIP-NO-PYTHON"])
+        if "EDGESHIP-NO-PYTHON" in proc.stdout:
+            raise RuntimeFailure(NO_PYTHON.format(url=self.url, python=self.python))
+
     def run(self, bundle: Path, *, runs: int = 50, warmup: int = 5, threads: int | None = None) -> DeviceReport:
+        self.check_python()
         with tempfile.TemporaryDirectory(prefix="edgeship-adb-") as tmp:
             *setup, check = self.commands(
                 self.stage(Path(bundle), Path(tmp)), runs=runs, warmup=warmup, threads=threads

@@ -274,7 +274,7 @@ def validate(
             dataset=dataset.name,
             fingerprint=dataset.fingerprint,
             inputs=[a[:n] for a in x],
-            raw=None if dataset.x_test_stored is None else [a[:n] for a in dataset.stored_inputs()],
+            raw=_raw_for_device(dataset, [a for a, _, _ in outputs.values()], n),
             labels=labels[0][:n] if labels else None,
             results=[(a, o[:n], acc) for a, o, acc in outputs.values()],
             source=folder,
@@ -283,6 +283,22 @@ def validate(
         )
     _raise_if_failed(report, entries)
     return report
+
+
+def _raw_for_device(dataset: Dataset, artifacts: Sequence[Artifact], n: int) -> list[Any] | None:
+    """The first ``n`` test inputs as stored, for a bundle whose device applies the preprocessing
+    itself: only when there is a spec and every artifact records that same one (data validated with
+    another spec than convert recorded goes to the bundle preprocessed, as the host fed it)."""
+    from edgeship.preprocess import Preprocess
+
+    if dataset.x_test_stored is None:
+        return None
+    spec = Preprocess.parse(dataset.options.get("preprocess") or "none").spec
+    recorded = {Preprocess.parse(a.settings.get("metadata", {}).get("preprocess") or "none").spec for a in artifacts}
+    if recorded != {spec}:
+        log.info("the bundle holds preprocessed inputs: the artifacts record %s, the data was fed %s", recorded, spec)
+        return None
+    return [a[:n] for a in dataset.stored_inputs()]
 
 
 def validate_files(

@@ -60,6 +60,24 @@ def replay(board, qs_bundle):
     return code, out, time.perf_counter() - started
 
 
+@pytest.fixture(scope="module")
+def raw_bundle(quickstart_dir, tmp_path_factory) -> Path:
+    """The quickstart's model converted from digits as their owner keeps them (uint8 0..16) with
+    --preprocess scale=0.0625: its bundle holds the raw pixels, for the device to scale."""
+    import edgeship as es
+    from sklearn.datasets import load_digits
+
+    work = tmp_path_factory.mktemp("raw")
+    x, y = load_digits(return_X_y=True)
+    x = x.reshape(-1, 8, 8, 1).astype(np.uint8)
+    np.savez(work / "digits16.npz", x_train=x[:1400], y_train=y[:1400], x_test=x[1400:], y_test=y[1400:])
+    out = work / "out"
+    es.convert(quickstart_dir / "model", ["tflite:int8", "onnx:int8"], data=work / "digits16.npz",
+               preprocess="scale=0.0625", out=out)  # fmt: skip
+    es.validate(out)
+    return out / "bundle"
+
+
 def test_a_built_board_is_returned_at_once_and_says_what_it_holds(board):
     started = time.perf_counter()
     again = make_board(board.folder)
@@ -89,6 +107,15 @@ def test_the_quickstart_bundle_replays_on_arm64_against_the_host(replay, qs_bund
             assert a["bit_exact"] is None and a["max_steps"] is None
     timed = [a for a in rows.values() if a["benchmark"]]
     assert len(timed) == 4 and all(a["runtime"].split()[0] in ("litert", "onnxruntime") for a in timed)
+
+
+def test_raw_pixels_are_preprocessed_on_the_board_as_each_file_records(board, raw_bundle):
+    manifest, inputs, _ = bundle.load(raw_bundle)
+    assert manifest.raw_inputs and inputs[0].dtype == np.uint8 and inputs[0].max() == 16
+    (report,) = run_targets([f"qemu-arm64:{board.folder}"], raw_bundle, runs=0)
+    assert report.passed is True and report.machine == "aarch64", report.error
+    assert report.preprocessed_here == "scale=0.0625 (x * 0.0625)"
+    assert [(a.name, a.agreement) for a in report.artifacts] == [("tflite:int8", 1.0), ("onnx:int8", 1.0)]
 
 
 def test_the_table_says_latency_is_the_emulators(board, qs_bundle):

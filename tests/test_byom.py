@@ -272,3 +272,81 @@ def test_a_two_input_bundle_carries_both_inputs_and_an_older_reader_is_told_why(
     (folder / "bundle.json").write_text(json.dumps(doc))
     with pytest.raises(es.BadArtifactError, match=r"input files hold \[64, 10\] samples"):
         bundle.load(folder)
+
+
+# ---------------------------------------------------------------- preprocessing on the device
+
+def _replayed(out: Path) -> tuple[es.bundle.BundleManifest, np.ndarray, dict]:
+    """validate's bundle of ``out`` (written again), its raw inputs and a local device run's report."""
+    from edgeship.runtimes.targets import run_targets
+
+    es.validate(out)
+    manifest, inputs, _ = es.bundle.load(out / "bundle")
+    (report,) = run_targets(["local"], out / "bundle", runs=0)
+    return manifest, inputs[0], report.to_dict()
+
+
+@pytest.mark.slow
+def test_a_mean_std_model_gets_raw_pixels_and_the_device_applies_the_recorded_step(converted, tmp_path):
+    case, _, _ = converted["multiclass_cnn"]  # trained on x/16; (x - 0.5)/16 is the same model, shifted
+    out = tmp_path / "meanstd"
+    es.convert(case.model, ["tflite:int8", "onnx:int8", "coreml:fp16"], data=case.data,
+               preprocess="mean=0.5,std=16", out=out)  # fmt: skip
+    manifest, raw, report = _replayed(out)
+    assert manifest.schema_version == es.bundle.RAW_INPUT_SCHEMA and manifest.raw_inputs
+    assert raw.dtype == np.uint8 and raw.max() == 16  # as the owner keeps them: 0..16, not scaled
+    assert report["passed"] is True and report["preprocessed_here"].startswith("mean=0.5,std=16.0 (- mean (0.5,)")
+    assert [a["agreement"] for a in report["artifacts"]] == [1.0, 1.0, 1.0]
+    for artifact in es.Manifest.load(out).artifacts:
+        session = es.load(out / artifact.path)
+        assert session.metadata["preprocess"] == "mean=0.5,std=16.0" and "preprocessing" not in session.metadata
+        by_hand = session.predict((raw.astype(np.float32) - np.float32(0.5)) / np.float32(16))
+        np.testing.assert_array_equal(session.predict(raw, preprocess=True), by_hand)
+
+
+@pytest.mark.slow
+def test_a_model_that_takes_0_255_pixels_gets_them_as_stored_on_the_device(converted, tmp_path):
+    import shutil
+
+    case, out, _ = converted["nested_rescaling"]  # a Rescaling layer inside: --preprocess none
+    shutil.copytree(out, tmp_path / "out")
+    manifest, raw, report = _replayed(tmp_path / "out")
+    assert manifest.raw_inputs is False and manifest.preprocess == "none" and raw.dtype == np.uint8
+    assert raw.max() > 200 and report["passed"] is True and report["preprocessed_here"] == ""
+    session = es.load(tmp_path / "out" / es.Manifest.load(out).get("tflite:int8").path)
+    assert session.preprocess.identity
+    np.testing.assert_array_equal(session.predict(raw, preprocess=True), session.predict(raw))
+
+
+@pytest.mark.slow
+def test_an_nchw_onnx_model_gets_channels_last_pixels_and_the_device_transposes(converted, tmp_path):
+    import shutil
+
+    case, out, _ = converted["nchw_onnx"]
+    shutil.copytree(out, tmp_path / "out")
+    manifest, raw, report = _replayed(tmp_path / "out")
+    assert manifest.raw_inputs and raw.shape[1:] == (8, 8, 1) and raw.dtype == np.uint8  # stored: N, H, W, C
+    session = es.load(tmp_path / "out" / es.Manifest.load(out).get("onnx:int8").path)
+    assert session.inputs[0].shape[1:] == (1, 8, 8) and session.preprocess.layout == "nchw"
+    assert report["passed"] is True and "channels-last -> channels-first" in report["preprocessed_here"]
+    assert all(a["status"] == "ok" and a["agreement"] == 1.0 for a in report["artifacts"])
+
+
+@pytest.mark.slow
+def test_a_bundle_whose_artifact_records_another_preprocessing_fails_that_artifact(converted, tmp_path):
+    import shutil
+
+    from edgeship.runtimes.targets import run_targets
+
+    case, out, _ = converted["nchw_onnx"]
+    shutil.copytree(out, tmp_path / "out")
+    es.validate(tmp_path / "out")
+    folder = tmp_path / "out" / "bundle"
+    data = json.loads((folder / "bundle.json").read_text())
+    data["preprocess"] = "unit,layout=nchw"  # the bundle's raw inputs made for another spec
+    (folder / "bundle.json").write_text(json.dumps(data))
+    (report,) = run_targets(["local"], folder, runs=0)
+    first = report.artifacts[0]
+    assert report.passed is False and first.status == "failed"
+    assert "records the preprocessing 'scale=0.0625,layout=nchw', but the bundle's raw inputs were made for " \
+           "'scale=0.00392156862745098,layout=nchw': the bundle was built for other artifacts" in first.reason

@@ -398,3 +398,13 @@ def test_adb_client_reports_a_missing_device(qs_bundle):
             AdbTarget("EDGESHIP-NO-DEVICE", server_port=port, timeout=60).run(qs_bundle, runs=1)
     finally:
         subprocess.run(["adb", "-P", str(port), "kill-server"], capture_output=True, timeout=30)
+
+
+def test_adb_refuses_a_phone_without_python_and_names_the_alternatives(qs_bundle, tmp_path):
+    # a stand-in for a phone's adb (no phone here): its shell finds no python3, as on a stock Android
+    fake = tmp_path / "adb"
+    fake.write_text("#!/bin/sh\necho EDGESHIP-NO-PYTHON\n")
+    fake.chmod(0o755)
+    (report,) = run_targets([AdbTarget("R58M12ABC", adb=str(fake))], qs_bundle)
+    assert report.passed is None and "adb://R58M12ABC has no 'python3' on its PATH" in report.error
+    assert "--target qemu-arm64:DIR" in report.error and "ssh://user@board" in report.error
