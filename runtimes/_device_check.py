@@ -55,6 +55,13 @@ class ArtifactCheck(Record):
     max_steps: float | None = None
     #: why the check failed, when it failed before comparing outputs
     reason: str = ""
+    #: in a browser (the browser target): p50/p90 of one call in the page, the page's cold start
+    #: (page, runtime and model loaded) and first inference, and the same file's p50 natively here
+    browser_p50_ms: float | None = None
+    browser_p90_ms: float | None = None
+    cold_start_ms: float | None = None
+    first_inference_ms: float | None = None
+    native_p50_ms: float | None = None
     accuracy: float | None = None
     min_accuracy: float | None = None
     host_accuracy: float | None = None
@@ -81,6 +88,8 @@ class DeviceReport(Record):
     emulated: str = ""
     #: the preprocessing applied on the device to the bundle's raw inputs ("" when they came preprocessed)
     preprocessed_here: str = ""
+    #: what computed where that is not said by each artifact's runtime (the browser's backend)
+    backend: str = ""
     model: str = ""
     dataset: str = ""
     host: dict[str, Any] = field(default_factory=dict)
@@ -120,14 +129,7 @@ def check_artifact(
     from edgeship.runtimes.benchmark import benchmark
 
     path = Path(folder) / entry.path
-    check = ArtifactCheck(
-        name=entry.name,
-        path=entry.path,
-        status="ok",
-        tolerance=entry.max_abs_error,
-        min_accuracy=entry.min_accuracy,
-        host_accuracy=entry.host_accuracy,
-    )
+    check = blank(entry)
     runnable, why = can_run(path)
     if not runnable:
         return replace(check, status=why)
@@ -140,7 +142,30 @@ def check_artifact(
     except EdgeshipError as exc:
         return replace(check, status="failed", reason=str(exc), runtime=f"{session.runtime} {session.runtime_version}")
     outputs = session.predict(inputs)
-    expected = bundle.array(folder, entry.expected)
+    result = None
+    if runs > 0 and not session.reference_only:
+        result = benchmark(path, threads=threads, runs=runs, warmup=warmup, feeds=session.feeds_for(inputs, 1))
+    scored = score(blank(entry), entry, outputs, bundle.array(folder, entry.expected), labels)
+    return replace(scored, runtime=f"{session.runtime} {session.runtime_version}", benchmark=result)
+
+
+def blank(entry: bundle.BundleEntry) -> ArtifactCheck:
+    """The check of ``entry`` before anything ran: what the bundle asks of it."""
+    return ArtifactCheck(
+        name=entry.name,
+        path=entry.path,
+        status="ok",
+        tolerance=entry.max_abs_error,
+        min_accuracy=entry.min_accuracy,
+        host_accuracy=entry.host_accuracy,
+    )
+
+
+def score(
+    check: ArtifactCheck, entry: bundle.BundleEntry, outputs: np.ndarray, expected: np.ndarray, labels: np.ndarray
+) -> ArtifactCheck:
+    """``check`` with the device's first ``outputs`` measured against the host's ``expected`` ones
+    (error, agreement, int8 bit-exactness) and the bundle's ``labels``, and its verdict."""
     same_shape = outputs.shape == expected.shape
     error = float(np.max(np.abs(outputs.astype(np.float64) - expected), initial=0.0)) if same_shape else float("inf")
     agreement = (
@@ -156,14 +181,10 @@ def check_artifact(
     accuracy = metrics.accuracy(outputs.argmax(-1), labels) if checked else None
     outputs_ok = error <= entry.max_abs_error
     accuracy_ok = accuracy >= entry.min_accuracy if accuracy is not None and entry.min_accuracy is not None else None
-    result = None
-    if runs > 0 and not session.reference_only:
-        result = benchmark(path, threads=threads, runs=runs, warmup=warmup, feeds=session.feeds_for(inputs, 1))
     return replace(
         check,
         status="ok" if outputs_ok and accuracy_ok is not False else "failed",
-        runtime=f"{session.runtime} {session.runtime_version}",
-        samples=int(len(inputs[0])),
+        samples=int(len(outputs)),
         max_abs_error_vs_host=error if np.isfinite(error) else None,
         outputs_ok=outputs_ok,
         agreement=agreement,
@@ -171,7 +192,6 @@ def check_artifact(
         max_steps=steps,
         accuracy=accuracy,
         accuracy_ok=accuracy_ok,
-        benchmark=result,
     )
 
 

@@ -15,6 +15,7 @@ One kind of target of ``edgeship.runtimes.targets`` (its ``TARGETS``).
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -84,7 +85,9 @@ class QemuTarget(SshTarget):
             )
         check_can_enter(board)
         target = self if self.wheels is not None else dataclasses.replace(self, wheels=str(board.wheel_dir))
-        report = SshTarget.run(target, bundle, runs=runs, warmup=warmup, threads=threads)
+        with open(board.folder / ".run-lock", "w") as lock:  # one run at a time: they share the board's venv
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            report = SshTarget.run(target, bundle, runs=runs, warmup=warmup, threads=threads)
         return dataclasses.replace(
             report, emulated=f"{board.emulator or 'qemu-user'} on this host: latency is the emulator's, not a device's"
         )

@@ -5,6 +5,7 @@
                                    install: edgeship, numpy and the interpreters the bundle needs
     qemu-arm64:DIR                 the arm64 board ``edgeship device make-board DIR`` built, run under
                                    qemu-user: the ssh target's install and check, entered with chroot
+    browser                        headless Chromium here: .tflite in LiteRT.js, .onnx in onnxruntime-web
     adb://SERIAL                   ``/data/local/tmp/edgeship`` on an Android device whose Python
                                    already has numpy and an interpreter (not yet verified on a phone)
 
@@ -169,6 +170,7 @@ TARGETS: Registry[Any] = Registry(
         "local": LocalTarget,
         "ssh": "edgeship.runtimes._ssh:SshTarget",
         "qemu-arm64": "edgeship.runtimes._qemu:QemuTarget",
+        "browser": "edgeship.runtimes._browser:BrowserTarget",
         "adb": "edgeship.runtimes._adb:AdbTarget",
     },
 )

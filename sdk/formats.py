@@ -64,11 +64,14 @@ class Runtime:
     """A backend that loads files of a format into a :class:`~edgeship.runtimes.Session`.
 
     ``module`` implements :class:`RuntimeBackend`; ``distribution`` is the pip package a device
-    installs for it (None where there is none to install, e.g. a numpy-only evaluator)."""
+    installs for it (None where there is none to install, e.g. a numpy-only evaluator); ``browser``
+    names the build of the same runtime for web pages (the browser target's ``runner.js`` kinds:
+    ``litert.js``, ``onnxruntime-web``), None where there is none."""
 
     name: str
     module: str
     distribution: str | None = None
+    browser: str | None = None
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ BUILTIN: dict[str, Format] = {
         label="TFLite",
         converter="edgeship.converters.tflite",
         runtimes=(
-            Runtime("litert", "edgeship.runtimes.litert", "ai-edge-litert"),
+            Runtime("litert", "edgeship.runtimes.litert", "ai-edge-litert", browser="litert.js"),
             Runtime("litert-compiled", "edgeship.runtimes.litert_compiled", "ai-edge-litert"),
         ),
         doctor="edgeship.doctor.tflite",
@@ -214,7 +217,7 @@ BUILTIN: dict[str, Format] = {
         suffix=".onnx",
         label="ONNX",
         converter="edgeship.converters.onnx",
-        runtimes=(Runtime("onnxruntime", "edgeship.runtimes.onnxruntime", "onnxruntime"),),
+        runtimes=(Runtime("onnxruntime", "edgeship.runtimes.onnxruntime", "onnxruntime", browser="onnxruntime-web"),),
         doctor="edgeship.doctor.onnx",
         calibration_methods=("minmax", "entropy", "percentile"),
         options=(

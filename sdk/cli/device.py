@@ -28,10 +28,11 @@ if TYPE_CHECKING:
 
 @cli.group()
 def device() -> None:
-    """Run validation bundles on targets: local, ssh://user@host[:port][/path], qemu-arm64:DIR, adb://SERIAL.
+    """Run validation bundles on targets: local, ssh://user@host[:port][/path], qemu-arm64:DIR, browser, adb://SERIAL.
 
     The ssh target installs a venv with only edgeship, numpy and the interpreters the bundle needs;
-    qemu-arm64:DIR does the same on an emulated arm64 board (make-board DIR builds one).
+    qemu-arm64:DIR does the same on an emulated arm64 board (make-board DIR builds one); browser
+    replays the bundle in headless Chromium with LiteRT.js and onnxruntime-web (setup-browser).
     The adb target is tested up to its adb command lines and not yet verified on a real phone.
     """
 
@@ -74,13 +75,29 @@ def make_board(folder: str, interpreters: tuple[str, ...], suite: str, mirror: s
         )
 
 
+@device.command("setup-browser")
+@json_option
+def setup_browser() -> None:
+    """Install the browser target's npm packages (@litertjs/core, onnxruntime-web) from the pinned lock file, once."""
+    from edgeship.runtimes._browser import installed_versions, setup
+
+    folder = _run(lambda: setup(progress=lambda m: _progress("browser", m)))
+    versions = installed_versions(folder)
+    size = sum(p.stat().st_size for p in (folder / "node_modules").rglob("*") if p.is_file())
+    if State.json:
+        _emit({"folder": str(folder), "packages": versions, "size_bytes": size})
+    elif not State.quiet:
+        said = ", ".join(f"{k} {v}" for k, v in versions.items())
+        out_console.print(shown(f"browser runtimes in {folder}: {said}; {size / 1e6:.0f} MB"), highlight=False)
+
+
 @device.command("run")
 @click.option(
     "--target",
     "targets",
     multiple=True,
     required=True,
-    help="local, ssh://user@host[:port][/path], qemu-arm64:DIR or adb://SERIAL; repeat for several (in parallel).",
+    help="local, ssh://user@host[:port][/path], qemu-arm64:DIR, browser or adb://SERIAL; repeat for several.",
 )
 @click.option(
     "--bundle",
@@ -143,7 +160,8 @@ def _device_table(report: DeviceReport) -> None:
         title=f"{shown(report.target)}: {shown(report.model)} bundle, {verdict} "
         + shown(f"({report.host.get('cpu')}, {report.machine or report.host.get('machine')}; {report.seconds:.1f} s)")
     )
-    p50 = "p50 (emulated)" if report.emulated else "p50"
+    browser = any(a.browser_p50_ms is not None for a in report.artifacts)
+    p50 = "p50 (emulated)" if report.emulated else "p50 page / native" if browser else "p50"
     columns = ("artifact", "status", "agree", "max err (tol)", "bit-exact", "accuracy (min)", p50, "runtime")
     for column in columns:
         table.add_column(
@@ -163,7 +181,7 @@ def _device_table(report: DeviceReport) -> None:
             "—" if a.bit_exact is None else f"{a.bit_exact * 100:.1f}% ({a.max_steps:g} st)",
             ("—" if a.accuracy is None else f"{a.accuracy * 100:.2f}%")
             + ("" if a.min_accuracy is None else f" ({a.min_accuracy * 100:.1f}%)"),
-            f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—",
+            _p50(a),
             shown(" ".join(a.runtime.split()[:2])),
         )
     out_console.print(table)
@@ -172,6 +190,15 @@ def _device_table(report: DeviceReport) -> None:
             out_console.print(
                 shown(f"{a.name} failed on {report.target}: {_why_failed(a)}"), style="red", highlight=False
             )
+    if browser:
+        colds = ", ".join(
+            f"{a.name} {a.cold_start_ms:.0f} ms (first run {a.first_inference_ms:.1f} ms)"
+            for a in report.artifacts
+            if a.cold_start_ms is not None and a.first_inference_ms is not None
+        )
+        out_console.print(
+            shown(f"cold start, page to model ready: {colds}; backend: {report.backend}"), highlight=False
+        )
     if report.preprocessed_here:
         out_console.print(
             shown(f"preprocessing applied there to the raw inputs: {report.preprocessed_here}"), highlight=False
@@ -195,3 +222,10 @@ def _why_failed(a: ArtifactCheck) -> str:
     if a.accuracy_ok is False and a.accuracy is not None and a.min_accuracy is not None:
         said.append(f"accuracy {a.accuracy * 100:.2f}% is below {a.min_accuracy * 100:.2f}%")
     return "; ".join(said) or a.reason or a.status
+
+
+def _p50(a: ArtifactCheck) -> str:
+    if a.browser_p50_ms is not None:
+        native = f"{a.native_p50_ms * 1000:.0f}" if a.native_p50_ms is not None else "—"
+        return f"{a.browser_p50_ms * 1000:.0f} / {native} µs"
+    return f"{a.benchmark.p50_ms * 1000:.0f} µs" if a.benchmark else "—"
