@@ -56,10 +56,14 @@ _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no
           "--disable-default-apps", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")  # fmt: skip
 
 
+#: where Debian's chromium package puts the browser binary
+CHROMIUM = ("/usr/lib/chromium/chromium", "/usr/lib/chromium/chrome")
+
+
 def find_chromium(explicit: str | None = None) -> str:
     """The Chromium binary itself (Debian's /usr/bin/chromium is a wrapper script that does not
     exec, so stopping it would leave the browser running)."""
-    for candidate in (explicit, "/usr/lib/chromium/chromium", "/usr/lib/chromium/chrome", shutil.which("chromium")):
+    for candidate in (explicit, *CHROMIUM, shutil.which("chromium")):
         if candidate and os.path.isfile(candidate) and Path(candidate).read_bytes()[:4] == b"\x7fELF":
             return candidate
     if explicit:

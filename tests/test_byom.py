@@ -350,3 +350,30 @@ def test_a_bundle_whose_artifact_records_another_preprocessing_fails_that_artifa
     assert report.passed is False and first.status == "failed"
     assert "records the preprocessing 'scale=0.0625,layout=nchw', but the bundle's raw inputs were made for " \
            "'scale=0.00392156862745098,layout=nchw': the bundle was built for other artifacts" in first.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["multiclass_cnn", "nchw_onnx", "two_inputs", "token_ids"])
+def test_bundles_replay_in_the_browser_as_on_the_host(converted, name, tmp_path):
+    """Raw 0..16 pixels scaled in the page (and moved channels-first for the NCHW file), two inputs
+    fed by name, integer ids: each in LiteRT.js or onnxruntime-web, against this host's outputs."""
+    import shutil
+
+    from edgeship.errors import MissingDependencyError
+    from edgeship.runtimes import _browser
+    from edgeship.runtimes.targets import run_targets
+
+    try:
+        _browser.find_chromium()
+        _browser.setup()
+    except MissingDependencyError as exc:
+        pytest.skip(str(exc))
+    case, out, _ = converted[name]
+    shutil.copytree(out, tmp_path / "out")
+    es.validate(tmp_path / "out")
+    manifest = es.bundle.BundleManifest.load(tmp_path / "out" / "bundle")
+    (report,) = run_targets(["browser"], tmp_path / "out" / "bundle", runs=5)
+    ran = [a for a in report.artifacts if a.browser_p50_ms is not None]
+    assert report.passed is True and ran, (report.error, [(a.name, a.status, a.reason) for a in report.artifacts])
+    assert all(a.status == "ok" and a.agreement in (None, 1.0) for a in ran), [(a.name, a.status) for a in ran]
+    assert bool(report.preprocessed_here) == manifest.raw_inputs and len(report.inputs) == len(manifest.input_files)
