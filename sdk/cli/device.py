@@ -33,7 +33,8 @@ def device() -> None:
     The ssh target installs a venv with only edgeship, numpy and the interpreters the bundle needs;
     qemu-arm64:DIR does the same on an emulated arm64 board (make-board DIR builds one); browser
     replays the bundle in headless Chromium with LiteRT.js and onnxruntime-web (setup-browser).
-    The adb target is tested up to its adb command lines and not yet verified on a real phone.
+    The adb target needs a Python with numpy and an interpreter on the phone (Termux's; --python)
+    and refuses a phone without one; it is not yet verified on a real phone.
     """
 
 
