@@ -62,8 +62,8 @@ def test_wheel_builds_installs_and_imports(tmp_path):
     #    (setuptools writes egg-info and build/ into the source folder)
     import shutil
 
-    source = shutil.copytree(ROOT, tmp_path / "src", ignore=shutil.ignore_patterns(
-        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache"))
+    source = shutil.copytree(ROOT, tmp_path / "src", symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "*.egg-info", "__pycache__", ".pytest_cache", ".ci-work"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path / "dist")], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("edgeship-*.whl"))
