@@ -32,6 +32,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +45,15 @@ from edgeship import _io
 from edgeship import bundle as _bundle
 from edgeship.errors import BadInputError, EdgeshipError, MissingDependencyError, RuntimeFailure
 from edgeship.formats import for_path
-from edgeship.runtimes._device_check import ArtifactCheck, DeviceReport, blank, model_inputs, score
+from edgeship.runtimes._device_check import (
+    ArtifactCheck,
+    DeviceReport,
+    applied,
+    blank,
+    model_inputs,
+    preprocessing_for,
+    score,
+)
 from edgeship.runtimes.targets import cache_dir
 
 PAGE = Path(__file__).with_name("browser_page")
@@ -195,6 +204,7 @@ class BrowserTarget:
     def run(self, bundle: Path, *, runs: int = 50, warmup: int = 5, threads: int | None = None) -> DeviceReport:
         from edgeship.runtimes.benchmark import environment
 
+        started = time.perf_counter()
         manifest, inputs, labels = _bundle.load(bundle)  # a damaged bundle is refused before the browser starts
         chromium = find_chromium(self.chromium)
         modules = setup()
@@ -214,13 +224,14 @@ class BrowserTarget:
         return DeviceReport(
             target=self.url,
             passed=all(verdicts) if verdicts else None,
+            seconds=time.perf_counter() - started,
             machine=platform.machine(),
             model=manifest.model,
             dataset=manifest.dataset,
             host=environment(),
             installed={"chromium": _version(chromium), **installed_versions(modules)},
             backend=f"WASM, 1 thread; {webgpu}" if webgpu else "WASM, 1 thread",
-            preprocessed_here=_applied(manifest),
+            preprocessed_here=f"{applied(manifest)}, in the page" if manifest.raw_inputs else "",
             inputs={name: tuple(int(d) for d in a.shape) for name, a in zip(manifest.input_files, inputs)},
             artifacts=tuple(checks),
         )
@@ -249,11 +260,7 @@ class BrowserTarget:
                 continue
             ordered = in_order([s.shape for s in session.inputs], list(fed))
             native = benchmark(session, runs=max(runs, 10), warmup=warmup, feeds=session.feeds_for(fed, 1))
-            spec = session.preprocess if manifest.raw_inputs and "preprocess" in session.metadata else None
-            if manifest.raw_inputs and spec is None:
-                from edgeship.preprocess import Preprocess
-
-                spec = Preprocess.parse(manifest.preprocess or "none")
+            spec = preprocessing_for(session, manifest, entry)
             files[entry.path] = path
             planned.append(
                 {
@@ -342,15 +349,6 @@ def _spec(spec: Any) -> dict[str, Any]:
         "std": list(spec.std),
         "layout": spec.layout,
     }
-
-
-def _applied(manifest: _bundle.BundleManifest) -> str:
-    if not manifest.raw_inputs:
-        return ""
-    from edgeship.preprocess import Preprocess
-
-    spec = Preprocess.parse(manifest.preprocess or "none")
-    return f"{spec.spec} ({spec.describe()}), in the page"
 
 
 def _version(chromium: str) -> str:

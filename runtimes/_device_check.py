@@ -195,27 +195,36 @@ def score(
     )
 
 
+def preprocessing_for(session: Any, manifest: bundle.BundleManifest | None, entry: bundle.BundleEntry) -> Any:
+    """The Preprocess a device applies to the bundle's inputs for this artifact (None: they come
+    preprocessed): the one the file records, or the bundle's for a file with no edgeship record. A
+    file whose recorded preprocessing is not the one the bundle was made with is refused."""
+    from edgeship.preprocess import Preprocess
+
+    if manifest is None or not manifest.raw_inputs:
+        return None
+    made_with = Preprocess.parse(manifest.preprocess or "none")
+    if "preprocess" not in session.metadata:  # a file with no edgeship record: the bundle's says it
+        return made_with
+    if session.preprocess.spec != made_with.spec:
+        raise BadArtifactError(
+            f"{entry.path} records the preprocessing {session.preprocess.spec!r}, but the bundle's raw "
+            f"inputs were made for {made_with.spec!r}: the bundle was built for other artifacts; write it again "
+            "with edgeship validate"
+        )
+    return session.preprocess
+
+
 def model_inputs(
     session: Any, manifest: bundle.BundleManifest | None, entry: bundle.BundleEntry, inputs: tuple[np.ndarray, ...]
 ) -> tuple[np.ndarray, ...]:
-    """The bundle's inputs as this artifact takes them: raw inputs through the preprocessing the
-    file records (``session.preprocessed``, what an app on the device does), then into the file's
-    layout. A file whose recorded preprocessing is not the one the bundle was made with is refused."""
-    from edgeship.preprocess import Preprocess
+    """The bundle's inputs as this artifact takes them: raw inputs through ``preprocessing_for``
+    (what an app on the device does), then into the file's layout."""
     from edgeship.runtimes._session import in_layout
 
-    if manifest is not None and manifest.raw_inputs:
-        made_with = Preprocess.parse(manifest.preprocess or "none")
-        if "preprocess" not in session.metadata:  # a file with no edgeship record: the bundle's says it
-            inputs = tuple(made_with.apply(a) for a in inputs)
-        elif session.preprocess.spec != made_with.spec:
-            raise BadArtifactError(
-                f"{entry.path} records the preprocessing {session.preprocess.spec!r}, but the bundle's raw "
-                f"inputs were made for {made_with.spec!r}: the bundle was built for other artifacts; write it again "
-                "with edgeship validate"
-            )
-        else:
-            inputs = tuple(session.preprocessed(inputs))
+    spec = preprocessing_for(session, manifest, entry)
+    if spec is not None:
+        inputs = tuple(spec.apply(a) for a in inputs)
     return in_layout(inputs, entry.layout)  # a file made channels-last from a channels-first model
 
 
@@ -238,7 +247,7 @@ def check_bundle(
         passed=all(verdicts) if verdicts else None,
         seconds=time.perf_counter() - started,
         machine=platform.machine(),
-        preprocessed_here=_applied(manifest),
+        preprocessed_here=applied(manifest),
         model=manifest.model,
         dataset=manifest.dataset,
         host=environment(),
@@ -249,7 +258,8 @@ def check_bundle(
     )
 
 
-def _applied(manifest: bundle.BundleManifest) -> str:
+def applied(manifest: bundle.BundleManifest) -> str:
+    """What the device applies to the bundle's raw inputs, for the report ("" for preprocessed inputs)."""
     if not manifest.raw_inputs:
         return ""
     from edgeship.preprocess import Preprocess
